@@ -1,0 +1,167 @@
+//! The `flowprior` command line: one module per subcommand. Errors are reported here with context
+//! (anyhow); the library below returns typed errors.
+
+mod bench;
+mod classifier;
+mod data;
+mod runs;
+mod sql;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::backend::{BackendKind, DeviceSpec};
+use crate::store::{Store, resolve_db_path};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "flowprior",
+    version,
+    about = "Latent-space alignment with flow priors: runs, sweeps, reports"
+)]
+pub struct Cli {
+    /// Run store (SQLite file). Default: $FLOWPRIOR_DB, else runs/flowprior.db.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub db: Option<PathBuf>,
+    /// Data folder. Default: $FLOWPRIOR_DATA, else data/.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// More log output (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Train the MLP classifier on a dataset and record the run (the feature network of FID-like metrics).
+    Classifier(classifier::ClassifierArgs),
+    /// Past runs: list, show, stale, export.
+    Runs(runs::RunsArgs),
+    /// Run one read-only SQL statement against the store.
+    Sql(sql::SqlArgs),
+    /// Datasets and weights: check what is present.
+    Data(data::DataArgs),
+    /// The run store itself.
+    Db(DbArgs),
+    /// Backends compiled into this binary.
+    Backends,
+    /// Benchmarks.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DbArgs {
+    #[command(subcommand)]
+    pub command: DbCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DbCommand {
+    /// Create the store (or migrate it to the current schema) and print where it is.
+    Init,
+    /// Check the database file's integrity.
+    Check,
+}
+
+/// `--backend` and `--device`, shared by every subcommand that trains.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BackendArgs {
+    /// Backend: flex (CPU, default), cuda, tch. Overrides the config file's `backend` key.
+    #[arg(long, env = "FLOWPRIOR_BACKEND", value_enum)]
+    pub backend: Option<BackendKind>,
+    /// Device: cpu, cuda, cuda:N (default: the backend's own).
+    #[arg(long, value_name = "DEVICE")]
+    pub device: Option<String>,
+}
+
+impl BackendArgs {
+    /// The backend (flag, else config, else flex) and device, checked against this binary.
+    pub fn resolve(&self, from_config: BackendKind) -> anyhow::Result<(BackendKind, DeviceSpec)> {
+        let backend = self.backend.unwrap_or(from_config);
+        backend.ensure_compiled()?;
+        let device = DeviceSpec::parse(backend, self.device.as_deref())?;
+        Ok((backend, device))
+    }
+}
+
+impl Cli {
+    pub fn db_path(&self) -> PathBuf {
+        resolve_db_path(self.db.as_deref())
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        crate::data::catalog::resolve_data_dir(self.data_dir.as_deref())
+    }
+
+    pub fn open_store(&self) -> anyhow::Result<Store> {
+        Ok(Store::open(&self.db_path())?)
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("flowprior={default},warn"))
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    match dispatch(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(cli: &Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        Command::Classifier(args) => classifier::run(cli, args),
+        Command::Runs(args) => runs::run(cli, args),
+        Command::Sql(args) => sql::run(cli, args),
+        Command::Data(args) => data::run(cli, args),
+        Command::Bench(args) => bench::run(cli, args),
+        Command::Db(args) => {
+            let store = cli.open_store()?;
+            match args.command {
+                DbCommand::Init => {
+                    store.refresh_runs_wide()?;
+                    println!("run store ready: {}", store.path().display());
+                }
+                DbCommand::Check => {
+                    let verdict = store.integrity_check()?;
+                    println!("{}: integrity {verdict}", store.path().display());
+                    anyhow::ensure!(verdict == "ok", "integrity check failed");
+                }
+            }
+            Ok(())
+        }
+        Command::Backends => {
+            for b in [BackendKind::Flex, BackendKind::Cuda, BackendKind::Tch] {
+                let state = if b.is_compiled() {
+                    "compiled in"
+                } else {
+                    "not compiled"
+                };
+                println!("{:<5} {state} (cargo feature `{}`)", b.name(), b.feature());
+            }
+            Ok(())
+        }
+    }
+}

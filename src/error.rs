@@ -1,0 +1,26 @@
+//! The library's top-level error: what a job can fail with.
+
+use std::path::PathBuf;
+
+/// Errors of flowprior's jobs.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
+    #[error(transparent)]
+    Backend(#[from] crate::backend::BackendError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("cannot write {path}: {message}")]
+    Write { path: PathBuf, message: String },
+    #[error("training diverged at step {step}: {key} = {value}")]
+    Diverged {
+        step: usize,
+        key: String,
+        value: f64,
+    },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,48 @@
+//! Exponential moving average of a module's weights: `ema <- decay * ema + (1 - decay) * model`.
+//! The frozen prior is the EMA copy, as in the public code.
+
+use std::collections::HashMap;
+
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::tensor::backend::Backend;
+use burn::tensor::Tensor;
+
+struct Collect<B: Backend> {
+    params: HashMap<ParamId, Tensor<B, 1>>,
+}
+
+impl<B: Backend> ModuleVisitor<B> for Collect<B> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let t = param.val();
+        let n = t.shape().num_elements();
+        self.params.insert(param.id, t.reshape([n]));
+    }
+}
+
+struct Blend<B: Backend> {
+    params: HashMap<ParamId, Tensor<B, 1>>,
+    decay: f64,
+}
+
+impl<B: Backend> ModuleMapper<B> for Blend<B> {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let (id, tensor, mapper) = param.consume();
+        let blended = match self.params.remove(&id) {
+            Some(new) => {
+                let shape = tensor.shape();
+                tensor * self.decay + new.reshape(shape) * (1.0 - self.decay)
+            }
+            None => tensor,
+        };
+        Param::from_mapped_value(id, blended, mapper)
+    }
+}
+
+/// Returns `decay * ema + (1 - decay) * model`, parameter by parameter (matched by parameter id, so
+/// `ema` must be a clone of `model` taken earlier, e.g. at initialisation).
+pub fn ema_update<B: Backend, M: Module<B>>(ema: M, model: &M, decay: f64) -> M {
+    let mut collect = Collect { params: HashMap::new() };
+    model.visit(&mut collect);
+    let mut blend = Blend { params: collect.params, decay };
+    ema.map(&mut blend)
+}

@@ -1,0 +1,197 @@
+//! The velocity network "SimpleMLPAdaLN" of the paper's flow prior (and of MAR's diffusion head):
+//!
+//! ```text
+//! h0  = Linear(d -> w)(x)
+//! c   = Linear(w -> w)(SiLU(Linear(256 -> w)(sinusoidal_256(t))))        time embedding of the raw t
+//! for each block:  shift, scale, gate = Linear(w -> 3w)(SiLU(c))          (zero-initialised)
+//!                  h = h + gate * MLP(LN_1e-6(h) * (1 + scale) + shift)     MLP = Linear, SiLU, Linear
+//! out = Linear(w -> d)(LN_noaffine_1e-6(h) * (1 + scale) + shift)          shift, scale = Linear(w -> 2w)(SiLU(c))
+//! ```
+//! Initialisation as in the public code: Xavier-uniform weights and zero biases for every Linear,
+//! N(0, 0.02^2) weights for the two time-embedding Linears, and zeros for every adaLN projection and for
+//! the final Linear, so a fresh network outputs exactly 0.
+
+use burn::module::{Module, Param};
+use burn::nn::{LayerNorm, LayerNormConfig, Linear};
+use burn::tensor::activation::silu;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Distribution, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+/// Size of the sinusoidal time features.
+pub const FREQ_DIM: usize = 256;
+/// Maximum period of the sinusoidal time features.
+pub const MAX_PERIOD: f64 = 10_000.0;
+/// LayerNorm epsilon of every norm in the network.
+pub const LN_EPS: f64 = 1e-6;
+
+/// Shape of a velocity network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowNetConfig {
+    /// Dimension of the points the flow models.
+    pub dim: usize,
+    /// Hidden width.
+    pub width: usize,
+    /// Residual blocks.
+    pub depth: usize,
+}
+
+impl FlowNetConfig {
+    pub fn init<B: Backend>(&self, device: &B::Device) -> SimpleMlpAdaLn<B> {
+        SimpleMlpAdaLn::new(*self, device)
+    }
+}
+
+enum Init {
+    Xavier,
+    Normal(f64),
+    Zeros,
+}
+
+/// A Linear layer (weights stored [d_in, d_out] as Burn does) with the given weight init and zero bias.
+fn linear<B: Backend>(d_in: usize, d_out: usize, init: Init, device: &B::Device) -> Linear<B> {
+    let shape = [d_in, d_out];
+    let weight = match init {
+        Init::Xavier => {
+            let bound = (6.0 / (d_in + d_out) as f64).sqrt();
+            Tensor::<B, 2>::random(shape, Distribution::Uniform(-bound, bound), device)
+        }
+        Init::Normal(std) => Tensor::<B, 2>::random(shape, Distribution::Normal(0.0, std), device),
+        Init::Zeros => Tensor::<B, 2>::zeros(shape, device),
+    };
+    Linear {
+        weight: Param::from_tensor(weight),
+        bias: Some(Param::from_tensor(Tensor::<B, 1>::zeros([d_out], device))),
+    }
+}
+
+/// Sinusoidal features of a batch of times `t` ([N]): `[cos(t f_0..f_{h-1}), sin(t f_0..f_{h-1})]`
+/// with `f_i = exp(-ln(max_period) i / h)`, `h = dim / 2` (a zero column is appended for odd `dim`).
+pub fn timestep_embedding<B: Backend>(t: Tensor<B, 1>, dim: usize, max_period: f64) -> Tensor<B, 2> {
+    let device = t.device();
+    let half = dim / 2;
+    let freqs: Vec<f32> = (0..half)
+        .map(|i| (-(max_period.ln()) * i as f64 / half as f64).exp() as f32)
+        .collect();
+    let freqs = Tensor::<B, 1>::from_data(TensorData::new(freqs, [half]), &device).unsqueeze::<2>();
+    let args = t.unsqueeze_dim::<2>(1) * freqs;
+    let mut parts = vec![args.clone().cos(), args.sin()];
+    if dim % 2 == 1 {
+        let n = parts[0].dims()[0];
+        parts.push(Tensor::zeros([n, 1], &device));
+    }
+    Tensor::cat(parts, 1)
+}
+
+/// `x * (1 + scale) + shift`.
+fn modulate<B: Backend>(x: Tensor<B, 2>, shift: Tensor<B, 2>, scale: Tensor<B, 2>) -> Tensor<B, 2> {
+    x * (scale + 1.0) + shift
+}
+
+/// LayerNorm over the last dimension without affine parameters (biased variance, like PyTorch).
+pub fn layer_norm_plain<B: Backend>(x: Tensor<B, 2>, eps: f64) -> Tensor<B, 2> {
+    let mean = x.clone().mean_dim(1);
+    let centred = x - mean;
+    let var = centred.clone().powi_scalar(2).mean_dim(1);
+    centred / (var + eps).sqrt()
+}
+
+/// Time embedding: sinusoidal features, Linear, SiLU, Linear.
+#[derive(Module, Debug)]
+pub struct TimestepEmbedder<B: Backend> {
+    pub fc1: Linear<B>,
+    pub fc2: Linear<B>,
+}
+
+impl<B: Backend> TimestepEmbedder<B> {
+    pub fn forward(&self, t: Tensor<B, 1>) -> Tensor<B, 2> {
+        let f = timestep_embedding(t, FREQ_DIM, MAX_PERIOD);
+        self.fc2.forward(silu(self.fc1.forward(f)))
+    }
+}
+
+/// Residual block with adaLN modulation.
+#[derive(Module, Debug)]
+pub struct ResBlock<B: Backend> {
+    pub in_ln: LayerNorm<B>,
+    pub fc1: Linear<B>,
+    pub fc2: Linear<B>,
+    pub ada: Linear<B>,
+}
+
+impl<B: Backend> ResBlock<B> {
+    pub fn forward(&self, x: Tensor<B, 2>, c_act: Tensor<B, 2>) -> Tensor<B, 2> {
+        let mut m = self.ada.forward(c_act).chunk(3, 1).into_iter();
+        let (shift, scale, gate) = match (m.next(), m.next(), m.next()) {
+            (Some(a), Some(b), Some(c)) => (a, b, c),
+            _ => unreachable!("chunk(3) of a 3w-wide tensor yields three parts"),
+        };
+        let h = modulate(self.in_ln.forward(x.clone()), shift, scale);
+        let h = self.fc2.forward(silu(self.fc1.forward(h)));
+        x + gate * h
+    }
+}
+
+/// Final layer: plain LayerNorm, adaLN modulation, Linear to the output dimension.
+#[derive(Module, Debug)]
+pub struct FinalLayer<B: Backend> {
+    pub ada: Linear<B>,
+    pub linear: Linear<B>,
+}
+
+impl<B: Backend> FinalLayer<B> {
+    pub fn forward(&self, x: Tensor<B, 2>, c_act: Tensor<B, 2>) -> Tensor<B, 2> {
+        let mut m = self.ada.forward(c_act).chunk(2, 1).into_iter();
+        let (shift, scale) = match (m.next(), m.next()) {
+            (Some(a), Some(b)) => (a, b),
+            _ => unreachable!("chunk(2) of a 2w-wide tensor yields two parts"),
+        };
+        self.linear.forward(modulate(layer_norm_plain(x, LN_EPS), shift, scale))
+    }
+}
+
+/// The velocity network v(x, t).
+#[derive(Module, Debug)]
+pub struct SimpleMlpAdaLn<B: Backend> {
+    pub time_embed: TimestepEmbedder<B>,
+    pub input_proj: Linear<B>,
+    pub blocks: Vec<ResBlock<B>>,
+    pub final_layer: FinalLayer<B>,
+}
+
+impl<B: Backend> SimpleMlpAdaLn<B> {
+    pub fn new(cfg: FlowNetConfig, device: &B::Device) -> Self {
+        let w = cfg.width;
+        SimpleMlpAdaLn {
+            time_embed: TimestepEmbedder {
+                fc1: linear(FREQ_DIM, w, Init::Normal(0.02), device),
+                fc2: linear(w, w, Init::Normal(0.02), device),
+            },
+            input_proj: linear(cfg.dim, w, Init::Xavier, device),
+            blocks: (0..cfg.depth)
+                .map(|_| ResBlock {
+                    in_ln: LayerNormConfig::new(w).with_epsilon(LN_EPS).init(device),
+                    fc1: linear(w, w, Init::Xavier, device),
+                    fc2: linear(w, w, Init::Xavier, device),
+                    ada: linear(w, 3 * w, Init::Zeros, device),
+                })
+                .collect(),
+            final_layer: FinalLayer {
+                ada: linear(w, 2 * w, Init::Zeros, device),
+                linear: linear(w, cfg.dim, Init::Zeros, device),
+            },
+        }
+    }
+
+    /// v(x, t) for points `x` [N, d] at times `t` [N] (t = 0 noise, t = 1 data).
+    pub fn forward(&self, x: Tensor<B, 2>, t: Tensor<B, 1>) -> Tensor<B, 2> {
+        let c = self.time_embed.forward(t);
+        let c_act = silu(c);
+        let mut h = self.input_proj.forward(x);
+        for block in &self.blocks {
+            h = block.forward(h, c_act.clone());
+        }
+        self.final_layer.forward(h, c_act)
+    }
+}

@@ -1,0 +1,22 @@
+//! flowprior: an experiment harness for "Aligning Latent Spaces with Flow Priors" (Li et al., 2025)
+//! and the latent flow matching it builds on.
+//!
+//! Modules, one concern each:
+//! * [`backend`]: run-time choice of Burn backend (flex CPU, CUDA, libtorch) behind cargo features;
+//! * [`store`]: the SQLite run store (runs, params, metric series, summaries, artifacts);
+//! * [`data`]: dataset readers, in-memory datasets and batching, the data catalogue;
+//! * [`config`]: TOML configuration loading with precise errors;
+//! * [`models`], [`jobs`]: networks and the jobs that train them;
+//! * [`cli`]: the `flowprior` command line.
+
+pub mod backend;
+pub mod cli;
+pub mod config;
+pub mod data;
+pub mod error;
+pub mod jobs;
+pub mod models;
+pub mod store;
+pub mod util;
+
+pub use error::{Error, Result};

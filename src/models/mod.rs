@@ -1,0 +1,3 @@
+//! Neural networks used by the pipeline's stages.
+
+pub mod classifier;

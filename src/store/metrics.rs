@@ -1,0 +1,406 @@
+//! Typed write-once parameters, metric series with their per-run summary, and artifacts.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Serialize;
+use sqlx::Row;
+
+use super::{Result, Store, StoreError, sql_err};
+use crate::util::{now_unix, sha256_file};
+
+/// One point of a metric series.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricPoint {
+    pub key: String,
+    pub step: i64,
+    pub value: f64,
+}
+
+impl MetricPoint {
+    pub fn new(key: impl Into<String>, step: i64, value: f64) -> MetricPoint {
+        MetricPoint {
+            key: key.into(),
+            step,
+            value,
+        }
+    }
+}
+
+/// A typed parameter value.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum ParamValue {
+    Int(i64),
+    Real(f64),
+    Text(String),
+    Bool(bool),
+}
+
+impl ParamValue {
+    fn kind(&self) -> &'static str {
+        match self {
+            ParamValue::Int(_) => "int",
+            ParamValue::Real(_) => "real",
+            ParamValue::Text(_) => "text",
+            ParamValue::Bool(_) => "bool",
+        }
+    }
+}
+
+impl std::fmt::Display for ParamValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ParamValue::Int(v) => write!(f, "{v}"),
+            ParamValue::Real(v) => write!(f, "{v}"),
+            ParamValue::Text(v) => write!(f, "{v:?}"),
+            ParamValue::Bool(v) => write!(f, "{v}"),
+        }
+    }
+}
+
+/// Flattens a JSON configuration into dotted parameter keys (`model.width` = 64). Arrays become JSON
+/// text; nulls are skipped.
+pub fn params_from_config(config: &serde_json::Value) -> Vec<(String, ParamValue)> {
+    fn walk(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, ParamValue)>) {
+        use serde_json::Value as J;
+        let key = |k: &str| {
+            if prefix.is_empty() {
+                k.to_string()
+            } else {
+                format!("{prefix}.{k}")
+            }
+        };
+        match v {
+            J::Object(map) => {
+                for (k, v) in map {
+                    walk(&key(k), v, out);
+                }
+            }
+            J::Null => {}
+            J::Bool(b) => out.push((prefix.to_string(), ParamValue::Bool(*b))),
+            J::Number(n) => match n.as_i64() {
+                Some(i) => out.push((prefix.to_string(), ParamValue::Int(i))),
+                None => out.push((
+                    prefix.to_string(),
+                    ParamValue::Real(n.as_f64().unwrap_or(f64::NAN)),
+                )),
+            },
+            J::String(s) => out.push((prefix.to_string(), ParamValue::Text(s.clone()))),
+            J::Array(_) => out.push((prefix.to_string(), ParamValue::Text(v.to_string()))),
+        }
+    }
+    let mut out = Vec::new();
+    walk("", config, &mut out);
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// Final value of one metric of one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct SummaryRow {
+    pub key: String,
+    pub step: i64,
+    /// None when the last value was NaN.
+    pub value: Option<f64>,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    pub n: i64,
+}
+
+fn finite_or_none(v: f64) -> Option<f64> {
+    if v.is_nan() { None } else { Some(v) }
+}
+
+impl Store {
+    /// Records parameters. Write-once: setting a key again to the same value is a no-op, to a
+    /// different value is [`StoreError::ParamConflict`] (and nothing of this call is written).
+    pub fn set_params(&self, run: i64, params: &[(String, ParamValue)]) -> Result<()> {
+        let outcome: std::result::Result<Option<StoreError>, sqlx::Error> = self.block_on(async {
+            let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
+            for (key, value) in params {
+                let (i, r, t): (Option<i64>, Option<f64>, Option<String>) = match value {
+                    ParamValue::Int(v) => (Some(*v), None, None),
+                    ParamValue::Bool(v) => (Some(i64::from(*v)), None, None),
+                    ParamValue::Real(v) => (None, Some(*v), None),
+                    ParamValue::Text(v) => (None, None, Some(v.clone())),
+                };
+                sqlx::query(
+                    "INSERT INTO params (run_id, key, kind, int_value, real_value, text_value) \
+                     VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, key) DO NOTHING",
+                )
+                .bind(run)
+                .bind(key)
+                .bind(value.kind())
+                .bind(i)
+                .bind(r)
+                .bind(&t)
+                .execute(&mut *tx)
+                .await?;
+                let row = sqlx::query(
+                    "SELECT kind, int_value, real_value, text_value FROM params WHERE run_id = ? AND key = ?",
+                )
+                .bind(run)
+                .bind(key)
+                .fetch_one(&mut *tx)
+                .await?;
+                let existing = param_from_row(&row)?;
+                let same = match (&existing, value) {
+                    (ParamValue::Real(a), ParamValue::Real(b)) => a.to_bits() == b.to_bits() || a == b,
+                    (a, b) => a == b,
+                };
+                if !same {
+                    tx.rollback().await?;
+                    return Ok(Some(StoreError::ParamConflict {
+                        run,
+                        key: key.clone(),
+                        existing: existing.to_string(),
+                        new: value.to_string(),
+                    }));
+                }
+            }
+            tx.commit().await?;
+            Ok(None)
+        });
+        match outcome.map_err(sql_err("set params"))? {
+            Some(conflict) => Err(conflict),
+            None => Ok(()),
+        }
+    }
+
+    /// The run's parameters, by key.
+    pub fn params(&self, run: i64) -> Result<Vec<(String, ParamValue)>> {
+        let rows = self
+            .block_on(async {
+                sqlx::query(
+                    "SELECT key, kind, int_value, real_value, text_value FROM params WHERE run_id = ? ORDER BY key",
+                )
+                .bind(run)
+                .fetch_all(self.pool())
+                .await
+            })
+            .map_err(sql_err("read params"))?;
+        rows.iter()
+            .map(|row| Ok((row.try_get::<String, _>("key")?, param_from_row(row)?)))
+            .collect::<std::result::Result<Vec<_>, sqlx::Error>>()
+            .map_err(sql_err("decode params"))
+    }
+
+    /// Appends a batch of metric points in one transaction and updates the run's summary
+    /// (final value = value at the largest step; min, max, count). A point logged again at the same
+    /// (key, step) replaces the earlier value. NaN is stored as NULL.
+    pub fn log_metrics(&self, run: i64, points: &[MetricPoint]) -> Result<()> {
+        if points.is_empty() {
+            return Ok(());
+        }
+        struct Acc {
+            step: i64,
+            value: f64,
+            min: Option<f64>,
+            max: Option<f64>,
+            n: i64,
+        }
+        let mut per_key: BTreeMap<&str, Acc> = BTreeMap::new();
+        for p in points {
+            let acc = per_key.entry(p.key.as_str()).or_insert(Acc {
+                step: p.step,
+                value: p.value,
+                min: None,
+                max: None,
+                n: 0,
+            });
+            if p.step >= acc.step {
+                acc.step = p.step;
+                acc.value = p.value;
+            }
+            if !p.value.is_nan() {
+                acc.min = Some(acc.min.map_or(p.value, |m| m.min(p.value)));
+                acc.max = Some(acc.max.map_or(p.value, |m| m.max(p.value)));
+            }
+            acc.n += 1;
+        }
+        let now = now_unix();
+        self.block_on(async {
+            let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
+            for p in points {
+                sqlx::query(
+                    "INSERT INTO metrics (run_id, key, step, value, logged_at) VALUES (?, ?, ?, ?, ?) \
+                     ON CONFLICT (run_id, key, step) DO UPDATE SET value = excluded.value, \
+                     logged_at = excluded.logged_at",
+                )
+                .bind(run)
+                .bind(&p.key)
+                .bind(p.step)
+                .bind(finite_or_none(p.value))
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            for (key, acc) in &per_key {
+                sqlx::query(
+                    "INSERT INTO summary (run_id, key, step, value, min_value, max_value, n, updated_at) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, key) DO UPDATE SET \
+                     value = CASE WHEN excluded.step >= summary.step THEN excluded.value ELSE summary.value END, \
+                     step = CASE WHEN excluded.step >= summary.step THEN excluded.step ELSE summary.step END, \
+                     min_value = CASE WHEN summary.min_value IS NULL OR excluded.min_value < summary.min_value \
+                                 THEN excluded.min_value ELSE summary.min_value END, \
+                     max_value = CASE WHEN summary.max_value IS NULL OR excluded.max_value > summary.max_value \
+                                 THEN excluded.max_value ELSE summary.max_value END, \
+                     n = summary.n + excluded.n, updated_at = excluded.updated_at",
+                )
+                .bind(run)
+                .bind(*key)
+                .bind(acc.step)
+                .bind(finite_or_none(acc.value))
+                .bind(acc.min)
+                .bind(acc.max)
+                .bind(acc.n)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            sqlx::query("UPDATE runs SET heartbeat_at = ? WHERE id = ? AND status = 'running'")
+                .bind(now)
+                .bind(run)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await
+        })
+        .map_err(sql_err("log metrics"))
+    }
+
+    /// The final values of every metric of a run.
+    pub fn summary(&self, run: i64) -> Result<Vec<SummaryRow>> {
+        let rows = self
+            .block_on(async {
+                sqlx::query_as::<_, (String, i64, Option<f64>, Option<f64>, Option<f64>, i64)>(
+                    "SELECT key, step, value, min_value, max_value, n FROM summary WHERE run_id = ? ORDER BY key",
+                )
+                .bind(run)
+                .fetch_all(self.pool())
+                .await
+            })
+            .map_err(sql_err("read summary"))?;
+        Ok(rows
+            .into_iter()
+            .map(|(key, step, value, min, max, n)| SummaryRow {
+                key,
+                step,
+                value,
+                min,
+                max,
+                n,
+            })
+            .collect())
+    }
+
+    /// One metric series of a run, ordered by step (NaN where NULL was stored).
+    pub fn series(&self, run: i64, key: &str) -> Result<Vec<(i64, f64)>> {
+        let rows = self
+            .block_on(async {
+                sqlx::query_as::<_, (i64, Option<f64>)>(
+                    "SELECT step, value FROM metrics WHERE run_id = ? AND key = ? ORDER BY step",
+                )
+                .bind(run)
+                .bind(key)
+                .fetch_all(self.pool())
+                .await
+            })
+            .map_err(sql_err("read series"))?;
+        Ok(rows
+            .into_iter()
+            .map(|(s, v)| (s, v.unwrap_or(f64::NAN)))
+            .collect())
+    }
+
+    /// Records a file produced by a run, with its SHA-256 and size.
+    pub fn add_artifact(&self, run: i64, kind: &str, path: &Path) -> Result<String> {
+        let (sha, bytes) = sha256_file(path).map_err(|source| StoreError::Artifact {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let path_text = path.to_string_lossy().into_owned();
+        self.block_on(async {
+            sqlx::query(
+                "INSERT INTO artifacts (run_id, kind, path, sha256, bytes, created_at) VALUES (?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (run_id, kind, path) DO UPDATE SET sha256 = excluded.sha256, \
+                 bytes = excluded.bytes, created_at = excluded.created_at",
+            )
+            .bind(run)
+            .bind(kind)
+            .bind(&path_text)
+            .bind(&sha)
+            .bind(bytes as i64)
+            .bind(now_unix())
+            .execute(self.pool())
+            .await
+        })
+        .map_err(sql_err("add artifact"))?;
+        Ok(sha)
+    }
+}
+
+fn param_from_row(row: &sqlx::sqlite::SqliteRow) -> std::result::Result<ParamValue, sqlx::Error> {
+    let kind: String = row.try_get("kind")?;
+    Ok(match kind.as_str() {
+        "int" => ParamValue::Int(
+            row.try_get::<Option<i64>, _>("int_value")?
+                .unwrap_or_default(),
+        ),
+        "bool" => ParamValue::Bool(
+            row.try_get::<Option<i64>, _>("int_value")?
+                .unwrap_or_default()
+                != 0,
+        ),
+        "real" => ParamValue::Real(
+            row.try_get::<Option<f64>, _>("real_value")?
+                .unwrap_or(f64::NAN),
+        ),
+        _ => ParamValue::Text(
+            row.try_get::<Option<String>, _>("text_value")?
+                .unwrap_or_default(),
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_flattens_to_dotted_typed_params() {
+        let cfg = serde_json::json!({"lr": 0.5, "model": {"width": 64, "act": "silu"}, "ema": true,
+                                     "sizes": [1, 2], "none": null});
+        let p = params_from_config(&cfg);
+        assert_eq!(
+            p,
+            vec![
+                ("ema".into(), ParamValue::Bool(true)),
+                ("lr".into(), ParamValue::Real(0.5)),
+                ("model.act".into(), ParamValue::Text("silu".into())),
+                ("model.width".into(), ParamValue::Int(64)),
+                ("sizes".into(), ParamValue::Text("[1,2]".into())),
+            ]
+        );
+    }
+}
+
+impl Store {
+    /// Final values of every run, by run id (one query over `summary`, never the series).
+    pub fn all_summaries(&self) -> Result<BTreeMap<i64, Vec<(String, Option<f64>)>>> {
+        let rows = self
+            .block_on(async {
+                sqlx::query_as::<_, (i64, String, Option<f64>)>(
+                    "SELECT run_id, key, value FROM summary ORDER BY run_id, key",
+                )
+                .fetch_all(self.pool())
+                .await
+            })
+            .map_err(sql_err("read summaries"))?;
+        let mut out: BTreeMap<i64, Vec<(String, Option<f64>)>> = BTreeMap::new();
+        for (id, key, value) in rows {
+            out.entry(id).or_default().push((key, value));
+        }
+        Ok(out)
+    }
+}

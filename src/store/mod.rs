@@ -1,0 +1,221 @@
+//! The run store: every run, its configuration, parameters, metric series, final values and artifacts,
+//! in SQLite through sqlx.
+//!
+//! * Migrations in `migrations/` are embedded at compile time and applied on open.
+//! * WAL journal, `synchronous = NORMAL` and a busy timeout; every write transaction starts with
+//!   `BEGIN IMMEDIATE`, so concurrent writers queue on the lock instead of failing with
+//!   "database is locked" on a read-to-write upgrade.
+//! * The library API is synchronous: a [`Store`] owns a small tokio runtime and blocks on it, so
+//!   training loops, rayon code and polars never run inside an async context.
+
+mod active;
+mod export;
+mod metrics;
+mod query;
+mod runs;
+mod view;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+pub use active::{ActiveRun, DEFAULT_STALE_AFTER_S, HEARTBEAT_EVERY};
+pub use export::{ExportFormat, ExportTable};
+pub use metrics::{MetricPoint, ParamValue, SummaryRow};
+pub use query::{Cell, OutputFormat, QueryResult, format_real};
+pub use runs::{RunDetail, RunEnv, RunInfo, RunSpec, RunStatus};
+
+/// Environment variable naming the database file (the `--db` flag wins over it).
+pub const DB_ENV: &str = "FLOWPRIOR_DB";
+/// Where the store lives when neither `--db` nor `FLOWPRIOR_DB` says otherwise.
+pub const DEFAULT_DB: &str = "runs/flowprior.db";
+/// How long a connection waits on a locked database before giving up.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Errors of the run store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the run store {path}: {source}")]
+    Open { path: PathBuf, source: sqlx::Error },
+    #[error("cannot create the folder {path} for the run store: {source}")]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot apply the migrations to {path}: {source}")]
+    Migrate {
+        path: PathBuf,
+        source: sqlx::migrate::MigrateError,
+    },
+    #[error("run store {what}: {source}")]
+    Sql {
+        what: &'static str,
+        source: sqlx::Error,
+    },
+    #[error("no run with id {0} in the store")]
+    NoSuchRun(i64),
+    #[error(
+        "parameter `{key}` of run {run} is write-once: it is already {existing}, refusing to set it to {new}"
+    )]
+    ParamConflict {
+        run: i64,
+        key: String,
+        existing: String,
+        new: String,
+    },
+    #[error("`flowprior sql` is read-only: {0}")]
+    ReadOnly(String),
+    #[error("query failed: {0}")]
+    Query(String),
+    #[error("cannot read artifact {path}: {source}")]
+    Artifact {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("export to {path} failed: {message}")]
+    Export { path: PathBuf, message: String },
+    #[error("cannot start the store's runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+pub(crate) fn sql_err(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |source| StoreError::Sql { what, source }
+}
+
+/// A handle on the run store. Cheap to share by reference across threads.
+pub struct Store {
+    rt: tokio::runtime::Runtime,
+    pool: SqlitePool,
+    path: PathBuf,
+    read_only: bool,
+}
+
+/// The database path: the flag, else `FLOWPRIOR_DB`, else `runs/flowprior.db`.
+pub fn resolve_db_path(flag: Option<&Path>) -> PathBuf {
+    if let Some(p) = flag {
+        return p.to_path_buf();
+    }
+    match std::env::var(DB_ENV) {
+        Ok(p) if !p.is_empty() => PathBuf::from(p),
+        _ => PathBuf::from(DEFAULT_DB),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("flowprior-store")
+        .enable_all()
+        .build()
+        .map_err(StoreError::Runtime)
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `path` and applies pending migrations.
+    pub fn open(path: &Path) -> Result<Store> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let rt = runtime()?;
+        let options = connect_options(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true);
+        let pool = rt
+            .block_on(
+                SqlitePoolOptions::new()
+                    .max_connections(4)
+                    .acquire_timeout(BUSY_TIMEOUT)
+                    .connect_with(options),
+            )
+            .map_err(|source| StoreError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        rt.block_on(async { sqlx::migrate!("./migrations").run(&pool).await })
+            .map_err(|source| StoreError::Migrate {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Ok(Store {
+            rt,
+            pool,
+            path: path.to_path_buf(),
+            read_only: false,
+        })
+    }
+
+    /// Opens an existing store with a read-only connection (`SQLITE_OPEN_READONLY` and
+    /// `PRAGMA query_only`): any statement that writes fails.
+    pub fn open_read_only(path: &Path) -> Result<Store> {
+        let rt = runtime()?;
+        let options = connect_options(path)
+            .read_only(true)
+            .create_if_missing(false)
+            .pragma("query_only", "ON");
+        let pool = rt
+            .block_on(
+                SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .acquire_timeout(BUSY_TIMEOUT)
+                    .connect_with(options),
+            )
+            .map_err(|source| StoreError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Ok(Store {
+            rt,
+            pool,
+            path: path.to_path_buf(),
+            read_only: true,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn block_on<F: std::future::Future>(&self, fut: F) -> F::Output {
+        self.rt.block_on(fut)
+    }
+
+    pub(crate) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Runs `PRAGMA integrity_check` and returns its verdict ("ok" when sound).
+    pub fn integrity_check(&self) -> Result<String> {
+        self.block_on(async {
+            sqlx::query_scalar::<_, String>("PRAGMA integrity_check")
+                .fetch_one(&self.pool)
+                .await
+        })
+        .map_err(sql_err("integrity check"))
+    }
+
+    /// Closes the pool, checkpointing the WAL.
+    pub fn close(self) {
+        let Store { rt, pool, .. } = self;
+        rt.block_on(pool.close());
+    }
+}
+
+fn connect_options(path: &Path) -> SqliteConnectOptions {
+    SqliteConnectOptions::new()
+        .filename(path)
+        .busy_timeout(BUSY_TIMEOUT)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,202 @@
+//! What a user sees from the jobs and the query verbs.
+
+use crate::common::{Sandbox, write_tiny_fashion_mnist};
+
+const TINY: &[&str] = &[
+    "classifier",
+    "--train-size",
+    "0",
+    "--test-size",
+    "0",
+    "--steps",
+    "40",
+    "--hidden",
+    "32",
+    "--batch-size",
+    "20",
+    "--log-every",
+    "5",
+];
+
+#[test]
+fn classifier_run_is_recorded_queryable_exportable_and_reused() {
+    let sb = Sandbox::new();
+    write_tiny_fashion_mnist(&sb.data(), 200, 50);
+    let out = sb.ok(TINY);
+    assert!(out.contains("run 1 finished: test accuracy"), "{out}");
+
+    // Database rows: one finished run, the loss series, final metrics, params, the checkpoint.
+    assert_eq!(
+        sb.sql_value("SELECT status FROM runs WHERE id = 1"),
+        "finished"
+    );
+    assert_eq!(
+        sb.sql_value("SELECT COUNT(*) FROM metrics WHERE run_id = 1 AND key = 'train/loss'"),
+        "9"
+    );
+    let acc: f64 = sb
+        .sql_value("SELECT m_test_accuracy FROM runs_wide WHERE id = 1")
+        .parse()
+        .unwrap();
+    assert!(
+        acc > 0.5,
+        "a separable toy set must be learnt: accuracy {acc}"
+    );
+    assert_eq!(sb.sql_value("SELECT p_steps FROM runs_wide"), "40");
+    assert_eq!(sb.sql_value("SELECT p_backend FROM runs_wide"), "flex");
+    let first: f64 = sb
+        .sql_value("SELECT value FROM metrics WHERE key = 'train/loss' ORDER BY step LIMIT 1")
+        .parse()
+        .unwrap();
+    let last: f64 = sb
+        .sql_value("SELECT value FROM summary WHERE key = 'train/loss'")
+        .parse()
+        .unwrap();
+    assert!(last < first, "loss must fall: {first} -> {last}");
+    let path = sb.sql_value("SELECT path FROM artifacts WHERE run_id = 1 AND kind = 'checkpoint'");
+    let sha = sb.sql_value("SELECT sha256 FROM artifacts WHERE run_id = 1");
+    let bytes = std::fs::read(&path).expect("checkpoint file exists");
+    use sha2::Digest;
+    assert_eq!(hex::encode(sha2::Sha256::digest(&bytes)), sha);
+
+    // Listing and showing.
+    let list = sb.ok(&["runs", "list"]);
+    assert!(
+        list.contains("classifier/fashion-mnist") && list.contains("finished"),
+        "{list}"
+    );
+    assert!(list.contains("test/accuracy="), "{list}");
+    let show = sb.ok(&["runs", "show", "1"]);
+    for needle in [
+        "[finished]",
+        "batch_size",
+        "train/loss",
+        "checkpoint",
+        "backend    flex",
+    ] {
+        assert!(show.contains(needle), "missing {needle:?} in\n{show}");
+    }
+
+    // The same configuration again is reused, not retrained.
+    let again = sb.ok(TINY);
+    assert!(
+        again.contains("already finished") && again.contains("reused"),
+        "{again}"
+    );
+    assert_eq!(sb.sql_value("SELECT COUNT(*) FROM runs"), "1");
+    // A changed setting is a new run.
+    let mut changed = TINY.to_vec();
+    changed.extend(["--seed", "1"]);
+    assert!(sb.ok(&changed).contains("run 2 finished"));
+
+    // Output formats and exports.
+    let json = sb.ok(&[
+        "sql",
+        "SELECT id, status FROM runs ORDER BY id",
+        "--format",
+        "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
+    assert_eq!(v[1]["id"], 2);
+    assert_eq!(v[0]["status"], "finished");
+    let table = sb.ok(&["sql", "SELECT id FROM runs"]);
+    assert!(table.contains("(2 rows)"), "{table}");
+    let csv_path = sb.dir.path().join("out/runs.csv");
+    sb.ok(&[
+        "runs",
+        "export",
+        "--format",
+        "csv",
+        "--out",
+        csv_path.to_str().unwrap(),
+    ]);
+    let csv = std::fs::read_to_string(&csv_path).unwrap();
+    assert!(
+        csv.lines().next().unwrap().contains("m_test_accuracy"),
+        "{csv}"
+    );
+    assert_eq!(csv.lines().count(), 3);
+    let pq = sb.dir.path().join("out/metrics.parquet");
+    let out = sb.ok(&[
+        "runs",
+        "export",
+        "--format",
+        "parquet",
+        "--table",
+        "metrics",
+        "--out",
+        pq.to_str().unwrap(),
+    ]);
+    let bytes = std::fs::read(&pq).unwrap();
+    assert!(
+        bytes.starts_with(b"PAR1") && bytes.ends_with(b"PAR1"),
+        "not a parquet file"
+    );
+    let n_metrics = sb.sql_value("SELECT COUNT(*) FROM metrics");
+    assert!(
+        out.contains(&format!("wrote {n_metrics} rows of metrics")),
+        "{out}"
+    );
+}
+
+#[test]
+fn sql_is_read_only() {
+    let sb = Sandbox::new();
+    sb.ok(&["db", "init"]);
+    sb.ok(&[
+        "bench",
+        "store-writer",
+        "--name",
+        "w",
+        "--points",
+        "5",
+        "--batch",
+        "5",
+    ]);
+    for stmt in [
+        "DELETE FROM metrics",
+        "INSERT INTO sweeps VALUES ('a','b','c',1,1)",
+        "DROP TABLE runs",
+    ] {
+        let (ok, _, err) = sb.run(&["sql", stmt]);
+        assert!(!ok, "{stmt} must be refused");
+        assert!(err.contains("read-only"), "{stmt}: {err}");
+    }
+    assert_eq!(sb.sql_value("SELECT COUNT(*) FROM metrics"), "10");
+}
+
+#[test]
+fn errors_name_what_to_fix() {
+    let sb = Sandbox::new();
+    // Missing data: names the file and the command that fetches it.
+    let (ok, _, err) = sb.run(&["classifier", "--steps", "1"]);
+    assert!(!ok);
+    assert!(
+        err.contains("train-images-idx3-ubyte.gz") && err.contains("just data"),
+        "{err}"
+    );
+    // The failed run is recorded with its error; nothing is lost.
+    assert_eq!(sb.sql_value("SELECT status FROM runs"), "failed");
+    assert!(sb.sql_value("SELECT error FROM runs").contains("just data"));
+    let (ok, out, err) = sb.run(&["data", "check"]);
+    assert!(
+        !ok && out.contains("MISSING") && err.contains("just data"),
+        "{out}\n{err}"
+    );
+    // A bad config file: file, line and key.
+    let cfg = sb.dir.path().join("c.toml");
+    std::fs::write(&cfg, "steps = 3\nlearning_rate = 0.1\n").unwrap();
+    let (ok, _, err) = sb.run(&["classifier", "--config", cfg.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        err.contains("c.toml: line 2") && err.contains("unknown field `learning_rate`"),
+        "{err}"
+    );
+    // A backend this binary was not built with names the cargo feature.
+    if !cfg!(feature = "cuda") {
+        let (ok, _, err) = sb.run(&["classifier", "--backend", "cuda"]);
+        assert!(!ok && err.contains("--features cuda"), "{err}");
+    }
+    let (ok, _, err) = sb.run(&["classifier", "--backend", "flex", "--device", "cuda:1"]);
+    assert!(!ok && err.contains("flex runs on the CPU only"), "{err}");
+}

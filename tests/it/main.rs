@@ -1,0 +1,6 @@
+//! Integration tests: the real `flowprior` binary on tiny data the tests create.
+//! One test binary (modules below) so the crate links once.
+
+mod cli_jobs;
+mod common;
+mod store_processes;
