@@ -23,6 +23,10 @@ lint:
     cargo fmt --all -- --check
     cargo clippy --locked --all-targets --features cuda -- -D warnings
 
+# Apply the run-store migrations to a throw-away PostgreSQL cluster (schema portability).
+check-postgres:
+    bash scripts/check-postgres-schema.sh
+
 # Compile-check the CUDA backend (no GPU needed to compile).
 check-cuda:
     cargo check --locked --features cuda

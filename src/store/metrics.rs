@@ -9,6 +9,9 @@ use sqlx::Row;
 use super::{Result, Store, StoreError, sql_err};
 use crate::util::{now_unix, sha256_file};
 
+/// Final metric values (key, value) of every run, by run id.
+pub type FinalValues = BTreeMap<i64, Vec<(String, Option<f64>)>>;
+
 /// One point of a metric series.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MetricPoint {
@@ -340,6 +343,26 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Final values of every run, by run id (one query over `summary`, never the series).
+    pub fn all_summaries(&self) -> Result<FinalValues> {
+        let rows = self
+            .block_on(async {
+                sqlx::query_as::<_, (i64, String, Option<f64>)>(
+                    "SELECT run_id, key, value FROM summary ORDER BY run_id, key",
+                )
+                .fetch_all(self.pool())
+                .await
+            })
+            .map_err(sql_err("read summaries"))?;
+        let mut out: BTreeMap<i64, Vec<(String, Option<f64>)>> = BTreeMap::new();
+        for (id, key, value) in rows {
+            out.entry(id).or_default().push((key, value));
+        }
+        Ok(out)
+    }
+}
+
 fn param_from_row(row: &sqlx::sqlite::SqliteRow) -> std::result::Result<ParamValue, sqlx::Error> {
     let kind: String = row.try_get("kind")?;
     Ok(match kind.as_str() {
@@ -382,25 +405,5 @@ mod tests {
                 ("sizes".into(), ParamValue::Text("[1,2]".into())),
             ]
         );
-    }
-}
-
-impl Store {
-    /// Final values of every run, by run id (one query over `summary`, never the series).
-    pub fn all_summaries(&self) -> Result<BTreeMap<i64, Vec<(String, Option<f64>)>>> {
-        let rows = self
-            .block_on(async {
-                sqlx::query_as::<_, (i64, String, Option<f64>)>(
-                    "SELECT run_id, key, value FROM summary ORDER BY run_id, key",
-                )
-                .fetch_all(self.pool())
-                .await
-            })
-            .map_err(sql_err("read summaries"))?;
-        let mut out: BTreeMap<i64, Vec<(String, Option<f64>)>> = BTreeMap::new();
-        for (id, key, value) in rows {
-            out.entry(id).or_default().push((key, value));
-        }
-        Ok(out)
     }
 }
