@@ -141,7 +141,6 @@ pub trait BackendJob {
 }
 
 /// Runs `job` on the chosen backend and device, or says which cargo feature is missing.
-#[allow(unused_variables)]
 pub fn run_job<J: BackendJob>(
     backend: BackendKind,
     device: DeviceSpec,
@@ -149,41 +148,59 @@ pub fn run_job<J: BackendJob>(
 ) -> Result<J::Output, BackendError> {
     backend.ensure_compiled()?;
     match backend {
-        BackendKind::Flex => {
-            #[cfg(feature = "flex")]
-            {
-                return Ok(job.run::<burn::backend::Autodiff<burn::backend::Flex>>(
-                    burn::backend::flex::FlexDevice,
-                ));
-            }
-        }
-        BackendKind::Cuda => {
-            #[cfg(feature = "cuda")]
-            {
-                let index = match device {
-                    DeviceSpec::Cuda(i) => i,
-                    DeviceSpec::Cpu => 0,
-                };
-                return Ok(job.run::<burn::backend::Autodiff<burn::backend::Cuda>>(
-                    burn::backend::cuda::CudaDevice::new(index),
-                ));
-            }
-        }
-        BackendKind::Tch => {
-            #[cfg(feature = "tch")]
-            {
-                let d = match device {
-                    DeviceSpec::Cpu => burn::backend::libtorch::LibTorchDevice::Cpu,
-                    DeviceSpec::Cuda(i) => burn::backend::libtorch::LibTorchDevice::Cuda(i),
-                };
-                return Ok(job.run::<burn::backend::Autodiff<burn::backend::LibTorch>>(d));
-            }
-        }
+        BackendKind::Flex => run_flex(job),
+        BackendKind::Cuda => run_cuda(job, device),
+        BackendKind::Tch => run_tch(job, device),
     }
+}
+
+#[cfg(not(all(feature = "flex", feature = "cuda", feature = "tch")))]
+fn not_compiled<T>(backend: BackendKind) -> Result<T, BackendError> {
     Err(BackendError::NotCompiled {
         backend: backend.name(),
         feature: backend.feature(),
     })
+}
+
+#[cfg(feature = "flex")]
+fn run_flex<J: BackendJob>(job: J) -> Result<J::Output, BackendError> {
+    type B = burn::backend::Autodiff<burn::backend::Flex>;
+    Ok(job.run::<B>(burn::backend::flex::FlexDevice))
+}
+
+#[cfg(not(feature = "flex"))]
+fn run_flex<J: BackendJob>(_job: J) -> Result<J::Output, BackendError> {
+    not_compiled(BackendKind::Flex)
+}
+
+#[cfg(feature = "cuda")]
+fn run_cuda<J: BackendJob>(job: J, device: DeviceSpec) -> Result<J::Output, BackendError> {
+    type B = burn::backend::Autodiff<burn::backend::Cuda>;
+    let index = match device {
+        DeviceSpec::Cuda(i) => i,
+        DeviceSpec::Cpu => 0,
+    };
+    Ok(job.run::<B>(burn::backend::cuda::CudaDevice::new(index)))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn run_cuda<J: BackendJob>(_job: J, _device: DeviceSpec) -> Result<J::Output, BackendError> {
+    not_compiled(BackendKind::Cuda)
+}
+
+#[cfg(feature = "tch")]
+fn run_tch<J: BackendJob>(job: J, device: DeviceSpec) -> Result<J::Output, BackendError> {
+    type B = burn::backend::Autodiff<burn::backend::LibTorch>;
+    let d = match device {
+        DeviceSpec::Cpu => burn::backend::libtorch::LibTorchDevice::Cpu,
+        DeviceSpec::Cuda(i) => burn::backend::libtorch::LibTorchDevice::Cuda(i),
+    };
+    Ok(job.run::<B>(d))
+}
+
+#[cfg(not(feature = "tch"))]
+fn run_tch<J: BackendJob>(_job: J, _device: DeviceSpec) -> Result<J::Output, BackendError> {
+    not_compiled(BackendKind::Tch)
 }
 
 #[cfg(test)]
