@@ -6,6 +6,8 @@
 //! * [`store`]: the SQLite run store (runs, params, metric series, summaries, artifacts);
 //! * [`data`]: dataset readers, in-memory datasets and batching, the data catalogue;
 //! * [`config`]: TOML configuration loading with precise errors;
+//! * [`flow`]: the flow prior (velocity network, losses, samplers, exact likelihood, EMA, schedules);
+//! * [`toy`]: 2-D toy targets and their metrics; [`plot`]: PNG figures;
 //! * [`models`], [`jobs`]: networks and the jobs that train them;
 //! * [`cli`]: the `flowprior` command line.
 
@@ -14,9 +16,12 @@ pub mod cli;
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod flow;
 pub mod jobs;
 pub mod models;
+pub mod plot;
 pub mod store;
+pub mod toy;
 pub mod util;
 
 pub use error::{Error, Result};

@@ -6,6 +6,7 @@ mod classifier;
 mod data;
 mod runs;
 mod sql;
+mod toy;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,6 +40,8 @@ pub struct Cli {
 pub enum Command {
     /// Train the MLP classifier on a dataset and record the run (the feature network of FID-like metrics).
     Classifier(classifier::ClassifierArgs),
+    /// 2-D toy experiments (paper Fig. 3, 5, 6): train a flow prior per target, align free points.
+    Toy(toy::ToyArgs),
     /// Past runs: list, show, stale, export.
     Runs(runs::RunsArgs),
     /// Run one read-only SQL statement against the store.
@@ -133,6 +136,7 @@ pub fn main() -> ExitCode {
 fn dispatch(cli: &Cli) -> anyhow::Result<()> {
     match &cli.command {
         Command::Classifier(args) => classifier::run(cli, args),
+        Command::Toy(args) => toy::run(cli, args),
         Command::Runs(args) => runs::run(cli, args),
         Command::Sql(args) => sql::run(cli, args),
         Command::Data(args) => data::run(cli, args),

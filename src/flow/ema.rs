@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
-use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
 
 struct Collect<B: Backend> {
     params: HashMap<ParamId, Tensor<B, 1>>,
@@ -41,8 +41,13 @@ impl<B: Backend> ModuleMapper<B> for Blend<B> {
 /// Returns `decay * ema + (1 - decay) * model`, parameter by parameter (matched by parameter id, so
 /// `ema` must be a clone of `model` taken earlier, e.g. at initialisation).
 pub fn ema_update<B: Backend, M: Module<B>>(ema: M, model: &M, decay: f64) -> M {
-    let mut collect = Collect { params: HashMap::new() };
+    let mut collect = Collect {
+        params: HashMap::new(),
+    };
     model.visit(&mut collect);
-    let mut blend = Blend { params: collect.params, decay };
+    let mut blend = Blend {
+        params: collect.params,
+        decay,
+    };
     ema.map(&mut blend)
 }

@@ -40,20 +40,29 @@ pub fn divergence<B: AutodiffBackend, V: VelocityField<B>>(
                     mask[(i * n + r) * d + i] = 1.0;
                 }
             }
-            (d, Tensor::from_data(TensorData::new(mask, [d * n, d]), &device))
+            (
+                d,
+                Tensor::from_data(TensorData::new(mask, [d * n, d]), &device),
+            )
         }
         Divergence::Hutchinson { probes } => {
             let p = probes.max(1);
-            let signs = Tensor::<B::InnerBackend, 2>::random([p * n, d], Distribution::Bernoulli(0.5), &device);
+            let signs = Tensor::<B::InnerBackend, 2>::random(
+                [p * n, d],
+                Distribution::Bernoulli(0.5),
+                &device,
+            );
             (p, signs * 2.0 - 1.0)
         }
     };
     let xs = Tensor::<B, 2>::from_inner(x.repeat_dim(0, copies)).require_grad();
-    let ts = Tensor::<B, 1>::full([copies * n], t, &device.clone().into());
+    let ts = Tensor::<B, 1>::full([copies * n], t, &device);
     let v = field.velocity(xs.clone(), ts);
     let weighted = (v.clone() * Tensor::<B, 2>::from_inner(probe.clone())).sum();
     let grads = weighted.backward();
-    let g = xs.grad(&grads).unwrap_or_else(|| Tensor::zeros([copies * n, d], &device));
+    let g = xs
+        .grad(&grads)
+        .unwrap_or_else(|| Tensor::zeros([copies * n, d], &device));
     let per_copy = (g * probe).sum_dim(1).reshape([copies, n]);
     let div_t = match how {
         Divergence::Exact => per_copy.sum_dim(0),
@@ -70,7 +79,13 @@ pub fn std_normal_log_density<B: burn::tensor::backend::Backend>(x: Tensor<B, 2>
     let values: Vec<f64> = x.into_data().iter::<f64>().collect();
     let c = d as f64 * (2.0 * std::f64::consts::PI).ln();
     (0..n)
-        .map(|i| -0.5 * (values[i * d..(i + 1) * d].iter().map(|v| v * v).sum::<f64>() + c))
+        .map(|i| {
+            -0.5 * (values[i * d..(i + 1) * d]
+                .iter()
+                .map(|v| v * v)
+                .sum::<f64>()
+                + c)
+        })
         .collect()
 }
 
@@ -89,8 +104,10 @@ pub fn log_likelihood<B: AutodiffBackend, V: VelocityField<B>>(
     let mut t = 1.0;
     for _ in 0..steps {
         let (k1, d1) = divergence::<B, V>(field, x.clone(), t, how);
-        let (k2, d2) = divergence::<B, V>(field, x.clone() - k1.clone() * (h / 2.0), t - h / 2.0, how);
-        let (k3, d3) = divergence::<B, V>(field, x.clone() - k2.clone() * (h / 2.0), t - h / 2.0, how);
+        let (k2, d2) =
+            divergence::<B, V>(field, x.clone() - k1.clone() * (h / 2.0), t - h / 2.0, how);
+        let (k3, d3) =
+            divergence::<B, V>(field, x.clone() - k2.clone() * (h / 2.0), t - h / 2.0, how);
         let (k4, d4) = divergence::<B, V>(field, x.clone() - k3.clone() * h, t - h, how);
         x = x - (k1 + k2 * 2.0 + k3 * 2.0 + k4) * (h / 6.0);
         for i in 0..n {
@@ -98,7 +115,11 @@ pub fn log_likelihood<B: AutodiffBackend, V: VelocityField<B>>(
         }
         t -= h;
     }
-    std_normal_log_density(x).into_iter().zip(integral).map(|(lp0, int)| lp0 - int).collect()
+    std_normal_log_density(x)
+        .into_iter()
+        .zip(integral)
+        .map(|(lp0, int)| lp0 - int)
+        .collect()
 }
 
 /// Monte-Carlo estimate of `C(y) = -E_{s ~ U[0,1], x0 ~ N(0,I)} Tr(dv/dz((1 - s) x0 + s y, s))`

@@ -25,7 +25,10 @@ pub fn flow_matching_loss_with<B: Backend, V: VelocityField<B>>(
 }
 
 /// Flow-matching loss with fresh draws `t ~ U[0, 1]`, `x0 ~ N(0, I)`.
-pub fn flow_matching_loss<B: Backend, V: VelocityField<B>>(field: &V, x1: Tensor<B, 2>) -> Tensor<B, 1> {
+pub fn flow_matching_loss<B: Backend, V: VelocityField<B>>(
+    field: &V,
+    x1: Tensor<B, 2>,
+) -> Tensor<B, 1> {
     let [n, _] = x1.dims();
     let device = x1.device();
     let t = Tensor::<B, 1>::random([n], Distribution::Uniform(0.0, 1.0), &device);
@@ -48,6 +51,10 @@ pub fn align_loss<B: Backend, V: VelocityField<B>, const D: usize>(
     let c = dims[D - 1];
     let points: usize = dims[..D - 1].iter().product();
     let flat = y.reshape([points, c]);
-    let flat = if flow_mul > 1 { flat.repeat_dim(0, flow_mul) } else { flat };
+    let flat = if flow_mul > 1 {
+        flat.repeat_dim(0, flow_mul)
+    } else {
+        flat
+    };
     flow_matching_loss(prior, flat)
 }

@@ -17,13 +17,13 @@ pub mod net;
 pub mod sample;
 pub mod schedule;
 
-use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
 
-pub use likelihood::{divergence, log_likelihood, elbo_c, Divergence};
+pub use likelihood::{Divergence, divergence, elbo_c, log_likelihood};
 pub use loss::{align_loss, flow_matching_loss, flow_matching_loss_with};
 pub use net::{FlowNetConfig, SimpleMlpAdaLn};
-pub use sample::{sample, Solver};
+pub use sample::{Solver, sample};
 
 /// A time-dependent velocity field v(x, t) on [N, d] points and [N] times (t = 0 noise, t = 1 data).
 pub trait VelocityField<B: Backend> {
@@ -45,3 +45,6 @@ impl<B: Backend, F: VelocityField<B>> VelocityField<B> for ReversedTime<F> {
         self.0.velocity(x, t.neg() + 1.0).neg()
     }
 }
+
+#[cfg(test)]
+mod tests;

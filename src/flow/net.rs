@@ -68,7 +68,11 @@ fn linear<B: Backend>(d_in: usize, d_out: usize, init: Init, device: &B::Device)
 
 /// Sinusoidal features of a batch of times `t` ([N]): `[cos(t f_0..f_{h-1}), sin(t f_0..f_{h-1})]`
 /// with `f_i = exp(-ln(max_period) i / h)`, `h = dim / 2` (a zero column is appended for odd `dim`).
-pub fn timestep_embedding<B: Backend>(t: Tensor<B, 1>, dim: usize, max_period: f64) -> Tensor<B, 2> {
+pub fn timestep_embedding<B: Backend>(
+    t: Tensor<B, 1>,
+    dim: usize,
+    max_period: f64,
+) -> Tensor<B, 2> {
     let device = t.device();
     let half = dim / 2;
     let freqs: Vec<f32> = (0..half)
@@ -147,7 +151,8 @@ impl<B: Backend> FinalLayer<B> {
             (Some(a), Some(b)) => (a, b),
             _ => unreachable!("chunk(2) of a 2w-wide tensor yields two parts"),
         };
-        self.linear.forward(modulate(layer_norm_plain(x, LN_EPS), shift, scale))
+        self.linear
+            .forward(modulate(layer_norm_plain(x, LN_EPS), shift, scale))
     }
 }
 

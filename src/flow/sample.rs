@@ -1,7 +1,7 @@
 //! ODE samplers: integrate dx/dt = v(x, t) from noise (t = 0) to data (t = 1) with fixed steps.
 
-use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
 
 use super::VelocityField;
@@ -21,7 +21,12 @@ fn times<B: Backend>(n: usize, t: f64, device: &B::Device) -> Tensor<B, 1> {
 }
 
 /// Pushes `x0` (noise, [N, d]) through the flow from t = 0 to t = 1 in `steps` steps.
-pub fn sample<B: Backend, V: VelocityField<B>>(field: &V, x0: Tensor<B, 2>, steps: usize, solver: Solver) -> Tensor<B, 2> {
+pub fn sample<B: Backend, V: VelocityField<B>>(
+    field: &V,
+    x0: Tensor<B, 2>,
+    steps: usize,
+    solver: Solver,
+) -> Tensor<B, 2> {
     let [n, _] = x0.dims();
     let device = x0.device();
     let dt = 1.0 / steps.max(1) as f64;

@@ -10,7 +10,12 @@ pub enum LrSchedule {
     Constant { lr: f64 },
     /// `lr * (step + 1) / warmup` for the first `warmup` steps, then a cosine from `lr` down to
     /// `min_lr` at `total` steps.
-    Cosine { lr: f64, warmup: usize, total: usize, min_lr: f64 },
+    Cosine {
+        lr: f64,
+        warmup: usize,
+        total: usize,
+        min_lr: f64,
+    },
 }
 
 impl LrSchedule {
@@ -18,7 +23,12 @@ impl LrSchedule {
     pub fn at(&self, step: usize) -> f64 {
         match *self {
             LrSchedule::Constant { lr } => lr,
-            LrSchedule::Cosine { lr, warmup, total, min_lr } => {
+            LrSchedule::Cosine {
+                lr,
+                warmup,
+                total,
+                min_lr,
+            } => {
                 if step < warmup {
                     lr * (step + 1) as f64 / warmup as f64
                 } else {
@@ -37,7 +47,12 @@ mod tests {
 
     #[test]
     fn warmup_then_cosine_hits_known_values() {
-        let s = LrSchedule::Cosine { lr: 1e-3, warmup: 10, total: 110, min_lr: 0.0 };
+        let s = LrSchedule::Cosine {
+            lr: 1e-3,
+            warmup: 10,
+            total: 110,
+            min_lr: 0.0,
+        };
         assert!((s.at(0) - 1e-4).abs() < 1e-15);
         assert!((s.at(9) - 1e-3).abs() < 1e-15);
         assert!((s.at(10) - 1e-3).abs() < 1e-15); // cosine starts at the peak

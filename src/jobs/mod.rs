@@ -1,6 +1,7 @@
 //! Jobs: units of work that run on a backend and record themselves in the run store.
 
 pub mod classifier;
+pub mod toy;
 
 /// A progress bar for `n` steps that draws only on a terminal (and never in tests or CI logs).
 pub fn progress_bar(n: u64, what: &str) -> indicatif::ProgressBar {

@@ -4,3 +4,4 @@
 mod cli_jobs;
 mod common;
 mod store_processes;
+mod toy;

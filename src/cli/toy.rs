@@ -1,0 +1,148 @@
+//! `flowprior toy`
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use tabled::builder::Builder;
+use tabled::settings::Style;
+
+use super::{BackendArgs, Cli};
+use crate::backend::run_job;
+use crate::jobs::toy::{ToyConfig, ToyJob, ToyPreset};
+use crate::toy::{ALL_TARGETS, Target};
+
+#[derive(clap::Args, Debug)]
+pub struct ToyArgs {
+    /// Target distribution, or `all`.
+    #[arg(long, default_value = "mixture")]
+    pub target: String,
+    /// Size preset: tiny (seconds), small (minutes), paper (the paper's sizes).
+    #[arg(long, value_enum, default_value = "small")]
+    pub preset: ToyPreset,
+    /// TOML file with any ToyConfig fields, applied over the preset (flags win).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Prior training steps.
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Alignment steps of the free points.
+    #[arg(long)]
+    pub align_steps: Option<usize>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Where figures go (one folder per target).
+    #[arg(long, default_value = "reports/toy")]
+    pub figures: PathBuf,
+    #[arg(long)]
+    pub retry_failed: bool,
+    #[command(flatten)]
+    pub backend: BackendArgs,
+}
+
+fn targets(spec: &str) -> anyhow::Result<Vec<Target>> {
+    if spec == "all" {
+        return Ok(ALL_TARGETS.to_vec());
+    }
+    spec.split(',')
+        .map(|s| {
+            <Target as clap::ValueEnum>::from_str(s.trim(), true).map_err(|_| {
+                anyhow::anyhow!(
+                    "--target {s:?}: expected `all` or one of mixture, grid, moons, rings, spiral, swissroll, checkerboard"
+                )
+            })
+        })
+        .collect()
+}
+
+/// Overlays a TOML file's keys on a preset configuration (unknown keys are refused by the config type).
+fn overlay(base: &ToyConfig, path: &std::path::Path) -> anyhow::Result<ToyConfig> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let patch: toml::Table = crate::config::parse_toml(&text, path)?;
+    let mut value = serde_json::to_value(base)?;
+    if let (Some(obj), Ok(serde_json::Value::Object(p))) =
+        (value.as_object_mut(), serde_json::to_value(patch))
+    {
+        for (k, v) in p {
+            obj.insert(k, v);
+        }
+    }
+    serde_json::from_value(value).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+pub fn run(cli: &Cli, args: &ToyArgs) -> anyhow::Result<()> {
+    let store = cli.open_store()?;
+    let artifacts_dir = cli
+        .db_path()
+        .parent()
+        .map(|p| p.join("artifacts"))
+        .unwrap_or_else(|| PathBuf::from("artifacts"));
+    let mut b = Builder::default();
+    b.push_record([
+        "target",
+        "run",
+        "points NLL",
+        "true NLL",
+        "start NLL",
+        "coverage",
+        "modes",
+        "curve rho",
+        "landscape rho",
+    ]);
+    for target in targets(&args.target)? {
+        let mut cfg = ToyConfig::preset(args.preset, target);
+        if let Some(p) = &args.config {
+            cfg = overlay(&cfg, p)?;
+            cfg.target = target;
+        }
+        if let Some(v) = args.steps {
+            cfg.prior_steps = v;
+        }
+        if let Some(v) = args.align_steps {
+            cfg.align_steps = v;
+        }
+        if let Some(v) = args.seed {
+            cfg.seed = v;
+        }
+        cfg.validate()
+            .map_err(|e| anyhow::anyhow!("toy configuration for {}: {e}", target.name()))?;
+        let (backend, device) = args.backend.resolve(cfg.backend)?;
+        cfg.backend = backend;
+        let job = ToyJob {
+            config: cfg,
+            store: &store,
+            figures_dir: args.figures.clone(),
+            artifacts_dir: artifacts_dir.clone(),
+            retry_failed: args.retry_failed,
+        };
+        let out = run_job(backend, device, job)?
+            .with_context(|| format!("toy target {}", target.name()))?;
+        let get = |k: &str| {
+            out.summary
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| format!("{v:.3}"))
+                .unwrap_or_else(|| "-".into())
+        };
+        b.push_record([
+            format!(
+                "{}{}",
+                target.name(),
+                if out.reused { " (reused)" } else { "" }
+            ),
+            out.run_id.to_string(),
+            get("final/points_nll"),
+            get("final/true_nll"),
+            get("final/start_nll"),
+            get("final/coverage"),
+            get("final/modes_covered"),
+            get("final/curve_rank_corr"),
+            get("final/landscape_rank_corr"),
+        ]);
+        for f in &out.figures {
+            println!("figure: {}", f.display());
+        }
+    }
+    println!("{}", b.build().with(Style::sharp()));
+    Ok(())
+}

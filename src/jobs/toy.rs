@@ -1,0 +1,611 @@
+//! `flowprior toy`: per target, train the flow prior, then optimise free points on L_align alone,
+//! logging L_align, the target NLL (analytic for the mixtures, Gaussian KDE otherwise) and the flow's
+//! exact NLL as series, summary metrics at the end, and the paper's figures as PNG files.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use burn::module::{AutodiffModule, Module, Param};
+use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Distribution, Tensor, TensorData};
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+
+use crate::backend::{BackendJob, BackendKind};
+use crate::error::{Error, Result};
+use crate::flow::ema::ema_update;
+use crate::flow::{
+    Divergence, FlowNetConfig, SimpleMlpAdaLn, align_loss, flow_matching_loss, log_likelihood,
+};
+use crate::plot;
+use crate::store::{ActiveRun, RunSpec, Store};
+use crate::toy::Target;
+use crate::toy::metrics::{Kde, coverage, mode_shares, quantile, spearman};
+
+/// Size presets: `paper` is the paper's setting, `small` a few minutes on a laptop, `tiny` seconds (CI).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ToyPreset {
+    Tiny,
+    Small,
+    Paper,
+}
+
+/// Configuration of one toy run (one target). Every field is part of the run's identity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToyConfig {
+    pub target: Target,
+    pub backend: BackendKind,
+    pub seed: u64,
+    /// Prior network width and residual blocks (paper: 512, 4).
+    pub width: usize,
+    pub depth: usize,
+    /// Prior training: Adam steps, batch, learning rate (paper: 100k, 256, 1e-4).
+    pub prior_steps: usize,
+    pub prior_batch: usize,
+    pub prior_lr: f64,
+    /// EMA decay of the prior's weights (0 = use the raw weights, as the paper's toy does).
+    pub ema_decay: f64,
+    /// Free points and their optimisation (paper: 1000 points, Adam 1e-2, 5000 steps).
+    pub points: usize,
+    pub align_steps: usize,
+    pub align_lr: f64,
+    /// Independent (t, x0) draws per point in L_align.
+    pub flow_mul: usize,
+    /// Evaluate NLL every N alignment steps; the exact flow NLL every `exact_every` evaluations
+    /// on the first `exact_points` points with `exact_steps` RK4 steps.
+    pub eval_every: usize,
+    pub exact_every: usize,
+    pub exact_points: usize,
+    pub exact_steps: usize,
+    /// KDE reference samples and bandwidth (paper: 100k, 0.1) for targets without a closed form.
+    pub kde_samples: usize,
+    pub kde_bandwidth: f64,
+    /// Landscape grid resolution over [-3, 3]^2 and (t, x0) draws per grid point.
+    pub grid: usize,
+    pub landscape_draws: usize,
+}
+
+impl ToyConfig {
+    pub fn preset(p: ToyPreset, target: Target) -> ToyConfig {
+        let base = ToyConfig {
+            target,
+            backend: BackendKind::Flex,
+            seed: 0,
+            width: 512,
+            depth: 4,
+            prior_steps: 100_000,
+            prior_batch: 256,
+            prior_lr: 1e-4,
+            ema_decay: 0.0,
+            points: 1000,
+            align_steps: 5000,
+            align_lr: 1e-2,
+            flow_mul: 1,
+            eval_every: 50,
+            exact_every: 10,
+            exact_points: 200,
+            exact_steps: 20,
+            kde_samples: 100_000,
+            kde_bandwidth: 0.1,
+            grid: 60,
+            landscape_draws: 4,
+        };
+        match p {
+            ToyPreset::Paper => base,
+            ToyPreset::Small => ToyConfig {
+                width: 256,
+                prior_steps: 10_000,
+                prior_lr: 1e-3,
+                align_steps: 2000,
+                eval_every: 40,
+                kde_samples: 20_000,
+                grid: 40,
+                ..base
+            },
+            ToyPreset::Tiny => ToyConfig {
+                width: 64,
+                depth: 2,
+                prior_steps: 1500,
+                prior_lr: 2e-3,
+                points: 300,
+                align_steps: 300,
+                eval_every: 25,
+                exact_every: 6,
+                exact_points: 50,
+                exact_steps: 8,
+                kde_samples: 4000,
+                grid: 24,
+                landscape_draws: 2,
+                ..base
+            },
+        }
+    }
+
+    /// Checks every count is positive and every rate finite and positive; names the offending key.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let counts = [
+            ("width", self.width),
+            ("depth", self.depth),
+            ("prior_steps", self.prior_steps),
+            ("prior_batch", self.prior_batch),
+            ("points", self.points),
+            ("flow_mul", self.flow_mul),
+            ("eval_every", self.eval_every),
+            ("exact_every", self.exact_every),
+            ("exact_points", self.exact_points),
+            ("exact_steps", self.exact_steps),
+            ("kde_samples", self.kde_samples),
+            ("grid", self.grid),
+            ("landscape_draws", self.landscape_draws),
+        ];
+        if let Some((k, _)) = counts.iter().find(|(_, v)| *v == 0) {
+            return Err(format!("`{k}` must be at least 1"));
+        }
+        for (k, v) in [
+            ("prior_lr", self.prior_lr),
+            ("align_lr", self.align_lr),
+            ("kde_bandwidth", self.kde_bandwidth),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(format!("`{k}` must be a positive number, got {v}"));
+            }
+        }
+        if !(0.0..1.0).contains(&self.ema_decay) {
+            return Err(format!(
+                "`ema_decay` must be in [0, 1), got {}",
+                self.ema_decay
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn run_spec(&self) -> RunSpec {
+        RunSpec {
+            stage: "toy".into(),
+            name: format!("toy/{}", self.target.name()),
+            config: serde_json::to_value(self).unwrap_or_default(),
+            seed: Some(self.seed as i64),
+        }
+    }
+}
+
+/// Free points optimised on L_align.
+#[derive(Module, Debug)]
+pub struct FreePoints<B: Backend> {
+    pub y: Param<Tensor<B, 2>>,
+}
+
+/// What a toy run reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct ToyOutcome {
+    pub run_id: i64,
+    pub target: Target,
+    pub reused: bool,
+    pub summary: Vec<(String, f64)>,
+    pub figures: Vec<PathBuf>,
+}
+
+/// The job.
+pub struct ToyJob<'a> {
+    pub config: ToyConfig,
+    pub store: &'a Store,
+    pub figures_dir: PathBuf,
+    pub artifacts_dir: PathBuf,
+    pub retry_failed: bool,
+}
+
+impl BackendJob for ToyJob<'_> {
+    type Output = Result<ToyOutcome>;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<ToyOutcome> {
+        let spec = self.config.run_spec();
+        let Some(mut run) = ActiveRun::begin(
+            self.store,
+            &spec,
+            self.config.backend.name(),
+            self.retry_failed,
+        )?
+        else {
+            let existing = self.store.get_or_create_run(&spec)?;
+            let summary = self
+                .store
+                .summary(existing.id)?
+                .into_iter()
+                .filter(|s| s.key.starts_with("final/"))
+                .map(|s| (s.key, s.value.unwrap_or(f64::NAN)))
+                .collect();
+            return Ok(ToyOutcome {
+                run_id: existing.id,
+                target: self.config.target,
+                reused: true,
+                summary,
+                figures: vec![],
+            });
+        };
+        match run_toy::<B>(&self, &mut run, &device) {
+            Ok(outcome) => {
+                run.finish()?;
+                Ok(outcome)
+            }
+            Err(e) => {
+                run.fail(&e.to_string())?;
+                Err(e)
+            }
+        }
+    }
+}
+
+fn to_tensor<B: Backend>(v: &[f64], d: usize, device: &B::Device) -> Tensor<B, 2> {
+    let data: Vec<f32> = v.iter().map(|&x| x as f32).collect();
+    Tensor::from_data(TensorData::new(data, [v.len() / d, d]), device)
+}
+
+fn host<B: Backend>(t: Tensor<B, 2>) -> Vec<f64> {
+    t.into_data().iter::<f64>().collect()
+}
+
+/// Target NLL: exact for the Gaussian mixtures, Gaussian KDE otherwise.
+enum Nll {
+    Analytic(Target),
+    Kde(Kde),
+}
+
+impl Nll {
+    fn of(&self, points: &[f64]) -> Vec<f64> {
+        match self {
+            Nll::Analytic(t) => points
+                .chunks_exact(2)
+                .map(|p| -t.log_density([p[0], p[1]]).unwrap_or(f64::NAN))
+                .collect(),
+            Nll::Kde(k) => k.log_density(points).into_iter().map(|v| -v).collect(),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Nll::Analytic(_) => "analytic",
+            Nll::Kde(_) => "kde",
+        }
+    }
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+fn check_finite(step: usize, key: &str, value: f64) -> Result<()> {
+    if value.is_finite() {
+        Ok(())
+    } else {
+        Err(Error::Diverged {
+            step,
+            key: key.into(),
+            value,
+        })
+    }
+}
+
+/// Trains the prior on fresh target samples; returns the frozen network (EMA weights if enabled).
+fn train_prior<B: AutodiffBackend>(
+    cfg: &ToyConfig,
+    run: &mut ActiveRun<'_>,
+    device: &B::Device,
+    rng: &mut rand::rngs::StdRng,
+) -> Result<SimpleMlpAdaLn<B>> {
+    let mut net = FlowNetConfig {
+        dim: 2,
+        width: cfg.width,
+        depth: cfg.depth,
+    }
+    .init::<B>(device);
+    let mut ema = (cfg.ema_decay > 0.0).then(|| net.clone());
+    let mut optim = AdamConfig::new().init::<B, SimpleMlpAdaLn<B>>();
+    let bar = super::progress_bar(
+        cfg.prior_steps as u64,
+        &format!("prior {}", cfg.target.name()),
+    );
+    let log_every = (cfg.prior_steps / 200).max(1);
+    let started = Instant::now();
+    for step in 0..cfg.prior_steps {
+        let x = to_tensor::<B>(&cfg.target.sample(cfg.prior_batch, rng), 2, device);
+        let loss = flow_matching_loss(&net, x);
+        if step % log_every == 0 || step + 1 == cfg.prior_steps {
+            let v = super::classifier::scalar(loss.clone());
+            run.log("prior/loss", step as i64, v)?;
+            check_finite(step, "prior/loss", v)?;
+        }
+        let grads = GradientsParams::from_grads(loss.backward(), &net);
+        net = optim.step(cfg.prior_lr, net, grads);
+        if let Some(e) = ema.take() {
+            ema = Some(ema_update(e, &net, cfg.ema_decay));
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    run.log(
+        "prior/steps_per_s",
+        cfg.prior_steps as i64,
+        cfg.prior_steps as f64 / started.elapsed().as_secs_f64().max(1e-9),
+    )?;
+    Ok(ema.unwrap_or(net).no_grad())
+}
+
+/// L_align landscape on a grid (the public figure's convention: squared error summed over the two
+/// dimensions, averaged over t in linspace(0.1, 0.9, 20) and `draws` noise draws).
+fn landscape<B: Backend>(
+    prior: &SimpleMlpAdaLn<B>,
+    grid_pts: &[f64],
+    draws: usize,
+    device: &B::Device,
+) -> Vec<f64> {
+    let n = grid_pts.len() / 2;
+    let y = to_tensor::<B>(grid_pts, 2, device);
+    let mut acc = vec![0f64; n];
+    let ts: Vec<f64> = (0..20).map(|i| 0.1 + 0.8 * i as f64 / 19.0).collect();
+    for &t in &ts {
+        for _ in 0..draws.max(1) {
+            let x0 = y.random_like(Distribution::Normal(0.0, 1.0));
+            let xt = x0.clone() * (1.0 - t) + y.clone() * t;
+            let v = prior.forward(xt, Tensor::full([n], t, device));
+            let err = (v - (y.clone() - x0)).powi_scalar(2).sum_dim(1);
+            for (a, e) in acc.iter_mut().zip(host(err)) {
+                *a += e;
+            }
+        }
+    }
+    let k = (ts.len() * draws.max(1)) as f64;
+    acc.into_iter().map(|a| a / k).collect()
+}
+
+fn run_toy<B: AutodiffBackend>(
+    job: &ToyJob<'_>,
+    run: &mut ActiveRun<'_>,
+    device: &B::Device,
+) -> Result<ToyOutcome> {
+    let cfg = &job.config;
+    B::seed(device, cfg.seed);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed);
+    tracing::info!(
+        run = run.id(),
+        target = cfg.target.name(),
+        "toy: training the prior"
+    );
+    let prior = train_prior::<B>(cfg, run, device, &mut rng)?;
+
+    // Save the prior.
+    let dir = job.artifacts_dir.join(format!("run-{}", run.id()));
+    std::fs::create_dir_all(&dir).map_err(|e| Error::Write {
+        path: dir.clone(),
+        message: e.to_string(),
+    })?;
+    let stem = dir.join("prior");
+    prior
+        .clone()
+        .save_file(
+            stem.clone(),
+            &NamedMpkFileRecorder::<FullPrecisionSettings>::new(),
+        )
+        .map_err(|e| Error::Write {
+            path: stem.clone(),
+            message: e.to_string(),
+        })?;
+    run.artifact("prior", &stem.with_extension("mpk"))?;
+
+    // The NLL oracle and the reference ("true") samples.
+    let nll = match cfg.target.components() {
+        Some(_) => Nll::Analytic(cfg.target),
+        None => Nll::Kde(Kde::new(
+            &cfg.target.sample(cfg.kde_samples, &mut rng),
+            cfg.kde_bandwidth,
+        )),
+    };
+    let truth = cfg.target.sample(cfg.points, &mut rng);
+    let truth_nll = nll.of(&truth);
+    let truth_mean = mean(&truth_nll);
+    let threshold = quantile(&truth_nll, 0.95);
+    let exact_n = cfg.exact_points.min(cfg.points);
+    let flow_truth = log_likelihood::<B, _>(
+        &prior,
+        to_tensor::<B::InnerBackend>(&truth[..2 * exact_n], 2, device),
+        cfg.exact_steps,
+        Divergence::Exact,
+    );
+    let flow_truth_nll = -mean(&flow_truth);
+
+    // Free points y ~ N(0, I), optimised with Adam on L_align alone.
+    tracing::info!(run = run.id(), "toy: optimising free points on L_align");
+    let mut pts = FreePoints {
+        y: Param::from_tensor(Tensor::<B, 2>::random(
+            [cfg.points, 2],
+            Distribution::Normal(0.0, 1.0),
+            device,
+        )),
+    };
+    let mut optim = AdamConfig::new().init::<B, FreePoints<B>>();
+    let bar = super::progress_bar(
+        cfg.align_steps as u64,
+        &format!("align {}", cfg.target.name()),
+    );
+    let (mut curve_align, mut curve_nll, mut curve_flow) = (Vec::new(), Vec::new(), Vec::new());
+    let mut frames: Vec<(String, Vec<f64>)> = Vec::new();
+    let snapshot_every = (cfg.align_steps / 5).max(1);
+    let mut evals = 0usize;
+    let mut last_loss = f64::NAN;
+    for step in 0..=cfg.align_steps {
+        let loss = align_loss(&prior, pts.y.val(), cfg.flow_mul);
+        last_loss = super::classifier::scalar(loss.clone());
+        check_finite(step, "align/loss", last_loss)?;
+        if step % cfg.eval_every == 0 || step == cfg.align_steps {
+            let y = host(pts.y.val().inner());
+            let m = mean(&nll.of(&y));
+            run.log("align/loss", step as i64, last_loss)?;
+            run.log("align/nll", step as i64, m)?;
+            curve_align.push((step as f64, last_loss));
+            curve_nll.push((step as f64, m));
+            if evals.is_multiple_of(cfg.exact_every.max(1)) || step == cfg.align_steps {
+                let sub = to_tensor::<B::InnerBackend>(&y[..2 * exact_n], 2, device);
+                let f = -mean(&log_likelihood::<B, _>(
+                    &prior,
+                    sub,
+                    cfg.exact_steps,
+                    Divergence::Exact,
+                ));
+                run.log("align/flow_nll", step as i64, f)?;
+                curve_flow.push((step as f64, f));
+            }
+            evals += 1;
+        }
+        if step % snapshot_every == 0 || step == cfg.align_steps {
+            frames.push((format!("step {step}"), host(pts.y.val().inner())));
+        }
+        if step == cfg.align_steps {
+            break;
+        }
+        let grads = GradientsParams::from_grads(loss.backward(), &pts);
+        pts = optim.step(cfg.align_lr, pts, grads);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+
+    // Summary metrics.
+    let y = host(pts.y.val().inner());
+    let final_nll = nll.of(&y);
+    let mut summary = vec![
+        ("final/points_nll".to_string(), mean(&final_nll)),
+        ("final/true_nll".to_string(), truth_mean),
+        (
+            "final/start_nll".to_string(),
+            curve_nll.first().map(|p| p.1).unwrap_or(f64::NAN),
+        ),
+        (
+            "final/coverage".to_string(),
+            coverage(&final_nll, threshold),
+        ),
+        ("final/align_loss".to_string(), last_loss),
+        (
+            "final/flow_nll_points".to_string(),
+            curve_flow.last().map(|p| p.1).unwrap_or(f64::NAN),
+        ),
+        ("final/flow_nll_true".to_string(), flow_truth_nll),
+        (
+            "final/curve_rank_corr".to_string(),
+            spearman(
+                &curve_align.iter().map(|p| p.1).collect::<Vec<_>>(),
+                &curve_nll.iter().map(|p| p.1).collect::<Vec<_>>(),
+            ),
+        ),
+    ];
+    if let Some((means, _)) = cfg.target.components() {
+        let s = cfg.target.scale();
+        let scaled: Vec<[f64; 2]> = means.iter().map(|m| [m[0] / s, m[1] / s]).collect();
+        let shares = mode_shares(&y, &scaled);
+        summary.push((
+            "final/modes_covered".into(),
+            shares.iter().filter(|&&x| x >= 0.05).count() as f64,
+        ));
+        summary.push((
+            "final/largest_mode_share".into(),
+            shares.iter().cloned().fold(0.0, f64::max),
+        ));
+    }
+
+    // Landscapes on a grid over [-3, 3]^2: L_align vs NLL.
+    let g = cfg.grid.max(2);
+    let grid_pts: Vec<f64> = (0..g * g)
+        .flat_map(|k| {
+            let (i, j) = (k % g, k / g);
+            [
+                -3.0 + 6.0 * (i as f64 + 0.5) / g as f64,
+                -3.0 + 6.0 * (j as f64 + 0.5) / g as f64,
+            ]
+        })
+        .collect();
+    let inner = prior.valid();
+    let land = landscape(&inner, &grid_pts, cfg.landscape_draws, device);
+    let grid_nll = nll.of(&grid_pts);
+    summary.push((
+        "final/landscape_rank_corr".into(),
+        spearman(&land, &grid_nll),
+    ));
+    for (k, v) in &summary {
+        run.log(k, cfg.align_steps as i64, *v)?;
+    }
+
+    // Figures (paper Fig. 3 panels and Fig. 6 snapshots).
+    let out = job.figures_dir.join(cfg.target.name());
+    std::fs::create_dir_all(&out).map_err(|e| Error::Write {
+        path: out.clone(),
+        message: e.to_string(),
+    })?;
+    let extent = (-3.0, 3.0, -3.0, 3.0);
+    let perr = |e: plot::PlotError| Error::Write {
+        path: PathBuf::from(&e.path),
+        message: e.message,
+    };
+    let name = cfg.target.name();
+    let figs = vec![
+        out.join("points_on_nll.png"),
+        out.join("align_landscape.png"),
+        out.join("curves.png"),
+        out.join("snapshots.png"),
+    ];
+    plot::heatmap_with_points(
+        &figs[0],
+        &format!("{name}: final points on the target NLL ({})", nll.name()),
+        &plot::Grid {
+            nx: g,
+            ny: g,
+            extent,
+            values: &grid_nll,
+        },
+        &y,
+        plotters::style::RED,
+    )
+    .map_err(perr)?;
+    plot::heatmap_with_points(
+        &figs[1],
+        &format!("{name}: L_align landscape with data samples"),
+        &plot::Grid {
+            nx: g,
+            ny: g,
+            extent,
+            values: &land,
+        },
+        &truth,
+        plotters::style::WHITE,
+    )
+    .map_err(perr)?;
+    plot::curves(
+        &figs[2],
+        &format!("{name}: L_align and NLL during optimisation"),
+        "step",
+        &[
+            ("L_align", &curve_align),
+            (&format!("NLL ({})", nll.name()), &curve_nll),
+            ("exact flow NLL", &curve_flow),
+        ],
+    )
+    .map_err(perr)?;
+    plot::snapshots(
+        &figs[3],
+        &format!("{name}: points during optimisation"),
+        extent,
+        &truth,
+        &frames,
+    )
+    .map_err(perr)?;
+    for f in &figs {
+        run.artifact("figure", f)?;
+    }
+    Ok(ToyOutcome {
+        run_id: run.id(),
+        target: cfg.target,
+        reused: false,
+        summary,
+        figures: figs,
+    })
+}

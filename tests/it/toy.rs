@@ -1,0 +1,97 @@
+//! `flowprior toy` end to end on the tiny preset.
+
+use crate::common::Sandbox;
+
+#[test]
+fn tiny_toy_pulls_free_points_towards_the_target_and_records_everything() {
+    let sb = Sandbox::new();
+    let figs = sb.dir.path().join("figs");
+    let out = sb.ok(&[
+        "toy",
+        "--target",
+        "mixture,moons",
+        "--preset",
+        "tiny",
+        "--figures",
+        figs.to_str().unwrap(),
+    ]);
+    assert!(out.contains("mixture") && out.contains("moons"), "{out}");
+
+    for (id, target) in [(1, "mixture"), (2, "moons")] {
+        let get = |k: &str| -> f64 {
+            sb.sql_value(&format!(
+                "SELECT value FROM summary WHERE run_id = {id} AND key = '{k}'"
+            ))
+            .parse()
+            .unwrap()
+        };
+        let (start, end, truth) = (
+            get("final/start_nll"),
+            get("final/points_nll"),
+            get("final/true_nll"),
+        );
+        assert!(
+            end < start - 0.5,
+            "{target}: NLL {start} -> {end} (true samples {truth})"
+        );
+        let first_align: f64 = sb
+            .sql_value(&format!("SELECT value FROM metrics WHERE run_id = {id} AND key = 'align/loss' ORDER BY step LIMIT 1"))
+            .parse()
+            .unwrap();
+        assert!(
+            get("final/align_loss") < first_align,
+            "{target}: L_align must fall"
+        );
+        assert!(
+            get("final/landscape_rank_corr") > 0.3,
+            "{target}: L_align and NLL landscapes should agree"
+        );
+        for key in ["prior/loss", "align/loss", "align/nll", "align/flow_nll"] {
+            let n: i64 = sb
+                .sql_value(&format!(
+                    "SELECT COUNT(*) FROM metrics WHERE run_id = {id} AND key = '{key}'"
+                ))
+                .parse()
+                .unwrap();
+            assert!(n >= 2, "{target}: series {key} has {n} points");
+        }
+        for f in [
+            "points_on_nll.png",
+            "align_landscape.png",
+            "curves.png",
+            "snapshots.png",
+        ] {
+            let bytes = std::fs::read(figs.join(target).join(f)).expect("figure written");
+            assert!(
+                bytes.starts_with(b"\x89PNG") && bytes.len() > 5_000,
+                "{target}/{f} is not a real PNG"
+            );
+        }
+    }
+    // Mixture-only statistics.
+    let modes: f64 = sb
+        .sql_value("SELECT value FROM summary WHERE run_id = 1 AND key = 'final/modes_covered'")
+        .parse()
+        .unwrap();
+    assert!((1.0..=5.0).contains(&modes));
+    assert_eq!(
+        sb.sql_value(
+            "SELECT COUNT(*) FROM summary WHERE run_id = 2 AND key = 'final/modes_covered'"
+        ),
+        "0"
+    );
+    // Re-running reuses both runs.
+    let again = sb.ok(&[
+        "toy",
+        "--target",
+        "mixture,moons",
+        "--preset",
+        "tiny",
+        "--figures",
+        figs.to_str().unwrap(),
+    ]);
+    assert!(
+        again.contains("mixture (reused)") && again.contains("moons (reused)"),
+        "{again}"
+    );
+}
