@@ -16,6 +16,7 @@ pub mod loss;
 pub mod net;
 pub mod sample;
 pub mod schedule;
+pub mod train;
 
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;

@@ -7,7 +7,6 @@ use std::time::Instant;
 
 use burn::module::{AutodiffModule, Module, Param};
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
-use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Distribution, Tensor, TensorData};
 use rand::SeedableRng;
@@ -15,10 +14,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::{BackendJob, BackendKind};
 use crate::error::{Error, Result};
-use crate::flow::ema::ema_update;
-use crate::flow::{
-    Divergence, FlowNetConfig, SimpleMlpAdaLn, align_loss, flow_matching_loss, log_likelihood,
-};
+use crate::flow::schedule::LrSchedule;
+use crate::flow::train::{OptimizerKind, PriorTrainConfig, StepLog, save_prior, train_prior};
+use crate::flow::{Divergence, FlowNetConfig, SimpleMlpAdaLn, align_loss, log_likelihood};
 use crate::plot;
 use crate::store::{ActiveRun, RunSpec, Store};
 use crate::toy::Target;
@@ -47,7 +45,11 @@ pub struct ToyConfig {
     pub prior_steps: usize,
     pub prior_batch: usize,
     pub prior_lr: f64,
-    /// EMA decay of the prior's weights (0 = use the raw weights, as the paper's toy does).
+    /// Optimiser of the prior (the paper's toy: Adam), warm-up steps before a cosine decay (0: constant
+    /// rate), global grad-norm clipping, and EMA decay (0: the raw weights are the prior, as in the toy).
+    pub prior_optimizer: OptimizerKind,
+    pub prior_warmup: usize,
+    pub grad_clip: Option<f64>,
     pub ema_decay: f64,
     /// Free points and their optimisation (paper: 1000 points, Adam 1e-2, 5000 steps).
     pub points: usize,
@@ -80,6 +82,9 @@ impl ToyConfig {
             prior_steps: 100_000,
             prior_batch: 256,
             prior_lr: 1e-4,
+            prior_optimizer: OptimizerKind::Adam,
+            prior_warmup: 0,
+            grad_clip: None,
             ema_decay: 0.0,
             points: 1000,
             align_steps: 5000,
@@ -161,6 +166,31 @@ impl ToyConfig {
             ));
         }
         Ok(())
+    }
+
+    /// The prior's training settings.
+    pub fn prior_train(&self) -> PriorTrainConfig {
+        let schedule = if self.prior_warmup == 0 {
+            LrSchedule::Constant { lr: self.prior_lr }
+        } else {
+            LrSchedule::Cosine {
+                lr: self.prior_lr,
+                warmup: self.prior_warmup,
+                total: self.prior_steps,
+                min_lr: 0.0,
+            }
+        };
+        PriorTrainConfig {
+            optimizer: self.prior_optimizer,
+            schedule,
+            beta1: 0.9,
+            beta2: 0.999,
+            weight_decay: 0.0,
+            grad_clip: self.grad_clip,
+            ema_decay: self.ema_decay,
+            steps: self.prior_steps,
+            batch: self.prior_batch,
+        }
     }
 
     pub fn run_spec(&self) -> RunSpec {
@@ -289,49 +319,50 @@ fn check_finite(step: usize, key: &str, value: f64) -> Result<()> {
     }
 }
 
-/// Trains the prior on fresh target samples; returns the frozen network (EMA weights if enabled).
-fn train_prior<B: AutodiffBackend>(
+/// Trains the prior on fresh target samples, logging its loss, gradient norm and learning rate.
+fn train_toy_prior<B: AutodiffBackend>(
     cfg: &ToyConfig,
     run: &mut ActiveRun<'_>,
     device: &B::Device,
     rng: &mut rand::rngs::StdRng,
 ) -> Result<SimpleMlpAdaLn<B>> {
-    let mut net = FlowNetConfig {
-        dim: 2,
-        width: cfg.width,
-        depth: cfg.depth,
-    }
-    .init::<B>(device);
-    let mut ema = (cfg.ema_decay > 0.0).then(|| net.clone());
-    let mut optim = AdamConfig::new().init::<B, SimpleMlpAdaLn<B>>();
     let bar = super::progress_bar(
         cfg.prior_steps as u64,
         &format!("prior {}", cfg.target.name()),
     );
     let log_every = (cfg.prior_steps / 200).max(1);
     let started = Instant::now();
-    for step in 0..cfg.prior_steps {
-        let x = to_tensor::<B>(&cfg.target.sample(cfg.prior_batch, rng), 2, device);
-        let loss = flow_matching_loss(&net, x);
-        if step % log_every == 0 || step + 1 == cfg.prior_steps {
-            let v = super::classifier::scalar(loss.clone());
-            run.log("prior/loss", step as i64, v)?;
-            check_finite(step, "prior/loss", v)?;
+    let tc = cfg.prior_train();
+    let mut next_batch =
+        |_step: usize| to_tensor::<B>(&cfg.target.sample(cfg.prior_batch, rng), 2, device);
+    let mut on_step = |log: StepLog| -> Result<bool> {
+        if log.step % log_every == 0 || log.step + 1 == cfg.prior_steps {
+            run.log("prior/loss", log.step as i64, log.loss)?;
+            run.log("prior/grad_norm", log.step as i64, log.grad_norm)?;
+            run.log("prior/lr", log.step as i64, log.lr)?;
         }
-        let grads = GradientsParams::from_grads(loss.backward(), &net);
-        net = optim.step(cfg.prior_lr, net, grads);
-        if let Some(e) = ema.take() {
-            ema = Some(ema_update(e, &net, cfg.ema_decay));
-        }
+        check_finite(log.step, "prior/loss", log.loss)?;
         bar.inc(1);
-    }
+        Ok(true)
+    };
+    let net = train_prior::<B, Error>(
+        FlowNetConfig {
+            dim: 2,
+            width: cfg.width,
+            depth: cfg.depth,
+        },
+        &tc,
+        device,
+        &mut next_batch,
+        &mut on_step,
+    )?;
     bar.finish_and_clear();
     run.log(
         "prior/steps_per_s",
         cfg.prior_steps as i64,
         cfg.prior_steps as f64 / started.elapsed().as_secs_f64().max(1e-9),
     )?;
-    Ok(ema.unwrap_or(net).no_grad())
+    Ok(net.no_grad())
 }
 
 /// L_align landscape on a grid (the public figure's convention: squared error summed over the two
@@ -374,7 +405,7 @@ fn run_toy<B: AutodiffBackend>(
         target = cfg.target.name(),
         "toy: training the prior"
     );
-    let prior = train_prior::<B>(cfg, run, device, &mut rng)?;
+    let prior = train_toy_prior::<B>(cfg, run, device, &mut rng)?;
 
     // Save the prior.
     let dir = job.artifacts_dir.join(format!("run-{}", run.id()));
@@ -383,17 +414,11 @@ fn run_toy<B: AutodiffBackend>(
         message: e.to_string(),
     })?;
     let stem = dir.join("prior");
-    prior
-        .clone()
-        .save_file(
-            stem.clone(),
-            &NamedMpkFileRecorder::<FullPrecisionSettings>::new(),
-        )
-        .map_err(|e| Error::Write {
-            path: stem.clone(),
-            message: e.to_string(),
-        })?;
-    run.artifact("prior", &stem.with_extension("mpk"))?;
+    let file = save_prior(&prior, &stem).map_err(|message| Error::Write {
+        path: stem.clone(),
+        message,
+    })?;
+    run.artifact("prior", &file)?;
 
     // The NLL oracle and the reference ("true") samples.
     let nll = match cfg.target.components() {

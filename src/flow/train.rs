@@ -1,0 +1,273 @@
+//! Rectified flow-matching training of a prior: Adam or AdamW (PyTorch semantics: epsilon 1e-8,
+//! decoupled weight decay for AdamW), a learning-rate schedule, gradient clipping by the GLOBAL norm
+//! over all parameters (as `torch.nn.utils.clip_grad_norm_`; Burn's own clipping is per tensor), and an
+//! EMA of the weights. The prior used downstream is the EMA copy when EMA is on.
+
+use burn::module::{AutodiffModule, Module, ModuleVisitor, Param, ParamId};
+use burn::optim::{AdamConfig, AdamWConfig, GradientsParams, Optimizer};
+use burn::tensor::Tensor;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use serde::{Deserialize, Serialize};
+
+use super::ema::ema_update;
+use super::schedule::LrSchedule;
+use super::{FlowNetConfig, SimpleMlpAdaLn, flow_matching_loss};
+
+/// Which optimiser.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    Adam,
+    AdamW,
+}
+
+/// How a prior is trained. Defaults are the paper's Table 3 except the step count.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriorTrainConfig {
+    pub optimizer: OptimizerKind,
+    pub schedule: LrSchedule,
+    pub beta1: f64,
+    pub beta2: f64,
+    /// Decoupled weight decay (AdamW only).
+    pub weight_decay: f64,
+    /// Clip the global gradient norm to this value (None: no clipping).
+    pub grad_clip: Option<f64>,
+    /// EMA decay (0: no EMA, the raw weights are the prior).
+    pub ema_decay: f64,
+    pub steps: usize,
+    pub batch: usize,
+}
+
+impl PriorTrainConfig {
+    /// Paper Table 3: AdamW lr 1e-4, betas (0.9, 0.95), wd 1e-4, cosine with 2.5k warm-up, clip 1.0,
+    /// EMA 0.9999, batch 256.
+    pub fn paper(steps: usize) -> PriorTrainConfig {
+        PriorTrainConfig {
+            optimizer: OptimizerKind::AdamW,
+            schedule: LrSchedule::Cosine {
+                lr: 1e-4,
+                warmup: 2500.min(steps / 10),
+                total: steps,
+                min_lr: 0.0,
+            },
+            beta1: 0.9,
+            beta2: 0.95,
+            weight_decay: 1e-4,
+            grad_clip: Some(1.0),
+            ema_decay: 0.9999,
+            steps,
+            batch: 256,
+        }
+    }
+}
+
+/// One logged training step.
+#[derive(Debug, Clone, Copy)]
+pub struct StepLog {
+    pub step: usize,
+    pub loss: f64,
+    pub grad_norm: f64,
+    pub lr: f64,
+}
+
+struct SquaredNorm<'a, B: AutodiffBackend> {
+    grads: &'a GradientsParams,
+    ids: Vec<ParamId>,
+    total: Option<Tensor<B::InnerBackend, 1>>,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for SquaredNorm<'_, B> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if let Some(g) = self.grads.get::<B::InnerBackend, D>(param.id) {
+            let s = g.powi_scalar(2).sum();
+            self.total = Some(match self.total.take() {
+                Some(t) => t + s,
+                None => s,
+            });
+            self.ids.push(param.id);
+        }
+    }
+}
+
+struct Scale<'a, B: AutodiffBackend> {
+    grads: &'a mut GradientsParams,
+    factor: f64,
+    _b: std::marker::PhantomData<B>,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for Scale<'_, B> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if let Some(g) = self.grads.remove::<B::InnerBackend, D>(param.id) {
+            self.grads
+                .register::<B::InnerBackend, D>(param.id, g * self.factor);
+        }
+    }
+}
+
+/// Scales the gradients so that their global L2 norm is at most `max_norm` (PyTorch's
+/// `clip_grad_norm_`: factor `max_norm / (norm + 1e-6)` when below 1). Returns the norm before clipping.
+pub fn clip_global_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
+    model: &M,
+    grads: &mut GradientsParams,
+    max_norm: Option<f64>,
+) -> f64 {
+    let mut v = SquaredNorm::<B> {
+        grads,
+        ids: Vec::new(),
+        total: None,
+    };
+    model.visit(&mut v);
+    let norm = v
+        .total
+        .map(|t| t.into_data().iter::<f64>().next().unwrap_or(0.0).sqrt())
+        .unwrap_or(0.0);
+    if let Some(max) = max_norm {
+        let factor = max / (norm + 1e-6);
+        if factor < 1.0 {
+            model.visit(&mut Scale::<B> {
+                grads,
+                factor,
+                _b: std::marker::PhantomData,
+            });
+        }
+    }
+    norm
+}
+
+fn scalar<B: Backend>(t: Tensor<B, 1>) -> f64 {
+    t.into_data().iter::<f64>().next().unwrap_or(f64::NAN)
+}
+
+fn train_with<B, O, E>(
+    mut net: SimpleMlpAdaLn<B>,
+    mut optim: O,
+    cfg: &PriorTrainConfig,
+    next_batch: &mut dyn FnMut(usize) -> Tensor<B, 2>,
+    on_step: &mut dyn FnMut(StepLog) -> Result<bool, E>,
+) -> Result<SimpleMlpAdaLn<B>, E>
+where
+    B: AutodiffBackend,
+    O: Optimizer<SimpleMlpAdaLn<B>, B>,
+{
+    let mut ema = (cfg.ema_decay > 0.0).then(|| net.clone());
+    for step in 0..cfg.steps {
+        let x1 = next_batch(step);
+        let loss = flow_matching_loss(&net, x1);
+        let loss_value = scalar(loss.clone());
+        let mut grads = GradientsParams::from_grads(loss.backward(), &net);
+        let grad_norm = clip_global_norm::<B, _>(&net, &mut grads, cfg.grad_clip);
+        let lr = cfg.schedule.at(step);
+        if !on_step(StepLog {
+            step,
+            loss: loss_value,
+            grad_norm,
+            lr,
+        })? {
+            break;
+        }
+        net = optim.step(lr, net, grads);
+        if let Some(e) = ema.take() {
+            ema = Some(ema_update(e, &net, cfg.ema_decay));
+        }
+    }
+    Ok(ema.unwrap_or(net))
+}
+
+/// Trains a fresh prior of shape `net_cfg`. `next_batch(step)` yields a [batch, dim] batch of target
+/// points; `on_step` sees every step's loss, gradient norm and learning rate, and stops training by
+/// returning `Ok(false)` or aborts it with an error. Returns the prior (the EMA weights when EMA is on).
+pub fn train_prior<B: AutodiffBackend, E>(
+    net_cfg: FlowNetConfig,
+    cfg: &PriorTrainConfig,
+    device: &B::Device,
+    next_batch: &mut dyn FnMut(usize) -> Tensor<B, 2>,
+    on_step: &mut dyn FnMut(StepLog) -> Result<bool, E>,
+) -> Result<SimpleMlpAdaLn<B>, E> {
+    let net = net_cfg.init::<B>(device);
+    match cfg.optimizer {
+        OptimizerKind::Adam => {
+            let o = AdamConfig::new()
+                .with_beta_1(cfg.beta1 as f32)
+                .with_beta_2(cfg.beta2 as f32)
+                .with_epsilon(1e-8)
+                .init::<B, SimpleMlpAdaLn<B>>();
+            train_with(net, o, cfg, next_batch, on_step)
+        }
+        OptimizerKind::AdamW => {
+            let o = AdamWConfig::new()
+                .with_beta_1(cfg.beta1 as f32)
+                .with_beta_2(cfg.beta2 as f32)
+                .with_epsilon(1e-8)
+                .with_weight_decay(cfg.weight_decay as f32)
+                .init::<B, SimpleMlpAdaLn<B>>();
+            train_with(net, o, cfg, next_batch, on_step)
+        }
+    }
+}
+
+/// Saves a prior's weights (Burn's named MessagePack format, full precision) to `stem`.mpk.
+pub fn save_prior<B: Backend>(
+    net: &SimpleMlpAdaLn<B>,
+    stem: &std::path::Path,
+) -> Result<std::path::PathBuf, String> {
+    use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
+    net.clone()
+        .save_file(
+            stem.to_path_buf(),
+            &NamedMpkFileRecorder::<FullPrecisionSettings>::new(),
+        )
+        .map_err(|e| e.to_string())?;
+    Ok(stem.with_extension("mpk"))
+}
+
+struct Shapes(Vec<Vec<usize>>);
+
+impl<B: Backend> ModuleVisitor<B> for Shapes {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        self.0.push(param.val().dims().to_vec());
+    }
+}
+
+fn shapes<B: Backend>(net: &SimpleMlpAdaLn<B>) -> Vec<Vec<usize>> {
+    let mut s = Shapes(Vec::new());
+    net.visit(&mut s);
+    s.0
+}
+
+/// Loads a prior of shape `net_cfg` from a file written by [`save_prior`]. Burn's loader does not check
+/// tensor shapes, so every parameter's shape is compared with the configured network's.
+pub fn load_prior<B: Backend>(
+    net_cfg: FlowNetConfig,
+    path: &std::path::Path,
+    device: &B::Device,
+) -> Result<SimpleMlpAdaLn<B>, String> {
+    use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
+    let fresh = net_cfg.init::<B>(device);
+    let want = shapes(&fresh);
+    let loaded = fresh
+        .load_file(
+            path.to_path_buf(),
+            &NamedMpkFileRecorder::<FullPrecisionSettings>::new(),
+            device,
+        )
+        .map_err(|e| format!("cannot load prior {}: {e}", path.display()))?;
+    let got = shapes(&loaded);
+    if got != want {
+        let first = want
+            .iter()
+            .zip(&got)
+            .position(|(a, b)| a != b)
+            .unwrap_or(want.len().min(got.len()));
+        return Err(format!(
+            "cannot load prior {}: it does not match dim {}, width {}, depth {} (parameter {first}: file has {:?}, expected {:?})",
+            path.display(),
+            net_cfg.dim,
+            net_cfg.width,
+            net_cfg.depth,
+            got.get(first),
+            want.get(first)
+        ));
+    }
+    Ok(loaded)
+}
