@@ -336,7 +336,7 @@ fn train_toy_prior<B: AutodiffBackend>(
     let mut next_batch =
         |_step: usize| to_tensor::<B>(&cfg.target.sample(cfg.prior_batch, rng), 2, device);
     let mut on_step = |log: StepLog| -> Result<bool> {
-        if log.step % log_every == 0 || log.step + 1 == cfg.prior_steps {
+        if log.step.is_multiple_of(log_every) || log.step + 1 == cfg.prior_steps {
             run.log("prior/loss", log.step as i64, log.loss)?;
             run.log("prior/grad_norm", log.step as i64, log.grad_norm)?;
             run.log("prior/lr", log.step as i64, log.lr)?;
