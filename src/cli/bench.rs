@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use super::Cli;
+use crate::jobs::bench_prior::PriorBench;
 use crate::store::{ActiveRun, MetricPoint, RunSpec};
 
 #[derive(clap::Args, Debug)]
@@ -24,6 +25,27 @@ pub enum BenchCommand {
         points: usize,
         #[arg(long, default_value_t = 50)]
         batch: usize,
+    },
+    /// Flow-prior training steps/s on each compiled backend, side by side with the same model in
+    /// PyTorch (CPU, eager) measured in the same run with the same thread count.
+    Prior {
+        /// Sizes: `paper` (d 32, width 1024, 6 blocks, batch 256), `small` (d 32, width 256, 4 blocks,
+        /// batch 256) or `both`.
+        #[arg(long, default_value = "both")]
+        size: String,
+        #[arg(long, default_value_t = 10)]
+        steps: usize,
+        #[arg(long, default_value_t = 3)]
+        warmup: usize,
+        /// Threads for both sides (rayon for Burn's CPU backend, torch.set_num_threads for PyTorch).
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Python with torch for the reference (default: .venv-torch/bin/python, else python3).
+        #[arg(long)]
+        torch_python: Option<std::path::PathBuf>,
+        /// Backends to measure (default: every compiled one).
+        #[arg(long, value_enum, value_delimiter = ',')]
+        backends: Vec<crate::backend::BackendKind>,
     },
     /// One writer: a run that logs `points` metric points in batches of `batch`.
     StoreWriter {
@@ -53,6 +75,21 @@ pub fn run(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
             points,
             batch,
         } => store_bench(cli, *processes, *points, *batch),
+        BenchCommand::Prior {
+            size,
+            steps,
+            warmup,
+            threads,
+            torch_python,
+            backends,
+        } => prior_bench(
+            size,
+            *steps,
+            *warmup,
+            *threads,
+            torch_python.as_deref(),
+            backends,
+        ),
     }
 }
 
@@ -149,5 +186,136 @@ fn store_bench(cli: &Cli, processes: usize, points: usize, batch: usize) -> anyh
         failed == 0 && stored == expected,
         "points were lost or writers failed"
     );
+    Ok(())
+}
+
+fn torch_reference(
+    python: &std::path::Path,
+    b: &PriorBench,
+    threads: usize,
+) -> Result<f64, String> {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/bench_prior.py");
+    let out = std::process::Command::new(python)
+        .arg(&script)
+        .args([b.dim, b.width, b.depth, b.batch, b.steps, b.warmup, threads].map(|v| v.to_string()))
+        .env("OMP_NUM_THREADS", threads.to_string())
+        .env("MKL_NUM_THREADS", threads.to_string())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", python.display()))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(format!(
+            "PyTorch reference failed: {}",
+            err.lines().last().unwrap_or("")
+        ));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().last().unwrap_or("");
+    let v: serde_json::Value =
+        serde_json::from_str(line).map_err(|e| format!("bad reference output {line:?}: {e}"))?;
+    v["steps_per_s"]
+        .as_f64()
+        .ok_or_else(|| format!("no steps_per_s in {line:?}"))
+}
+
+fn prior_bench(
+    size: &str,
+    steps: usize,
+    warmup: usize,
+    threads: usize,
+    torch_python: Option<&std::path::Path>,
+    backends: &[crate::backend::BackendKind],
+) -> anyhow::Result<()> {
+    use crate::backend::{BackendKind, DeviceSpec, run_job};
+    let sizes: Vec<(&str, PriorBench)> = {
+        let paper = PriorBench {
+            dim: 32,
+            width: 1024,
+            depth: 6,
+            batch: 256,
+            steps,
+            warmup,
+        };
+        let small = PriorBench {
+            dim: 32,
+            width: 256,
+            depth: 4,
+            batch: 256,
+            steps,
+            warmup,
+        };
+        match size {
+            "paper" => vec![("paper", paper)],
+            "small" => vec![("small", small)],
+            "both" => vec![("small", small), ("paper", paper)],
+            other => anyhow::bail!("--size {other:?}: expected paper, small or both"),
+        }
+    };
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .build_global();
+    let backends: Vec<BackendKind> = if backends.is_empty() {
+        BackendKind::compiled()
+    } else {
+        backends.to_vec()
+    };
+    let python = torch_python.map(|p| p.to_path_buf()).unwrap_or_else(|| {
+        let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-torch/bin/python");
+        if venv.exists() {
+            venv
+        } else {
+            "python3".into()
+        }
+    });
+    let profile = if cfg!(debug_assertions) {
+        "dev profile"
+    } else {
+        "release profile"
+    };
+    let mut b = tabled::builder::Builder::default();
+    b.push_record(["size", "backend", "steps/s", "PyTorch CPU steps/s", "ratio"]);
+    for (name, bench) in &sizes {
+        let reference = torch_reference(&python, bench, threads);
+        let ref_text = match &reference {
+            Ok(v) => format!("{v:.2}"),
+            Err(e) => {
+                eprintln!("{e}");
+                "unavailable".into()
+            }
+        };
+        for backend in &backends {
+            let device = DeviceSpec::parse(*backend, None)?;
+            let label = format!(
+                "{name} (d {}, w {}, {} blocks, batch {})",
+                bench.dim, bench.width, bench.depth, bench.batch
+            );
+            match run_job(*backend, device, *bench) {
+                Ok(v) => {
+                    let ratio = reference
+                        .as_ref()
+                        .map(|r| format!("{:.2}x", v / r))
+                        .unwrap_or_else(|_| "-".into());
+                    b.push_record([
+                        label,
+                        backend.name().into(),
+                        format!("{v:.2}"),
+                        ref_text.clone(),
+                        ratio,
+                    ]);
+                }
+                Err(e) => b.push_record([
+                    label,
+                    backend.name().into(),
+                    format!("error: {e}"),
+                    ref_text.clone(),
+                    "-".into(),
+                ]),
+            }
+        }
+    }
+    println!(
+        "flow-prior training step (flow-matching loss + Adam), {threads} thread(s), {steps} timed steps after {warmup} warm-up, flowprior {profile}"
+    );
+    println!("{}", b.build().with(tabled::settings::Style::sharp()));
     Ok(())
 }

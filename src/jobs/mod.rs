@@ -1,5 +1,6 @@
 //! Jobs: units of work that run on a backend and record themselves in the run store.
 
+pub mod bench_prior;
 pub mod classifier;
 pub mod toy;
 
