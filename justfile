@@ -31,6 +31,15 @@ check-postgres:
 check-cuda:
     cargo check --locked --features cuda
 
+# libtorch for the `tch` backend (PyPI torch==2.9.0 in .venv-torch, ~4 GB), then clippy with every backend.
+check-tch:
+    bash scripts/setup-libtorch.sh
+    bash -c 'source scripts/libtorch-env.sh && cargo clippy --locked --all-targets --features cuda,tch -- -D warnings'
+
+# The 2-D toy experiments (paper Fig. 3, 5, 6), e.g. just toy --target all --preset paper
+toy *ARGS:
+    cargo run --locked -- toy {{ARGS}}
+
 # Train the classifier (the main job); extra flags go to `flowprior classifier`.
 classifier *ARGS:
     cargo run --locked -- classifier {{ARGS}}
@@ -43,6 +52,11 @@ runs:
 sql QUERY:
     cargo run --locked -- --db {{db}} sql "{{QUERY}}"
 
-# Benchmarks (release build): store write throughput.
-bench:
-    cargo run --locked --release -- --db target/bench.db bench store --processes 4 --points 5000 --batch 50
+# Benchmarks (release build; the PyTorch reference needs `just torch`): prior training vs PyTorch, store writes.
+bench threads="1":
+    CARGO_TARGET_DIR=target/release-build cargo run --locked --release -- bench prior --threads {{threads}}
+    CARGO_TARGET_DIR=target/release-build cargo run --locked --release -- --db target/bench.db bench store --processes 4 --points 5000 --batch 50
+
+# PyTorch 2.9.0 (CPU use) in .venv-torch: libtorch for `--features tch` and the benchmark reference.
+torch:
+    bash scripts/setup-libtorch.sh
