@@ -16,7 +16,7 @@ data:
 
 # Run every test (unit + integration) with the default CPU backend.
 test:
-    cargo test --locked
+    cargo test --locked --lib --bins --tests
 
 # Format check and clippy on every target, with the CUDA backend compiled in (checks the GPU path too).
 lint:
