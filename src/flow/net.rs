@@ -115,21 +115,43 @@ impl<B: Backend> TimestepEmbedder<B> {
     }
 }
 
-/// Residual block with adaLN modulation.
+/// A Linear `w -> k w` stored as k separate `w -> w` Linears (the same function as one wide Linear
+/// whose output is cut into k chunks, the public code's layout): the chunks are then contiguous
+/// products of their own, and backpropagation does not scatter k gradients into one wide zero tensor,
+/// which made the chunked form markedly slower on the CPU backend (see README, "Benchmarks").
+#[derive(Module, Debug)]
+pub struct SplitLinear<B: Backend> {
+    pub parts: Vec<Linear<B>>,
+}
+
+impl<B: Backend> SplitLinear<B> {
+    fn zeros(w: usize, k: usize, device: &B::Device) -> Self {
+        SplitLinear {
+            parts: (0..k).map(|_| linear(w, w, Init::Zeros, device)).collect(),
+        }
+    }
+
+    /// The k outputs, in the order of the wide Linear's chunks.
+    pub fn forward(&self, x: Tensor<B, 2>) -> Vec<Tensor<B, 2>> {
+        self.parts.iter().map(|p| p.forward(x.clone())).collect()
+    }
+}
+
+/// Residual block with adaLN modulation (shift, scale, gate).
 #[derive(Module, Debug)]
 pub struct ResBlock<B: Backend> {
     pub in_ln: LayerNorm<B>,
     pub fc1: Linear<B>,
     pub fc2: Linear<B>,
-    pub ada: Linear<B>,
+    pub ada: SplitLinear<B>,
 }
 
 impl<B: Backend> ResBlock<B> {
     pub fn forward(&self, x: Tensor<B, 2>, c_act: Tensor<B, 2>) -> Tensor<B, 2> {
-        let mut m = self.ada.forward(c_act).chunk(3, 1).into_iter();
+        let mut m = self.ada.forward(c_act).into_iter();
         let (shift, scale, gate) = match (m.next(), m.next(), m.next()) {
             (Some(a), Some(b), Some(c)) => (a, b, c),
-            _ => unreachable!("chunk(3) of a 3w-wide tensor yields three parts"),
+            _ => unreachable!("the block's adaLN has three parts"),
         };
         let h = modulate(self.in_ln.forward(x.clone()), shift, scale);
         let h = self.fc2.forward(silu(self.fc1.forward(h)));
@@ -137,19 +159,19 @@ impl<B: Backend> ResBlock<B> {
     }
 }
 
-/// Final layer: plain LayerNorm, adaLN modulation, Linear to the output dimension.
+/// Final layer: plain LayerNorm, adaLN modulation (shift, scale), Linear to the output dimension.
 #[derive(Module, Debug)]
 pub struct FinalLayer<B: Backend> {
-    pub ada: Linear<B>,
+    pub ada: SplitLinear<B>,
     pub linear: Linear<B>,
 }
 
 impl<B: Backend> FinalLayer<B> {
     pub fn forward(&self, x: Tensor<B, 2>, c_act: Tensor<B, 2>) -> Tensor<B, 2> {
-        let mut m = self.ada.forward(c_act).chunk(2, 1).into_iter();
+        let mut m = self.ada.forward(c_act).into_iter();
         let (shift, scale) = match (m.next(), m.next()) {
             (Some(a), Some(b)) => (a, b),
-            _ => unreachable!("chunk(2) of a 2w-wide tensor yields two parts"),
+            _ => unreachable!("the final layer's adaLN has two parts"),
         };
         self.linear
             .forward(modulate(layer_norm_plain(x, LN_EPS), shift, scale))
@@ -179,11 +201,11 @@ impl<B: Backend> SimpleMlpAdaLn<B> {
                     in_ln: LayerNormConfig::new(w).with_epsilon(LN_EPS).init(device),
                     fc1: linear(w, w, Init::Xavier, device),
                     fc2: linear(w, w, Init::Xavier, device),
-                    ada: linear(w, 3 * w, Init::Zeros, device),
+                    ada: SplitLinear::zeros(w, 3, device),
                 })
                 .collect(),
             final_layer: FinalLayer {
-                ada: linear(w, 2 * w, Init::Zeros, device),
+                ada: SplitLinear::zeros(w, 2, device),
                 linear: linear(w, cfg.dim, Init::Zeros, device),
             },
         }
