@@ -14,6 +14,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+use super::JobRun;
 use crate::backend::{BackendJob, BackendKind};
 use crate::data::{DatasetId, ImageDataset, Split};
 use crate::error::{Error, Result};
@@ -93,42 +94,30 @@ impl BackendJob for TrainClassifier<'_> {
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<ClassifierOutcome> {
         let spec = self.config.run_spec();
-        let Some(mut run) = ActiveRun::begin(
-            self.store,
-            &spec,
-            self.config.backend.name(),
-            self.retry_failed,
-        )?
-        else {
-            let existing = self.store.get_or_create_run(&spec)?;
-            let acc = self.store.summary(existing.id)?;
-            let get = |k: &str| acc.iter().find(|s| s.key == k).and_then(|s| s.value);
-            return Ok(ClassifierOutcome {
-                run_id: existing.id,
-                reused: true,
-                test_accuracy: get("test/accuracy"),
-                test_loss: get("test/loss"),
-                steps_per_s: get("train/steps_per_s"),
-                checkpoint: None,
-            });
-        };
-        match train::<B>(
-            &self.config,
-            &self.data_dir,
-            &self.artifacts_dir,
-            &mut run,
-            &device,
-        ) {
-            Ok(mut outcome) => {
-                outcome.run_id = run.id();
-                run.finish()?;
-                Ok(outcome)
+        let backend = self.config.backend.name();
+        let outcome = super::run_or_reuse(self.store, &spec, backend, self.retry_failed, |run| {
+            train::<B>(
+                &self.config,
+                &self.data_dir,
+                &self.artifacts_dir,
+                run,
+                &device,
+            )
+        })?;
+        Ok(match outcome {
+            JobRun::Ran(o) => o,
+            JobRun::Reused { run, summary } => {
+                let get = |k: &str| summary.iter().find(|s| s.key == k).and_then(|s| s.value);
+                ClassifierOutcome {
+                    run_id: run.id,
+                    reused: true,
+                    test_accuracy: get("test/accuracy"),
+                    test_loss: get("test/loss"),
+                    steps_per_s: get("train/steps_per_s"),
+                    checkpoint: None,
+                }
             }
-            Err(e) => {
-                run.fail(&e.to_string())?;
-                Err(e)
-            }
-        }
+        })
     }
 }
 

@@ -12,6 +12,7 @@ use burn::tensor::{Distribution, Tensor, TensorData};
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
+use super::JobRun;
 use crate::backend::{BackendJob, BackendKind};
 use crate::error::{Error, Result};
 use crate::flow::schedule::LrSchedule;
@@ -236,39 +237,24 @@ impl BackendJob for ToyJob<'_> {
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<ToyOutcome> {
         let spec = self.config.run_spec();
-        let Some(mut run) = ActiveRun::begin(
-            self.store,
-            &spec,
-            self.config.backend.name(),
-            self.retry_failed,
-        )?
-        else {
-            let existing = self.store.get_or_create_run(&spec)?;
-            let summary = self
-                .store
-                .summary(existing.id)?
-                .into_iter()
-                .filter(|s| s.key.starts_with("final/"))
-                .map(|s| (s.key, s.value.unwrap_or(f64::NAN)))
-                .collect();
-            return Ok(ToyOutcome {
-                run_id: existing.id,
+        let backend = self.config.backend.name();
+        let outcome = super::run_or_reuse(self.store, &spec, backend, self.retry_failed, |run| {
+            run_toy::<B>(&self, run, &device)
+        })?;
+        Ok(match outcome {
+            JobRun::Ran(o) => o,
+            JobRun::Reused { run, summary } => ToyOutcome {
+                run_id: run.id,
                 target: self.config.target,
                 reused: true,
-                summary,
+                summary: summary
+                    .into_iter()
+                    .filter(|s| s.key.starts_with("final/"))
+                    .map(|s| (s.key, s.value.unwrap_or(f64::NAN)))
+                    .collect(),
                 figures: vec![],
-            });
-        };
-        match run_toy::<B>(&self, &mut run, &device) {
-            Ok(outcome) => {
-                run.finish()?;
-                Ok(outcome)
-            }
-            Err(e) => {
-                run.fail(&e.to_string())?;
-                Err(e)
-            }
-        }
+            },
+        })
     }
 }
 

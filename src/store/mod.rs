@@ -130,17 +130,7 @@ impl Store {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true);
-        let pool = rt
-            .block_on(
-                SqlitePoolOptions::new()
-                    .max_connections(4)
-                    .acquire_timeout(BUSY_TIMEOUT)
-                    .connect_with(options),
-            )
-            .map_err(|source| StoreError::Open {
-                path: path.to_path_buf(),
-                source,
-            })?;
+        let pool = connect(&rt, options, 4, path)?;
         rt.block_on(async { sqlx::migrate!("./migrations").run(&pool).await })
             .map_err(|source| StoreError::Migrate {
                 path: path.to_path_buf(),
@@ -162,17 +152,7 @@ impl Store {
             .read_only(true)
             .create_if_missing(false)
             .pragma("query_only", "ON");
-        let pool = rt
-            .block_on(
-                SqlitePoolOptions::new()
-                    .max_connections(1)
-                    .acquire_timeout(BUSY_TIMEOUT)
-                    .connect_with(options),
-            )
-            .map_err(|source| StoreError::Open {
-                path: path.to_path_buf(),
-                source,
-            })?;
+        let pool = connect(&rt, options, 1, path)?;
         Ok(Store {
             rt,
             pool,
@@ -209,6 +189,24 @@ impl Store {
         let Store { rt, pool, .. } = self;
         rt.block_on(pool.close());
     }
+}
+
+fn connect(
+    rt: &tokio::runtime::Runtime,
+    options: SqliteConnectOptions,
+    max_connections: u32,
+    path: &Path,
+) -> Result<SqlitePool> {
+    rt.block_on(
+        SqlitePoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(BUSY_TIMEOUT)
+            .connect_with(options),
+    )
+    .map_err(|source| StoreError::Open {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 fn connect_options(path: &Path) -> SqliteConnectOptions {
