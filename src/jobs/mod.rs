@@ -29,7 +29,10 @@ pub fn run_or_reuse<T>(
     let Some(mut run) = ActiveRun::begin(store, spec, backend, retry_failed)? else {
         let run = store.get_or_create_run(spec)?;
         let summary = store.summary(run.id)?;
-        return Ok(JobRun::Reused { run: Box::new(run), summary });
+        return Ok(JobRun::Reused {
+            run: Box::new(run),
+            summary,
+        });
     };
     match body(&mut run) {
         Ok(v) => {

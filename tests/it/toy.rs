@@ -6,7 +6,7 @@ use crate::common::Sandbox;
 fn tiny_toy_pulls_free_points_towards_the_target_and_records_everything() {
     let sb = Sandbox::new();
     let figs = sb.dir.path().join("figs");
-    let out = sb.ok(&[
+    let args = [
         "toy",
         "--target",
         "mixture,moons",
@@ -14,7 +14,8 @@ fn tiny_toy_pulls_free_points_towards_the_target_and_records_everything() {
         "tiny",
         "--figures",
         figs.to_str().unwrap(),
-    ]);
+    ];
+    let out = sb.ok(&args);
     assert!(out.contains("mixture") && out.contains("moons"), "{out}");
 
     for (id, target) in [(1, "mixture"), (2, "moons")] {
@@ -81,15 +82,7 @@ fn tiny_toy_pulls_free_points_towards_the_target_and_records_everything() {
         "0"
     );
     // Re-running reuses both runs.
-    let again = sb.ok(&[
-        "toy",
-        "--target",
-        "mixture,moons",
-        "--preset",
-        "tiny",
-        "--figures",
-        figs.to_str().unwrap(),
-    ]);
+    let again = sb.ok(&args);
     assert!(
         again.contains("mixture (reused)") && again.contains("moons (reused)"),
         "{again}"
