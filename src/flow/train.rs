@@ -135,10 +135,6 @@ pub fn clip_global_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
     norm
 }
 
-fn scalar<B: Backend>(t: Tensor<B, 1>) -> f64 {
-    t.into_data().iter::<f64>().next().unwrap_or(f64::NAN)
-}
-
 fn train_with<B, O, E>(
     mut net: SimpleMlpAdaLn<B>,
     mut optim: O,
@@ -154,7 +150,7 @@ where
     for step in 0..cfg.steps {
         let x1 = next_batch(step);
         let loss = flow_matching_loss(&net, x1);
-        let loss_value = scalar(loss.clone());
+        let loss_value = crate::tensors::scalar(loss.clone());
         let mut grads = GradientsParams::from_grads(loss.backward(), &net);
         let grad_norm = clip_global_norm::<B, _>(&net, &mut grads, cfg.grad_clip);
         let lr = cfg.schedule.at(step);

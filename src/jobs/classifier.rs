@@ -165,7 +165,7 @@ fn train<B: AutodiffBackend>(
         let loss = loss_fn.forward(model.forward(x), y);
         let log_now = cfg.log_every > 0 && (step % cfg.log_every == 0 || step + 1 == cfg.steps);
         if log_now {
-            let value = scalar(loss.clone());
+            let value = crate::tensors::scalar(loss.clone());
             if !value.is_finite() {
                 run.log("train/loss", step as i64, value)?;
                 return Err(Error::Diverged {
@@ -218,11 +218,6 @@ fn train<B: AutodiffBackend>(
         steps_per_s: Some(steps_per_s),
         checkpoint: Some(file),
     })
-}
-
-/// The value of a one-element tensor, as f64.
-pub fn scalar<B: Backend, const D: usize>(t: Tensor<B, D>) -> f64 {
-    t.into_data().iter::<f64>().next().unwrap_or(f64::NAN)
 }
 
 /// Accuracy and mean cross-entropy on `data`, computed on the host from the logits.

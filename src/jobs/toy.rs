@@ -8,7 +8,7 @@ use std::time::Instant;
 use burn::module::{AutodiffModule, Module, Param};
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Distribution, Tensor, TensorData};
+use burn::tensor::{Distribution, Tensor};
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +20,7 @@ use crate::flow::train::{OptimizerKind, PriorTrainConfig, StepLog, save_prior, t
 use crate::flow::{Divergence, FlowNetConfig, SimpleMlpAdaLn, align_loss, log_likelihood};
 use crate::plot;
 use crate::store::{ActiveRun, RunSpec, Store};
+use crate::tensors::{from_host, scalar, to_host};
 use crate::toy::Target;
 use crate::toy::metrics::{Kde, coverage, mode_shares, quantile, spearman};
 
@@ -258,15 +259,6 @@ impl BackendJob for ToyJob<'_> {
     }
 }
 
-fn to_tensor<B: Backend>(v: &[f64], d: usize, device: &B::Device) -> Tensor<B, 2> {
-    let data: Vec<f32> = v.iter().map(|&x| x as f32).collect();
-    Tensor::from_data(TensorData::new(data, [v.len() / d, d]), device)
-}
-
-fn host<B: Backend>(t: Tensor<B, 2>) -> Vec<f64> {
-    t.into_data().iter::<f64>().collect()
-}
-
 /// Target NLL: exact for the Gaussian mixtures, Gaussian KDE otherwise.
 enum Nll {
     Analytic(Target),
@@ -323,7 +315,7 @@ fn train_toy_prior<B: AutodiffBackend>(
     let started = Instant::now();
     let tc = cfg.prior_train();
     let mut next_batch =
-        |_step: usize| to_tensor::<B>(&cfg.target.sample(cfg.prior_batch, rng), 2, device);
+        |_step: usize| from_host::<B>(&cfg.target.sample(cfg.prior_batch, rng), 2, device);
     let mut on_step = |log: StepLog| -> Result<bool> {
         if log.step.is_multiple_of(log_every) || log.step + 1 == cfg.prior_steps {
             run.log("prior/loss", log.step as i64, log.loss)?;
@@ -363,7 +355,7 @@ fn landscape<B: Backend>(
     device: &B::Device,
 ) -> Vec<f64> {
     let n = grid_pts.len() / 2;
-    let y = to_tensor::<B>(grid_pts, 2, device);
+    let y = from_host::<B>(grid_pts, 2, device);
     let mut acc = vec![0f64; n];
     let ts: Vec<f64> = (0..20).map(|i| 0.1 + 0.8 * i as f64 / 19.0).collect();
     for &t in &ts {
@@ -372,7 +364,7 @@ fn landscape<B: Backend>(
             let xt = x0.clone() * (1.0 - t) + y.clone() * t;
             let v = prior.forward(xt, Tensor::full([n], t, device));
             let err = (v - (y.clone() - x0)).powi_scalar(2).sum_dim(1);
-            for (a, e) in acc.iter_mut().zip(host(err)) {
+            for (a, e) in acc.iter_mut().zip(to_host(err)) {
                 *a += e;
             }
         }
@@ -424,7 +416,7 @@ fn run_toy<B: AutodiffBackend>(
     let exact_n = cfg.exact_points.min(cfg.points);
     let flow_truth = log_likelihood::<B, _>(
         &prior,
-        to_tensor::<B::InnerBackend>(&truth[..2 * exact_n], 2, device),
+        from_host::<B::InnerBackend>(&truth[..2 * exact_n], 2, device),
         cfg.exact_steps,
         Divergence::Exact,
     );
@@ -452,24 +444,20 @@ fn run_toy<B: AutodiffBackend>(
     let mut last_loss = f64::NAN;
     for step in 0..=cfg.align_steps {
         let loss = align_loss(&prior, pts.y.val(), cfg.flow_mul);
-        last_loss = super::classifier::scalar(loss.clone());
+        last_loss = scalar(loss.clone());
         check_finite(step, "align/loss", last_loss)?;
         if step % cfg.eval_every == 0 || step == cfg.align_steps {
-            let y = host(pts.y.val().inner());
+            let y = to_host(pts.y.val().inner());
             let m = mean(&nll.of(&y));
             run.log("align/loss", step as i64, last_loss)?;
             // A lower-variance estimate for the curves: 16 (t, x0) draws per point, no autodiff.
-            let eval_loss = super::classifier::scalar(align_loss(
-                &prior_eval,
-                pts.y.val().inner(),
-                EVAL_FLOW_MUL,
-            ));
+            let eval_loss = scalar(align_loss(&prior_eval, pts.y.val().inner(), EVAL_FLOW_MUL));
             run.log("align/loss_eval", step as i64, eval_loss)?;
             run.log("align/nll", step as i64, m)?;
             curve_align.push((step as f64, eval_loss));
             curve_nll.push((step as f64, m));
             if evals.is_multiple_of(cfg.exact_every.max(1)) || step == cfg.align_steps {
-                let sub = to_tensor::<B::InnerBackend>(&y[..2 * exact_n], 2, device);
+                let sub = from_host::<B::InnerBackend>(&y[..2 * exact_n], 2, device);
                 let f = -mean(&log_likelihood::<B, _>(
                     &prior,
                     sub,
@@ -482,7 +470,7 @@ fn run_toy<B: AutodiffBackend>(
             evals += 1;
         }
         if step % snapshot_every == 0 || step == cfg.align_steps {
-            frames.push((format!("step {step}"), host(pts.y.val().inner())));
+            frames.push((format!("step {step}"), to_host(pts.y.val().inner())));
         }
         if step == cfg.align_steps {
             break;
@@ -494,7 +482,7 @@ fn run_toy<B: AutodiffBackend>(
     bar.finish_and_clear();
 
     // Summary metrics.
-    let y = host(pts.y.val().inner());
+    let y = to_host(pts.y.val().inner());
     let final_nll = nll.of(&y);
     let mut summary = vec![
         ("final/points_nll".to_string(), mean(&final_nll)),

@@ -1,0 +1,20 @@
+//! Moving values between host vectors (f64) and Burn tensors, for metrics, logging and figures.
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+
+/// The first value of a tensor (a loss), as f64; NaN for an empty tensor.
+pub fn scalar<B: Backend, const D: usize>(t: Tensor<B, D>) -> f64 {
+    t.into_data().iter::<f64>().next().unwrap_or(f64::NAN)
+}
+
+/// All values of a tensor, row-major, as f64.
+pub fn to_host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f64> {
+    t.into_data().iter::<f64>().collect()
+}
+
+/// A [len / d, d] f32 tensor from row-major host values.
+pub fn from_host<B: Backend>(v: &[f64], d: usize, device: &B::Device) -> Tensor<B, 2> {
+    let data: Vec<f32> = v.iter().map(|&x| x as f32).collect();
+    Tensor::from_data(TensorData::new(data, [v.len() / d.max(1), d]), device)
+}
