@@ -104,8 +104,9 @@ impl ToyConfig {
         match p {
             ToyPreset::Paper => base,
             ToyPreset::Small => ToyConfig {
-                width: 256,
-                prior_steps: 10_000,
+                width: 128,
+                depth: 3,
+                prior_steps: 4000,
                 prior_lr: 1e-3,
                 align_steps: 2000,
                 eval_every: 40,
