@@ -57,12 +57,8 @@ pub fn run(cli: &Cli, args: &ClassifierArgs) -> anyhow::Result<()> {
     anyhow::ensure!(cfg.hidden > 0, "`hidden` must be at least 1");
     let (backend, device) = args.backend.resolve(cfg.backend)?;
     cfg.backend = backend;
-    let db = cli.db_path();
     let store = cli.open_store()?;
-    let artifacts_dir = db
-        .parent()
-        .map(|p| p.join("artifacts"))
-        .unwrap_or_else(|| PathBuf::from("artifacts"));
+    let artifacts_dir = store.artifacts_dir();
     let job = TrainClassifier {
         config: cfg.clone(),
         data_dir: cli.data_dir(),

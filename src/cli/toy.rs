@@ -72,11 +72,7 @@ fn overlay(base: &ToyConfig, path: &std::path::Path) -> anyhow::Result<ToyConfig
 
 pub fn run(cli: &Cli, args: &ToyArgs) -> anyhow::Result<()> {
     let store = cli.open_store()?;
-    let artifacts_dir = cli
-        .db_path()
-        .parent()
-        .map(|p| p.join("artifacts"))
-        .unwrap_or_else(|| PathBuf::from("artifacts"));
+    let artifacts_dir = store.artifacts_dir();
     let mut b = Builder::default();
     b.push_record([
         "target",

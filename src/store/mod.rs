@@ -166,6 +166,12 @@ impl Store {
         &self.path
     }
 
+    /// Where runs of this store keep their files: beside the database, named after it
+    /// (`runs/flowprior.db` -> `runs/flowprior.artifacts/`), so two stores never share run folders.
+    pub fn artifacts_dir(&self) -> PathBuf {
+        self.path.with_extension("artifacts")
+    }
+
     pub(crate) fn block_on<F: std::future::Future>(&self, fut: F) -> F::Output {
         self.rt.block_on(fut)
     }
