@@ -133,12 +133,7 @@ fn list_table(
         };
         let finals = summaries
             .get(&r.id)
-            .map(|kv| {
-                kv.iter()
-                    .map(|(k, v)| format!("{k}={}", v.map(short).unwrap_or_else(|| "NaN".into())))
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            })
+            .map(|kv| headline(kv))
             .unwrap_or_default();
         b.push_record([
             r.id.to_string(),
@@ -155,6 +150,30 @@ fn list_table(
     let mut t = b.build();
     t.with(Style::sharp());
     Ok(format!("{t}\n"))
+}
+
+/// At most four final values for the listing, headline keys (`final/`, `test/`) first; the rest is
+/// counted (`runs show ID` has them all).
+fn headline(kv: &[(String, Option<f64>)]) -> String {
+    const SHOWN: usize = 4;
+    let rank = |k: &str| {
+        if k.starts_with("final/") || k.starts_with("test/") {
+            0
+        } else {
+            1
+        }
+    };
+    let mut keys: Vec<&(String, Option<f64>)> = kv.iter().collect();
+    keys.sort_by_key(|(k, _)| rank(k));
+    let mut parts: Vec<String> = keys
+        .iter()
+        .take(SHOWN)
+        .map(|(k, v)| format!("{k}={}", v.map(short).unwrap_or_else(|| "NaN".into())))
+        .collect();
+    if kv.len() > SHOWN {
+        parts.push(format!("(+{} more)", kv.len() - SHOWN));
+    }
+    parts.join(" ")
 }
 
 fn short(v: f64) -> String {
