@@ -64,7 +64,7 @@ pub fn run(cli: &Cli, args: &ClassifierArgs) -> anyhow::Result<()> {
         data_dir: cli.data_dir(),
         artifacts_dir,
         store: &store,
-        retry_failed: args.retry_failed,
+        claim: crate::jobs::Claim::new(args.retry_failed),
     };
     let outcome = run_job(backend, device, job)?.with_context(|| {
         format!(

@@ -8,7 +8,8 @@ use tabled::settings::Style;
 
 use super::{BackendArgs, Cli};
 use crate::backend::run_job;
-use crate::jobs::toy::{ToyConfig, ToyJob, ToyPreset};
+use crate::jobs::toy::{ToyAlignJob, ToyConfig, ToyPreset, ToyPriorJob};
+use crate::jobs::{Claim, JobRun};
 use crate::toy::{ALL_TARGETS, Target};
 
 #[derive(clap::Args, Debug)]
@@ -72,7 +73,6 @@ fn overlay(base: &ToyConfig, path: &std::path::Path) -> anyhow::Result<ToyConfig
 
 pub fn run(cli: &Cli, args: &ToyArgs) -> anyhow::Result<()> {
     let store = cli.open_store()?;
-    let artifacts_dir = store.artifacts_dir();
     let mut b = Builder::default();
     b.push_record([
         "target",
@@ -104,12 +104,34 @@ pub fn run(cli: &Cli, args: &ToyArgs) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("toy configuration for {}: {e}", target.name()))?;
         let (backend, device) = args.backend.resolve(cfg.backend)?;
         cfg.backend = backend;
-        let job = ToyJob {
-            config: cfg,
+        let claim = Claim::new(args.retry_failed);
+        let prior_job = ToyPriorJob {
+            config: cfg.prior(),
             store: &store,
-            figures_dir: args.figures.clone(),
-            artifacts_dir: artifacts_dir.clone(),
-            retry_failed: args.retry_failed,
+            claim,
+        };
+        let prior_run = match run_job(backend, device.clone(), prior_job)?
+            .with_context(|| format!("toy prior for {}", target.name()))?
+        {
+            JobRun::Ran(id) => id,
+            JobRun::Reused { run, .. } => {
+                anyhow::ensure!(
+                    run.status == crate::store::RunStatus::Finished,
+                    "the toy prior for {} (run {}) is {} in another process; run again when it has finished",
+                    target.name(),
+                    run.id,
+                    run.status.as_str()
+                );
+                run.id
+            }
+        };
+        let job = ToyAlignJob {
+            config: cfg.align(),
+            prior: cfg.prior(),
+            prior_run,
+            store: &store,
+            figures_dir: Some(args.figures.clone()),
+            claim,
         };
         let out = run_job(backend, device, job)?
             .with_context(|| format!("toy target {}", target.name()))?;

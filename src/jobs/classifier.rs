@@ -86,7 +86,7 @@ pub struct TrainClassifier<'a> {
     pub data_dir: PathBuf,
     pub artifacts_dir: PathBuf,
     pub store: &'a Store,
-    pub retry_failed: bool,
+    pub claim: super::Claim,
 }
 
 impl BackendJob for TrainClassifier<'_> {
@@ -95,7 +95,7 @@ impl BackendJob for TrainClassifier<'_> {
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<ClassifierOutcome> {
         let spec = self.config.run_spec();
         let backend = self.config.backend.name();
-        let outcome = super::run_or_reuse(self.store, &spec, backend, self.retry_failed, |run| {
+        let outcome = super::run_or_reuse(self.store, &spec, backend, self.claim, |run| {
             train::<B>(
                 &self.config,
                 &self.data_dir,

@@ -4,8 +4,66 @@ pub mod bench_prior;
 pub mod classifier;
 pub mod toy;
 
-use crate::error::Result;
-use crate::store::{ActiveRun, RunInfo, RunSpec, Store, SummaryRow};
+use std::path::PathBuf;
+
+use crate::error::{Error, Result};
+use crate::store::{ActiveRun, DEFAULT_STALE_AFTER_S, RunInfo, RunSpec, Store, SummaryRow};
+
+/// The key under which a stage's configuration records its inputs' configuration hashes
+/// (`{"inputs": {"<stage>": "<hash>"}}`), so that a run's identity covers everything upstream.
+pub const INPUTS_KEY: &str = "inputs";
+
+/// Which runs a job may claim: failed ones only when retrying; running ones whose heartbeat is older
+/// than `stale_after_s` (their process died).
+#[derive(Debug, Clone, Copy)]
+pub struct Claim {
+    pub retry_failed: bool,
+    pub stale_after_s: f64,
+}
+
+impl Claim {
+    pub fn new(retry_failed: bool) -> Claim {
+        Claim {
+            retry_failed,
+            stale_after_s: DEFAULT_STALE_AFTER_S,
+        }
+    }
+}
+
+/// The run's own artifact folder (`<db>.artifacts/run-<id>`), created.
+pub fn run_dir(store: &Store, run: i64) -> Result<PathBuf> {
+    let dir = store.artifacts_dir().join(format!("run-{run}"));
+    std::fs::create_dir_all(&dir).map_err(|e| Error::Write {
+        path: dir.clone(),
+        message: e.to_string(),
+    })?;
+    Ok(dir)
+}
+
+/// The file an upstream run recorded as its `kind` artifact, checked against the recorded SHA-256
+/// (a file changed or lost since is an error, never silently used).
+pub fn input_artifact(store: &Store, run: i64, kind: &str) -> Result<PathBuf> {
+    let Some((path, sha)) = store.artifact(run, kind)? else {
+        return Err(Error::Input {
+            path: store.path().to_path_buf(),
+            message: format!("run {run} recorded no `{kind}` artifact"),
+        });
+    };
+    let path = PathBuf::from(path);
+    let (now, _) = crate::util::sha256_file(&path).map_err(|e| Error::Input {
+        path: path.clone(),
+        message: format!("`{kind}` artifact of run {run}: {e}"),
+    })?;
+    if now != sha {
+        return Err(Error::Input {
+            path,
+            message: format!(
+                "`{kind}` artifact of run {run} changed since it was recorded (sha256 {now}, recorded {sha})"
+            ),
+        });
+    }
+    Ok(path)
+}
 
 /// How a job's run went: trained now, or an earlier finished run with the same configuration reused.
 pub enum JobRun<T> {
@@ -23,10 +81,17 @@ pub fn run_or_reuse<T>(
     store: &Store,
     spec: &RunSpec,
     backend: &str,
-    retry_failed: bool,
+    claim: Claim,
     body: impl FnOnce(&mut ActiveRun<'_>) -> Result<T>,
 ) -> Result<JobRun<T>> {
-    let Some(mut run) = ActiveRun::begin(store, spec, backend, retry_failed)? else {
+    let Some(mut run) = ActiveRun::begin_with(
+        store,
+        spec,
+        backend,
+        claim.retry_failed,
+        claim.stale_after_s,
+    )?
+    else {
         let run = store.get_or_create_run(spec)?;
         let summary = store.summary(run.id)?;
         return Ok(JobRun::Reused {

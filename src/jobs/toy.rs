@@ -12,11 +12,13 @@ use burn::tensor::{Distribution, Tensor};
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
-use super::JobRun;
+use super::{Claim, JobRun};
 use crate::backend::{BackendJob, BackendKind};
 use crate::error::{Error, Result};
 use crate::flow::schedule::LrSchedule;
-use crate::flow::train::{OptimizerKind, PriorTrainConfig, StepLog, save_prior, train_prior};
+use crate::flow::train::{
+    OptimizerKind, PriorTrainConfig, StepLog, load_prior, save_prior, train_prior,
+};
 use crate::flow::{Divergence, FlowNetConfig, SimpleMlpAdaLn, align_loss, log_likelihood};
 use crate::plot;
 use crate::store::{ActiveRun, RunSpec, Store};
@@ -135,32 +137,94 @@ impl ToyConfig {
 
     /// Checks every count is positive and every rate finite and positive; names the offending key.
     pub fn validate(&self) -> std::result::Result<(), String> {
-        let counts = [
+        self.prior().validate()?;
+        self.align().validate()
+    }
+
+    /// The prior stage's part of the configuration.
+    pub fn prior(&self) -> ToyPriorConfig {
+        ToyPriorConfig {
+            target: self.target,
+            backend: self.backend,
+            seed: self.seed,
+            width: self.width,
+            depth: self.depth,
+            prior_steps: self.prior_steps,
+            prior_batch: self.prior_batch,
+            prior_lr: self.prior_lr,
+            prior_optimizer: self.prior_optimizer,
+            prior_warmup: self.prior_warmup,
+            grad_clip: self.grad_clip,
+            ema_decay: self.ema_decay,
+        }
+    }
+
+    /// The alignment stage's part of the configuration.
+    pub fn align(&self) -> ToyAlignConfig {
+        ToyAlignConfig {
+            backend: self.backend,
+            seed: self.seed,
+            points: self.points,
+            align_steps: self.align_steps,
+            align_lr: self.align_lr,
+            flow_mul: self.flow_mul,
+            eval_every: self.eval_every,
+            exact_every: self.exact_every,
+            exact_points: self.exact_points,
+            exact_steps: self.exact_steps,
+            kde_samples: self.kde_samples,
+            kde_bandwidth: self.kde_bandwidth,
+            grid: self.grid,
+            landscape_draws: self.landscape_draws,
+        }
+    }
+}
+
+/// The `toy_prior` stage: a flow prior trained on a 2-D target. Every field is part of its identity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToyPriorConfig {
+    pub target: Target,
+    pub backend: BackendKind,
+    pub seed: u64,
+    pub width: usize,
+    pub depth: usize,
+    pub prior_steps: usize,
+    pub prior_batch: usize,
+    pub prior_lr: f64,
+    pub prior_optimizer: OptimizerKind,
+    pub prior_warmup: usize,
+    pub grad_clip: Option<f64>,
+    pub ema_decay: f64,
+}
+
+/// The first key of `pairs` whose value is zero, as an error.
+fn positive_counts(pairs: &[(&str, usize)]) -> std::result::Result<(), String> {
+    match pairs.iter().find(|(_, v)| *v == 0) {
+        Some((k, _)) => Err(format!("`{k}` must be at least 1")),
+        None => Ok(()),
+    }
+}
+
+/// The first key of `pairs` whose value is not a finite positive number, as an error.
+fn positive_rates(pairs: &[(&str, f64)]) -> std::result::Result<(), String> {
+    match pairs.iter().find(|(_, v)| !(v.is_finite() && *v > 0.0)) {
+        Some((k, v)) => Err(format!("`{k}` must be a positive number, got {v}")),
+        None => Ok(()),
+    }
+}
+
+impl ToyPriorConfig {
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        positive_counts(&[
             ("width", self.width),
             ("depth", self.depth),
             ("prior_steps", self.prior_steps),
             ("prior_batch", self.prior_batch),
-            ("points", self.points),
-            ("flow_mul", self.flow_mul),
-            ("eval_every", self.eval_every),
-            ("exact_every", self.exact_every),
-            ("exact_points", self.exact_points),
-            ("exact_steps", self.exact_steps),
-            ("kde_samples", self.kde_samples),
-            ("grid", self.grid),
-            ("landscape_draws", self.landscape_draws),
-        ];
-        if let Some((k, _)) = counts.iter().find(|(_, v)| *v == 0) {
-            return Err(format!("`{k}` must be at least 1"));
-        }
-        for (k, v) in [
-            ("prior_lr", self.prior_lr),
-            ("align_lr", self.align_lr),
-            ("kde_bandwidth", self.kde_bandwidth),
-        ] {
-            if !(v.is_finite() && v > 0.0) {
-                return Err(format!("`{k}` must be a positive number, got {v}"));
-            }
+        ])?;
+        positive_rates(&[("prior_lr", self.prior_lr)])?;
+        if let Some(c) = self.grad_clip {
+            positive_rates(&[("grad_clip", c)])?;
         }
         if !(0.0..1.0).contains(&self.ema_decay) {
             return Err(format!(
@@ -169,6 +233,14 @@ impl ToyConfig {
             ));
         }
         Ok(())
+    }
+
+    pub fn net(&self) -> FlowNetConfig {
+        FlowNetConfig {
+            dim: 2,
+            width: self.width,
+            depth: self.depth,
+        }
     }
 
     /// The prior's training settings.
@@ -198,13 +270,75 @@ impl ToyConfig {
 
     pub fn run_spec(&self) -> RunSpec {
         RunSpec {
-            stage: "toy".into(),
-            name: format!("toy/{}", self.target.name()),
+            stage: TOY_PRIOR.into(),
+            name: format!("{TOY_PRIOR}/{}", self.target.name()),
             config: serde_json::to_value(self).unwrap_or_default(),
             seed: Some(self.seed as i64),
         }
     }
 }
+
+/// The `toy_align` stage: free points optimised on L_align under a frozen `toy_prior`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToyAlignConfig {
+    pub backend: BackendKind,
+    pub seed: u64,
+    pub points: usize,
+    pub align_steps: usize,
+    pub align_lr: f64,
+    pub flow_mul: usize,
+    pub eval_every: usize,
+    pub exact_every: usize,
+    pub exact_points: usize,
+    pub exact_steps: usize,
+    pub kde_samples: usize,
+    pub kde_bandwidth: f64,
+    pub grid: usize,
+    pub landscape_draws: usize,
+}
+
+impl ToyAlignConfig {
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        positive_counts(&[
+            ("points", self.points),
+            ("flow_mul", self.flow_mul),
+            ("eval_every", self.eval_every),
+            ("exact_every", self.exact_every),
+            ("exact_points", self.exact_points),
+            ("exact_steps", self.exact_steps),
+            ("kde_samples", self.kde_samples),
+            ("grid", self.grid),
+            ("landscape_draws", self.landscape_draws),
+        ])?;
+        positive_rates(&[
+            ("align_lr", self.align_lr),
+            ("kde_bandwidth", self.kde_bandwidth),
+        ])
+    }
+
+    /// The run of this stage under the prior whose run spec is `prior`: its identity includes the
+    /// prior's configuration hash (`inputs.toy_prior`).
+    pub fn run_spec(&self, prior: &ToyPriorConfig) -> RunSpec {
+        let mut config = serde_json::to_value(self).unwrap_or_default();
+        if let Some(obj) = config.as_object_mut() {
+            obj.insert(
+                super::INPUTS_KEY.into(),
+                serde_json::json!({ TOY_PRIOR: prior.run_spec().hash() }),
+            );
+        }
+        RunSpec {
+            stage: TOY_ALIGN.into(),
+            name: format!("{TOY_ALIGN}/{}", prior.target.name()),
+            config,
+            seed: Some(self.seed as i64),
+        }
+    }
+}
+
+/// Stage names of the toy experiment.
+pub const TOY_PRIOR: &str = "toy_prior";
+pub const TOY_ALIGN: &str = "toy_align";
 
 /// (t, x0) draws per point of the logged, low-variance L_align estimate (`align/loss_eval`).
 const EVAL_FLOW_MUL: usize = 16;
@@ -215,7 +349,7 @@ pub struct FreePoints<B: Backend> {
     pub y: Param<Tensor<B, 2>>,
 }
 
-/// What a toy run reports.
+/// What a toy alignment run reports.
 #[derive(Debug, Clone, Serialize)]
 pub struct ToyOutcome {
     pub run_id: i64,
@@ -225,29 +359,66 @@ pub struct ToyOutcome {
     pub figures: Vec<PathBuf>,
 }
 
-/// The job.
-pub struct ToyJob<'a> {
-    pub config: ToyConfig,
+/// The `toy_prior` stage's job: trains the prior and saves it as the run's `prior` artifact.
+pub struct ToyPriorJob<'a> {
+    pub config: ToyPriorConfig,
     pub store: &'a Store,
-    pub figures_dir: PathBuf,
-    pub artifacts_dir: PathBuf,
-    pub retry_failed: bool,
+    pub claim: Claim,
 }
 
-impl BackendJob for ToyJob<'_> {
+impl BackendJob for ToyPriorJob<'_> {
+    type Output = Result<JobRun<i64>>;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<JobRun<i64>> {
+        let spec = self.config.run_spec();
+        let backend = self.config.backend.name();
+        super::run_or_reuse(self.store, &spec, backend, self.claim, |run| {
+            let cfg = &self.config;
+            B::seed(&device, cfg.seed);
+            let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed);
+            tracing::info!(
+                run = run.id(),
+                target = cfg.target.name(),
+                "toy: training the prior"
+            );
+            let prior = train_toy_prior::<B>(cfg, run, &device, &mut rng)?;
+            let dir = super::run_dir(self.store, run.id())?;
+            let stem = dir.join("prior");
+            let file = save_prior(&prior, &stem).map_err(|message| Error::Write {
+                path: stem.clone(),
+                message,
+            })?;
+            run.artifact("prior", &file)?;
+            Ok(run.id())
+        })
+    }
+}
+
+/// The `toy_align` stage's job: free points on L_align under the frozen prior of run `prior_run`.
+pub struct ToyAlignJob<'a> {
+    pub config: ToyAlignConfig,
+    pub prior: ToyPriorConfig,
+    pub prior_run: i64,
+    pub store: &'a Store,
+    /// Where the figures go (a `<target>` folder inside); None: the run's artifact folder.
+    pub figures_dir: Option<PathBuf>,
+    pub claim: Claim,
+}
+
+impl BackendJob for ToyAlignJob<'_> {
     type Output = Result<ToyOutcome>;
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<ToyOutcome> {
-        let spec = self.config.run_spec();
+        let spec = self.config.run_spec(&self.prior);
         let backend = self.config.backend.name();
-        let outcome = super::run_or_reuse(self.store, &spec, backend, self.retry_failed, |run| {
-            run_toy::<B>(&self, run, &device)
+        let outcome = super::run_or_reuse(self.store, &spec, backend, self.claim, |run| {
+            run_toy_align::<B>(&self, run, &device)
         })?;
         Ok(match outcome {
             JobRun::Ran(o) => o,
             JobRun::Reused { run, summary } => ToyOutcome {
                 run_id: run.id,
-                target: self.config.target,
+                target: self.prior.target,
                 reused: true,
                 summary: summary
                     .into_iter()
@@ -303,7 +474,7 @@ fn check_finite(step: usize, key: &str, value: f64) -> Result<()> {
 
 /// Trains the prior on fresh target samples, logging its loss, gradient norm and learning rate.
 fn train_toy_prior<B: AutodiffBackend>(
-    cfg: &ToyConfig,
+    cfg: &ToyPriorConfig,
     run: &mut ActiveRun<'_>,
     device: &B::Device,
     rng: &mut rand::rngs::StdRng,
@@ -327,17 +498,7 @@ fn train_toy_prior<B: AutodiffBackend>(
         bar.inc(1);
         Ok(true)
     };
-    let net = train_prior::<B, Error>(
-        FlowNetConfig {
-            dim: 2,
-            width: cfg.width,
-            depth: cfg.depth,
-        },
-        &tc,
-        device,
-        &mut next_batch,
-        &mut on_step,
-    )?;
+    let net = train_prior::<B, Error>(cfg.net(), &tc, device, &mut next_batch, &mut on_step)?;
     bar.finish_and_clear();
     run.log(
         "prior/steps_per_s",
@@ -374,43 +535,32 @@ fn landscape<B: Backend>(
     acc.into_iter().map(|a| a / k).collect()
 }
 
-fn run_toy<B: AutodiffBackend>(
-    job: &ToyJob<'_>,
+fn run_toy_align<B: AutodiffBackend>(
+    job: &ToyAlignJob<'_>,
     run: &mut ActiveRun<'_>,
     device: &B::Device,
 ) -> Result<ToyOutcome> {
     let cfg = &job.config;
+    let target = job.prior.target;
     B::seed(device, cfg.seed);
     let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed);
-    tracing::info!(
-        run = run.id(),
-        target = cfg.target.name(),
-        "toy: training the prior"
-    );
-    let prior = train_toy_prior::<B>(cfg, run, device, &mut rng)?;
-
-    // Save the prior.
-    let dir = job.artifacts_dir.join(format!("run-{}", run.id()));
-    std::fs::create_dir_all(&dir).map_err(|e| Error::Write {
-        path: dir.clone(),
-        message: e.to_string(),
-    })?;
-    let stem = dir.join("prior");
-    let file = save_prior(&prior, &stem).map_err(|message| Error::Write {
-        path: stem.clone(),
-        message,
-    })?;
-    run.artifact("prior", &file)?;
+    let file = super::input_artifact(job.store, job.prior_run, "prior")?;
+    let prior: SimpleMlpAdaLn<B> =
+        load_prior(job.prior.net(), &file, device).map_err(|message| Error::Input {
+            path: file.clone(),
+            message,
+        })?;
+    let prior = prior.no_grad();
 
     // The NLL oracle and the reference ("true") samples.
-    let nll = match cfg.target.components() {
-        Some(_) => Nll::Analytic(cfg.target),
+    let nll = match target.components() {
+        Some(_) => Nll::Analytic(target),
         None => Nll::Kde(Kde::new(
-            &cfg.target.sample(cfg.kde_samples, &mut rng),
+            &target.sample(cfg.kde_samples, &mut rng),
             cfg.kde_bandwidth,
         )),
     };
-    let truth = cfg.target.sample(cfg.points, &mut rng);
+    let truth = target.sample(cfg.points, &mut rng);
     let truth_nll = nll.of(&truth);
     let truth_mean = mean(&truth_nll);
     let threshold = quantile(&truth_nll, 0.95);
@@ -434,10 +584,7 @@ fn run_toy<B: AutodiffBackend>(
         )),
     };
     let mut optim = AdamConfig::new().init::<B, FreePoints<B>>();
-    let bar = super::progress_bar(
-        cfg.align_steps as u64,
-        &format!("align {}", cfg.target.name()),
-    );
+    let bar = super::progress_bar(cfg.align_steps as u64, &format!("align {}", target.name()));
     let (mut curve_align, mut curve_nll, mut curve_flow) = (Vec::new(), Vec::new(), Vec::new());
     let mut frames: Vec<(String, Vec<f64>)> = Vec::new();
     let snapshot_every = (cfg.align_steps / 5).max(1);
@@ -510,8 +657,8 @@ fn run_toy<B: AutodiffBackend>(
             ),
         ),
     ];
-    if let Some((means, _)) = cfg.target.components() {
-        let s = cfg.target.scale();
+    if let Some((means, _)) = target.components() {
+        let s = target.scale();
         let scaled: Vec<[f64; 2]> = means.iter().map(|m| [m[0] / s, m[1] / s]).collect();
         let shares = mode_shares(&y, &scaled);
         summary.push((
@@ -547,7 +694,10 @@ fn run_toy<B: AutodiffBackend>(
     }
 
     // Figures (paper Fig. 3 panels and Fig. 6 snapshots).
-    let out = job.figures_dir.join(cfg.target.name());
+    let out = match &job.figures_dir {
+        Some(d) => d.join(target.name()),
+        None => super::run_dir(job.store, run.id())?.join("figures"),
+    };
     std::fs::create_dir_all(&out).map_err(|e| Error::Write {
         path: out.clone(),
         message: e.to_string(),
@@ -557,7 +707,7 @@ fn run_toy<B: AutodiffBackend>(
         path: PathBuf::from(&e.path),
         message: e.message,
     };
-    let name = cfg.target.name();
+    let name = target.name();
     let figs = vec![
         out.join("points_on_nll.png"),
         out.join("align_landscape.png"),
@@ -614,7 +764,7 @@ fn run_toy<B: AutodiffBackend>(
     }
     Ok(ToyOutcome {
         run_id: run.id(),
-        target: cfg.target,
+        target: target,
         reused: false,
         summary,
         figures: figs,

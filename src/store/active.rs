@@ -38,9 +38,20 @@ impl<'a> ActiveRun<'a> {
         backend: &str,
         retry_failed: bool,
     ) -> Result<Option<ActiveRun<'a>>> {
+        Self::begin_with(store, spec, backend, retry_failed, DEFAULT_STALE_AFTER_S)
+    }
+
+    /// [`ActiveRun::begin`] with a chosen staleness threshold for running runs.
+    pub fn begin_with(
+        store: &'a Store,
+        spec: &RunSpec,
+        backend: &str,
+        retry_failed: bool,
+        stale_after_s: f64,
+    ) -> Result<Option<ActiveRun<'a>>> {
         let run = store.get_or_create_run(spec)?;
         let env = RunEnv::current(backend);
-        if !store.start_run(run.id, &env, retry_failed, DEFAULT_STALE_AFTER_S)? {
+        if !store.start_run(run.id, &env, retry_failed, stale_after_s)? {
             return Ok(None);
         }
         store.set_params(run.id, &params_from_config(&spec.config))?;

@@ -344,6 +344,20 @@ impl Store {
 }
 
 impl Store {
+    /// The (path, sha256) a run recorded as its artifact of `kind` (the first by path when several).
+    pub fn artifact(&self, run: i64, kind: &str) -> Result<Option<(String, String)>> {
+        self.block_on(async {
+            sqlx::query_as::<_, (String, String)>(
+                "SELECT path, sha256 FROM artifacts WHERE run_id = ? AND kind = ? ORDER BY path LIMIT 1",
+            )
+            .bind(run)
+            .bind(kind)
+            .fetch_optional(self.pool())
+            .await
+        })
+        .map_err(sql_err("read artifact"))
+    }
+
     /// Final values of every run, by run id (one query over `summary`, never the series).
     pub fn all_summaries(&self) -> Result<FinalValues> {
         let rows = self

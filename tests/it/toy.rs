@@ -18,7 +18,16 @@ fn tiny_toy_pulls_free_points_towards_the_target_and_records_everything() {
     let out = sb.ok(&args);
     assert!(out.contains("mixture") && out.contains("moons"), "{out}");
 
-    for (id, target) in [(1, "mixture"), (2, "moons")] {
+    // Each target is two runs: its prior (toy_prior) and the free points under it (toy_align).
+    let align_run = |t: &str| -> i64 {
+        sb.sql_value(&format!(
+            "SELECT id FROM runs WHERE stage = 'toy_align' AND name = 'toy_align/{t}'"
+        ))
+        .parse()
+        .unwrap()
+    };
+    for target in ["mixture", "moons"] {
+        let id = align_run(target);
         let get = |k: &str| -> f64 {
             sb.sql_value(&format!(
                 "SELECT value FROM summary WHERE run_id = {id} AND key = '{k}'"
@@ -50,7 +59,8 @@ fn tiny_toy_pulls_free_points_towards_the_target_and_records_everything() {
         for key in ["prior/loss", "align/loss", "align/nll", "align/flow_nll"] {
             let n: i64 = sb
                 .sql_value(&format!(
-                    "SELECT COUNT(*) FROM metrics WHERE run_id = {id} AND key = '{key}'"
+                    "SELECT COUNT(*) FROM metrics JOIN runs ON runs.id = run_id \
+                     WHERE runs.name IN ('toy_prior/{target}', 'toy_align/{target}') AND key = '{key}'"
                 ))
                 .parse()
                 .unwrap();
@@ -71,14 +81,18 @@ fn tiny_toy_pulls_free_points_towards_the_target_and_records_everything() {
     }
     // Mixture-only statistics.
     let modes: f64 = sb
-        .sql_value("SELECT value FROM summary WHERE run_id = 1 AND key = 'final/modes_covered'")
+        .sql_value(&format!(
+            "SELECT value FROM summary WHERE run_id = {} AND key = 'final/modes_covered'",
+            align_run("mixture")
+        ))
         .parse()
         .unwrap();
     assert!((1.0..=5.0).contains(&modes));
     assert_eq!(
-        sb.sql_value(
-            "SELECT COUNT(*) FROM summary WHERE run_id = 2 AND key = 'final/modes_covered'"
-        ),
+        sb.sql_value(&format!(
+            "SELECT COUNT(*) FROM summary WHERE run_id = {} AND key = 'final/modes_covered'",
+            align_run("moons")
+        )),
         "0"
     );
     // Re-running reuses both runs.
