@@ -110,7 +110,7 @@ pub fn run(cli: &Cli, args: &ToyArgs) -> anyhow::Result<()> {
             store: &store,
             claim,
         };
-        let prior_run = match run_job(backend, device.clone(), prior_job)?
+        let prior_run = match run_job(backend, device, prior_job)?
             .with_context(|| format!("toy prior for {}", target.name()))?
         {
             JobRun::Ran(id) => id,

@@ -764,7 +764,7 @@ fn run_toy_align<B: AutodiffBackend>(
     }
     Ok(ToyOutcome {
         run_id: run.id(),
-        target: target,
+        target,
         reused: false,
         summary,
         figures: figs,
