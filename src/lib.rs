@@ -21,6 +21,7 @@ pub mod jobs;
 pub mod models;
 pub mod plot;
 pub mod store;
+pub mod sweep;
 pub mod tensors;
 pub mod toy;
 pub mod util;

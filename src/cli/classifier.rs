@@ -52,9 +52,8 @@ pub fn run(cli: &Cli, args: &ClassifierArgs) -> anyhow::Result<()> {
     set!(
         dataset, steps, train_size, test_size, hidden, batch_size, lr, seed, log_every
     );
-    anyhow::ensure!(cfg.steps > 0, "`steps` must be at least 1");
-    anyhow::ensure!(cfg.batch_size > 0, "`batch_size` must be at least 1");
-    anyhow::ensure!(cfg.hidden > 0, "`hidden` must be at least 1");
+    cfg.validate()
+        .map_err(|e| anyhow::anyhow!("classifier configuration: {e}"))?;
     let (backend, device) = args.backend.resolve(cfg.backend)?;
     cfg.backend = backend;
     let store = cli.open_store()?;

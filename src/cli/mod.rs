@@ -6,6 +6,7 @@ mod classifier;
 mod data;
 mod runs;
 mod sql;
+mod sweep;
 mod toy;
 
 use std::path::PathBuf;
@@ -42,6 +43,8 @@ pub enum Command {
     Classifier(classifier::ClassifierArgs),
     /// 2-D toy experiments (paper Fig. 3, 5, 6): train a flow prior per target, align free points.
     Toy(toy::ToyArgs),
+    /// Sweeps: run a grid of stages (cached, resumable, parallel workers), see where one stands.
+    Sweep(sweep::SweepArgs),
     /// Past runs: list, show, stale, export.
     Runs(runs::RunsArgs),
     /// Run one read-only SQL statement against the store.
@@ -128,7 +131,11 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            if sweep::is_invalid_input(&e) {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -137,6 +144,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
     match &cli.command {
         Command::Classifier(args) => classifier::run(cli, args),
         Command::Toy(args) => toy::run(cli, args),
+        Command::Sweep(args) => sweep::run(cli, args),
         Command::Runs(args) => runs::run(cli, args),
         Command::Sql(args) => sql::run(cli, args),
         Command::Data(args) => data::run(cli, args),

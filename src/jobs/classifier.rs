@@ -58,6 +58,24 @@ impl Default for ClassifierConfig {
 }
 
 impl ClassifierConfig {
+    /// Checks the counts that must be positive and the learning rate.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        for (k, v) in [
+            ("steps", self.steps),
+            ("batch_size", self.batch_size),
+            ("hidden", self.hidden),
+            ("log_every", self.log_every),
+        ] {
+            if v == 0 {
+                return Err(format!("`{k}` must be at least 1"));
+            }
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return Err(format!("`lr` must be a positive number, got {}", self.lr));
+        }
+        Ok(())
+    }
+
     pub fn run_spec(&self) -> RunSpec {
         RunSpec {
             stage: "classifier".into(),

@@ -111,9 +111,21 @@ pub fn run_or_reuse<T>(
     }
 }
 
-/// A progress bar for `n` steps that draws only on a terminal (and never in tests or CI logs).
+/// Every progress bar of the process, drawn together (a sweep's overall bar above the current
+/// stage's steps). It draws only on a terminal, never in tests or CI logs.
+pub fn progress() -> &'static indicatif::MultiProgress {
+    static PROGRESS: std::sync::OnceLock<indicatif::MultiProgress> = std::sync::OnceLock::new();
+    PROGRESS.get_or_init(indicatif::MultiProgress::new)
+}
+
+/// Hides every progress bar of this process (worker processes of a sweep: their parent draws).
+pub fn hide_progress() {
+    progress().set_draw_target(indicatif::ProgressDrawTarget::hidden());
+}
+
+/// A progress bar for `n` steps.
 pub fn progress_bar(n: u64, what: &str) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::new(n);
+    let bar = progress().add(indicatif::ProgressBar::new(n));
     bar.set_style(
         indicatif::ProgressStyle::with_template(
             "{msg:>16} [{bar:30}] {pos}/{len} {per_sec} eta {eta}",

@@ -223,6 +223,12 @@ impl ToyPriorConfig {
             ("prior_batch", self.prior_batch),
         ])?;
         positive_rates(&[("prior_lr", self.prior_lr)])?;
+        if self.prior_warmup > 0 && self.prior_warmup >= self.prior_steps {
+            return Err(format!(
+                "`prior_warmup` ({}) must be below `prior_steps` ({})",
+                self.prior_warmup, self.prior_steps
+            ));
+        }
         if let Some(c) = self.grad_clip {
             positive_rates(&[("grad_clip", c)])?;
         }

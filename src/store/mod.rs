@@ -13,6 +13,7 @@ mod export;
 mod metrics;
 mod query;
 mod runs;
+mod sweeps;
 mod view;
 
 use std::path::{Path, PathBuf};
@@ -27,6 +28,7 @@ pub use export::{ExportFormat, ExportTable};
 pub use metrics::{MetricPoint, ParamValue, SummaryRow};
 pub use query::{Cell, OutputFormat, QueryResult, format_real};
 pub use runs::{RunDetail, RunEnv, RunInfo, RunSpec, RunStatus};
+pub use sweeps::SweepPointRow;
 
 /// Environment variable naming the database file (the `--db` flag wins over it).
 pub const DB_ENV: &str = "FLOWPRIOR_DB";

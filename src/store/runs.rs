@@ -84,10 +84,12 @@ pub struct RunDetail {
     pub sweeps: Vec<String>,
 }
 
-const RUN_COLUMNS: &str = "id, stage, name, config, config_hash, status, created_at, started_at, \
+pub(super) const RUN_COLUMNS: &str = "id, stage, name, config, config_hash, status, created_at, started_at, \
     ended_at, heartbeat_at, attempts, host, pid, git_rev, backend, seed, error";
 
-fn run_from_row(row: &sqlx::sqlite::SqliteRow) -> std::result::Result<RunInfo, sqlx::Error> {
+pub(super) fn run_from_row(
+    row: &sqlx::sqlite::SqliteRow,
+) -> std::result::Result<RunInfo, sqlx::Error> {
     let status: String = row.try_get("status")?;
     Ok(RunInfo {
         id: row.try_get("id")?,
@@ -344,35 +346,5 @@ impl Store {
             artifacts,
             sweeps,
         })
-    }
-
-    /// Registers (or updates) a sweep and attaches runs to it.
-    pub fn attach_to_sweep(&self, sweep: &str, spec: &str, run_ids: &[i64]) -> Result<()> {
-        let now = now_unix();
-        let spec_hash = crate::util::sha256_hex(spec.as_bytes());
-        self.block_on(async {
-            let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
-            sqlx::query(
-                "INSERT INTO sweeps (name, spec, spec_hash, created_at, updated_at) VALUES (?, ?, ?, ?, ?) \
-                 ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, spec_hash = excluded.spec_hash, \
-                 updated_at = excluded.updated_at",
-            )
-            .bind(sweep)
-            .bind(spec)
-            .bind(&spec_hash)
-            .bind(now)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            for id in run_ids {
-                sqlx::query("INSERT INTO sweep_runs (sweep, run_id) VALUES (?, ?) ON CONFLICT DO NOTHING")
-                    .bind(sweep)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            tx.commit().await
-        })
-        .map_err(sql_err("attach runs to sweep"))
     }
 }

@@ -1,0 +1,427 @@
+//! `flowprior sweep run FILE | status NAME | list`
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use tabled::builder::Builder;
+use tabled::settings::Style;
+
+use super::Cli;
+use crate::backend::BackendKind;
+use crate::jobs::Claim;
+use crate::store::{DEFAULT_STALE_AFTER_S, RunInfo, Store};
+use crate::sweep::exec::{self, ExecOptions, NodeState};
+use crate::sweep::{Counts, Overrides, Plan, Scale, Sweep};
+
+#[derive(clap::Args, Debug)]
+pub struct SweepArgs {
+    #[command(subcommand)]
+    pub command: SweepCommand,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum SweepCommand {
+    /// Run a sweep file: every stage of every grid point not finished yet.
+    Run(RunArgs),
+    /// Where a sweep stands: each stage run's status.
+    Status {
+        /// The sweep's name (its file stem).
+        name: String,
+    },
+    /// Registered sweeps.
+    List,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// The sweep file (TOML).
+    pub file: PathBuf,
+    /// Print the plan (what runs, what is reused) and stop; nothing is written.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Worker processes claiming stages in parallel (this one included).
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
+    /// Run again the stages that failed before.
+    #[arg(long)]
+    pub retry_failed: bool,
+    /// Scale preset, overriding the file's `preset`.
+    #[arg(long, value_enum)]
+    pub preset: Option<Scale>,
+    /// Backend, overriding the file's `backend`.
+    #[arg(long, value_enum)]
+    pub backend: Option<BackendKind>,
+    /// Device: cpu, cuda, cuda:N.
+    #[arg(long)]
+    pub device: Option<String>,
+    /// A running stage whose heartbeat is older than this many seconds is retaken (one whose process
+    /// on this host is gone is retaken at once).
+    #[arg(long, default_value_t = DEFAULT_STALE_AFTER_S)]
+    pub stale_after: f64,
+    /// Internal: run as a worker of a parent `sweep run` (no registration, no output).
+    #[arg(long, hide = true)]
+    pub worker: bool,
+}
+
+pub fn run(cli: &Cli, args: &SweepArgs) -> anyhow::Result<()> {
+    match &args.command {
+        SweepCommand::Run(a) => run_sweep(cli, a),
+        SweepCommand::Status { name } => status(cli, name),
+        SweepCommand::List => {
+            let store = cli.open_store()?;
+            for name in store.sweep_names()? {
+                println!("{name}");
+            }
+            Ok(())
+        }
+    }
+}
+
+fn short(hash: &str) -> &str {
+    &hash[..hash.len().min(12)]
+}
+
+fn first_line(s: &str) -> String {
+    let line = s.lines().next().unwrap_or("");
+    if line.len() > 100 {
+        format!("{}...", &line[..line.floor_char_boundary(100)])
+    } else {
+        line.to_string()
+    }
+}
+
+/// What a dry run says a node will do.
+fn action(state: NodeState, run: Option<&RunInfo>) -> String {
+    match (state, run) {
+        (NodeState::Finished, Some(r)) => format!("reuse run {}", r.id),
+        (NodeState::Ready | NodeState::Waiting, None) => "run (new)".into(),
+        (NodeState::Ready | NodeState::Waiting, Some(r)) => match r.status.as_str() {
+            "failed" => format!("retry run {}", r.id),
+            "running" => format!("retake run {} (its process is gone)", r.id),
+            _ => format!("run {} (queued)", r.id),
+        },
+        (NodeState::Failed, Some(r)) => format!(
+            "skip run {}: failed ({}); --retry-failed reruns it",
+            r.id,
+            first_line(r.error.as_deref().unwrap_or(""))
+        ),
+        (NodeState::Running, Some(r)) => format!(
+            "running in process {} on {}",
+            r.pid.unwrap_or_default(),
+            r.host.as_deref().unwrap_or("?")
+        ),
+        (NodeState::Blocked, _) => "blocked: an input failed".into(),
+        (s, _) => s.as_str().into(),
+    }
+}
+
+fn plan_table(plan: &Plan, runs: &[Option<RunInfo>], states: &[NodeState]) -> String {
+    let mut b = Builder::default();
+    b.push_record(["stage", "run name", "config hash", "points", "action"]);
+    for (i, n) in plan.nodes.iter().enumerate() {
+        b.push_record([
+            n.stage.name().to_string(),
+            n.spec.name.clone(),
+            short(&n.hash).to_string(),
+            n.users.to_string(),
+            action(states[i], runs[i].as_ref()),
+        ]);
+    }
+    b.build().with(Style::sharp()).to_string()
+}
+
+fn dry_run(cli: &Cli, sweep: &Sweep, plan: &Plan, claim: Claim) -> anyhow::Result<()> {
+    let db = cli.db_path();
+    let runs: Vec<Option<RunInfo>> = if db.exists() {
+        let store = Store::open_read_only(&db)?;
+        plan.nodes
+            .iter()
+            .map(|n| store.find_run(n.stage.name(), &n.hash))
+            .collect::<Result<_, _>>()?
+    } else {
+        vec![None; plan.nodes.len()]
+    };
+    let states = exec::states(plan, &runs, claim, &HashSet::new());
+    println!(
+        "sweep {} ({} preset, {} backend): {} grid points, {} stage runs",
+        sweep.name,
+        sweep.preset.name(),
+        sweep.backend.name(),
+        plan.points.len(),
+        plan.nodes.len()
+    );
+    println!("{}", plan_table(plan, &runs, &states));
+    let to_run = states
+        .iter()
+        .filter(|s| matches!(s, NodeState::Ready | NodeState::Waiting))
+        .count();
+    let reused = states.iter().filter(|s| **s == NodeState::Finished).count();
+    println!("dry run: {to_run} to run, {reused} reused, nothing written");
+    Ok(())
+}
+
+fn spawn_workers(cli: &Cli, args: &RunArgs, n: usize) -> anyhow::Result<Vec<std::process::Child>> {
+    let exe = std::env::current_exe().context("cannot find the flowprior executable")?;
+    let mut children = Vec::new();
+    for _ in 0..n {
+        let mut c = std::process::Command::new(&exe);
+        c.arg("--db")
+            .arg(cli.db_path())
+            .arg("--data-dir")
+            .arg(cli.data_dir())
+            .args(["sweep", "run"])
+            .arg(&args.file)
+            .arg("--worker")
+            .arg("--stale-after")
+            .arg(args.stale_after.to_string());
+        if args.retry_failed {
+            c.arg("--retry-failed");
+        }
+        if let Some(p) = args.preset {
+            c.args(["--preset", p.name()]);
+        }
+        if let Some(b) = args.backend {
+            c.args(["--backend", b.name()]);
+        }
+        if let Some(d) = &args.device {
+            c.args(["--device", d]);
+        }
+        for _ in 0..cli.verbose {
+            c.arg("-v");
+        }
+        c.stdout(std::process::Stdio::null());
+        children.push(c.spawn().context("cannot start a worker process")?);
+    }
+    Ok(children)
+}
+
+fn run_sweep(cli: &Cli, args: &RunArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.workers >= 1, "--workers must be at least 1");
+    anyhow::ensure!(
+        args.stale_after.is_finite() && args.stale_after > 0.0,
+        "--stale-after must be a positive number of seconds"
+    );
+    let overrides = Overrides {
+        preset: args.preset,
+        backend: args.backend,
+    };
+    let sweep = Sweep::load(&args.file, overrides)?;
+    let plan = Plan::expand(&sweep)?;
+    let claim = Claim {
+        retry_failed: args.retry_failed,
+        stale_after_s: args.stale_after,
+    };
+    if args.dry_run {
+        return dry_run(cli, &sweep, &plan, claim);
+    }
+    for b in plan.nodes.iter().map(|n| n.stage.backend(&n.config)) {
+        b.ensure_compiled()?;
+    }
+    let store = cli.open_store()?;
+    let opts = ExecOptions {
+        claim,
+        data_dir: cli.data_dir(),
+        device: args.device.clone(),
+        poll: Duration::from_millis(500),
+    };
+    if args.worker {
+        crate::jobs::hide_progress();
+        let ids: Vec<i64> = plan
+            .nodes
+            .iter()
+            .map(|n| store.get_or_create_run(&n.spec).map(|r| r.id))
+            .collect::<Result<_, _>>()?;
+        exec::work(&store, &plan, &ids, &opts, &|_| {})?;
+        return Ok(());
+    }
+    let ids = exec::register(&store, &sweep, &plan)?;
+    tracing::info!(
+        sweep = sweep.name,
+        points = plan.points.len(),
+        nodes = plan.nodes.len(),
+        "sweep registered"
+    );
+    let mut children = spawn_workers(cli, args, args.workers - 1)?;
+    let overall =
+        crate::jobs::progress().insert(0, indicatif::ProgressBar::new(plan.nodes.len() as u64));
+    overall.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg:>16} [{bar:30}] {pos}/{len} stages, {prefix}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    overall.set_message(format!("sweep {}", sweep.name));
+    let show = |c: Counts| {
+        overall.set_position(c.done() as u64);
+        overall.set_prefix(format!(
+            "{} running, {} failed, {} blocked, {} left",
+            c.running, c.failed, c.blocked, c.left
+        ));
+    };
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let report = std::thread::scope(|s| {
+        // The overall bar follows every worker's progress, also while this process runs a stage.
+        s.spawn(|| {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(runs) = exec::fetch(&store, &ids) {
+                    show(Counts::of(&exec::states(
+                        &plan,
+                        &runs,
+                        claim,
+                        &HashSet::new(),
+                    )));
+                }
+                std::thread::sleep(Duration::from_millis(700));
+            }
+        });
+        let r = exec::work(&store, &plan, &ids, &opts, &show);
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        r
+    });
+    for c in &mut children {
+        let _ = c.wait();
+    }
+    overall.finish_and_clear();
+    let mut report = report?;
+    // The final word is the store's, after every worker has ended.
+    let runs = exec::fetch(&store, &ids)?;
+    report.states = exec::states(
+        &plan,
+        &runs,
+        Claim {
+            retry_failed: false,
+            ..claim
+        },
+        &HashSet::new(),
+    );
+    print_outcome(&sweep, &plan, &runs, &report)
+}
+
+fn print_outcome(
+    sweep: &Sweep,
+    plan: &Plan,
+    runs: &[Option<RunInfo>],
+    report: &exec::WorkReport,
+) -> anyhow::Result<()> {
+    let mut b = Builder::default();
+    b.push_record(["stage", "runs", "finished", "failed", "blocked", "ran now"]);
+    for &stage in &sweep.stages {
+        let idx: Vec<usize> = (0..plan.nodes.len())
+            .filter(|&i| plan.nodes[i].stage == stage)
+            .collect();
+        let count = |s: NodeState| idx.iter().filter(|&&i| report.states[i] == s).count();
+        b.push_record([
+            stage.name().to_string(),
+            idx.len().to_string(),
+            count(NodeState::Finished).to_string(),
+            (count(NodeState::Failed) + count(NodeState::Skipped)).to_string(),
+            count(NodeState::Blocked).to_string(),
+            idx.iter()
+                .filter(|i| report.ran.contains(i))
+                .count()
+                .to_string(),
+        ]);
+    }
+    println!("sweep {}: {} grid points", sweep.name, plan.points.len());
+    println!("{}", b.build().with(Style::sharp()));
+    let c = Counts::of(&report.states);
+    for (i, s) in report.states.iter().enumerate() {
+        if matches!(s, NodeState::Failed | NodeState::Skipped) {
+            let (id, err) = match &runs[i] {
+                Some(r) => (r.id.to_string(), r.error.clone().unwrap_or_default()),
+                None => ("-".into(), String::new()),
+            };
+            let err = report
+                .failed
+                .iter()
+                .find(|(j, _)| *j == i)
+                .map(|(_, e)| e.clone())
+                .filter(|_| err.is_empty())
+                .unwrap_or(err);
+            println!(
+                "failed: {} (run {id}): {}",
+                plan.nodes[i].spec.name,
+                first_line(&err)
+            );
+        }
+    }
+    anyhow::ensure!(
+        c.failed == 0 && c.blocked == 0 && c.running == 0 && c.left == 0,
+        "sweep {}: {} of {} stage runs finished; {} failed, {} blocked, {} running elsewhere, {} left \
+         (run again to resume; --retry-failed reruns failures)",
+        sweep.name,
+        c.finished,
+        plan.nodes.len(),
+        c.failed,
+        c.blocked,
+        c.running,
+        c.left
+    );
+    Ok(())
+}
+
+fn status(cli: &Cli, name: &str) -> anyhow::Result<()> {
+    let db = cli.db_path();
+    anyhow::ensure!(db.exists(), "no run store at {}", db.display());
+    let store = Store::open_read_only(&db)?;
+    let (sweep, plan) = crate::sweep::load_registered(&store, name)?;
+    let runs: Vec<Option<RunInfo>> = plan
+        .nodes
+        .iter()
+        .map(|n| store.find_run(n.stage.name(), &n.hash))
+        .collect::<Result<_, _>>()?;
+    let claim = Claim::new(false);
+    let states = exec::states(&plan, &runs, claim, &HashSet::new());
+    let mut b = Builder::default();
+    b.push_record(["stage", "run", "name", "status", "attempts", "error"]);
+    for (i, n) in plan.nodes.iter().enumerate() {
+        let r = runs[i].as_ref();
+        b.push_record([
+            n.stage.name().to_string(),
+            r.map(|r| r.id.to_string()).unwrap_or_else(|| "-".into()),
+            n.spec.name.clone(),
+            match (states[i], r) {
+                (NodeState::Running, Some(_)) => "running".to_string(),
+                (NodeState::Ready | NodeState::Waiting, Some(r))
+                    if r.status.as_str() == "running" =>
+                {
+                    "running (stale: process gone)".to_string()
+                }
+                (NodeState::Ready | NodeState::Waiting, _) => "queued".to_string(),
+                (s, _) => s.as_str().to_string(),
+            },
+            r.map(|r| r.attempts.to_string()).unwrap_or_default(),
+            r.and_then(|r| r.error.as_deref())
+                .map(first_line)
+                .unwrap_or_default(),
+        ]);
+    }
+    println!(
+        "sweep {} ({}, {} preset): {} grid points, {} stage runs",
+        sweep.name,
+        sweep.file.display(),
+        sweep.preset.name(),
+        plan.points.len(),
+        plan.nodes.len()
+    );
+    println!("{}", b.build().with(Style::sharp()));
+    let c = Counts::of(&states);
+    println!(
+        "{} finished, {} running, {} failed, {} blocked, {} left",
+        c.finished, c.running, c.failed, c.blocked, c.left
+    );
+    Ok(())
+}
+
+/// Whether an error (anywhere in its chain) is a bad sweep file: exit code 2.
+pub fn is_invalid_input(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<crate::sweep::SweepError>(),
+            Some(crate::sweep::SweepError::Invalid(_) | crate::sweep::SweepError::Read { .. })
+        )
+    })
+}

@@ -1,0 +1,49 @@
+//! Sweeps: declarative grids over stage settings, expanded into a DAG of stage runs that are cached
+//! by configuration hash, run by one or more worker processes, resumable after any interruption.
+//!
+//! * [`spec`]: the sweep file and its validation;
+//! * [`stages`]: the registry of stage kinds (what each needs, its presets, how it runs);
+//! * [`plan`]: grid expansion into shared stage nodes;
+//! * [`exec`]: registration in the run store and the worker loop.
+
+pub mod exec;
+pub mod plan;
+pub mod spec;
+pub mod stages;
+
+pub use exec::{Counts, ExecOptions, NodeState, StoredSpec, WorkReport};
+pub use plan::{Node, Plan, Point};
+pub use spec::{Overrides, Scale, Sweep};
+pub use stages::StageKind;
+
+/// Errors of sweeps.
+#[derive(Debug, thiserror::Error)]
+pub enum SweepError {
+    #[error("cannot read sweep file {path}: {message}")]
+    Read {
+        path: std::path::PathBuf,
+        message: String,
+    },
+    /// The sweep file is wrong: every problem found, one per line.
+    #[error("invalid sweep:\n  {}", .0.join("\n  "))]
+    Invalid(Vec<String>),
+    #[error("no sweep named `{0}` in the store (run `flowprior sweep run sweeps/{0}.toml` first)")]
+    Unknown(String),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// Loads a sweep as it was last registered in the store: its file's text and overrides.
+pub fn load_registered(
+    store: &crate::store::Store,
+    name: &str,
+) -> Result<(Sweep, Plan), SweepError> {
+    let spec = store
+        .sweep_spec(name)?
+        .ok_or_else(|| SweepError::Unknown(name.to_string()))?;
+    let stored: StoredSpec = serde_json::from_str(&spec)
+        .map_err(|e| SweepError::Invalid(vec![format!("stored spec of sweep {name}: {e}")]))?;
+    let sweep = Sweep::parse(&stored.toml, &stored.file, stored.overrides)?;
+    let plan = Plan::expand(&sweep)?;
+    Ok((sweep, plan))
+}

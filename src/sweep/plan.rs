@@ -1,0 +1,197 @@
+//! Expansion of a sweep into a DAG of stage runs.
+//!
+//! Every grid point (a value of each axis, crossed, times each seed) needs one run of each stage.
+//! A stage run is identified by its stage and the hash of its configuration, which includes its
+//! inputs' hashes; points that need the same stage run share one node, so a prior trained once serves
+//! every downstream setting that does not change it.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde_json::Value;
+
+use super::SweepError;
+use super::spec::Sweep;
+use super::stages::StageKind;
+use crate::store::RunSpec;
+
+/// One stage run of the plan.
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub stage: StageKind,
+    /// The stage's own configuration (without inputs).
+    pub config: Value,
+    /// Nodes this one reads, in `stage.inputs()` order.
+    pub inputs: Vec<usize>,
+    /// The run it is: stage, name, configuration with inputs, seed.
+    pub spec: RunSpec,
+    pub hash: String,
+    /// How many grid points need it.
+    pub users: usize,
+}
+
+/// One grid point: its axis values and seed, and the node of each stage.
+#[derive(Debug, Clone)]
+pub struct Point {
+    pub index: usize,
+    /// (axis name, value) in axis order.
+    pub labels: Vec<(String, Value)>,
+    pub seed: u64,
+    pub nodes: BTreeMap<StageKind, usize>,
+}
+
+impl Point {
+    /// The labels and the seed as one JSON object (stored with the sweep).
+    pub fn labels_json(&self) -> Value {
+        let mut m = serde_json::Map::new();
+        for (k, v) in &self.labels {
+            m.insert(k.clone(), v.clone());
+        }
+        m.insert("seed".into(), Value::from(self.seed));
+        Value::Object(m)
+    }
+
+    /// "target=mixture, lr=0.01, seed=0" for messages.
+    pub fn describe(&self) -> String {
+        let mut parts: Vec<String> = self
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={}", value_text(v)))
+            .collect();
+        parts.push(format!("seed={}", self.seed));
+        parts.join(", ")
+    }
+}
+
+/// A value as a label: strings without quotes.
+pub fn value_text(v: &Value) -> String {
+    v.as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| v.to_string())
+}
+
+/// A readable run name: the stage, the axis values it and its inputs depend on, and the seed.
+fn node_name(sweep: &Sweep, stage: StageKind, point: &Point) -> String {
+    let up = stage.upstream();
+    let mut parts: Vec<String> = sweep
+        .axes
+        .iter()
+        .zip(&point.labels)
+        .filter(|(a, _)| up.contains(&a.stage))
+        .map(|(a, (_, v))| format!("{}={}", a.field, value_text(v)))
+        .collect();
+    parts.push(format!("seed={}", point.seed));
+    format!("{} {}", stage.name(), parts.join(" "))
+}
+
+/// The DAG of a sweep.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Nodes in dependency order (every input before its users).
+    pub nodes: Vec<Node>,
+    pub points: Vec<Point>,
+}
+
+impl Plan {
+    /// Expands the grid. A combination that a stage rejects is reported with the point's values.
+    pub fn expand(sweep: &Sweep) -> Result<Plan, SweepError> {
+        let mut combos: Vec<Vec<(usize, usize)>> = vec![vec![]];
+        for (ai, axis) in sweep.axes.iter().enumerate() {
+            combos = combos
+                .into_iter()
+                .flat_map(|c| {
+                    (0..axis.values.len()).map(move |vi| {
+                        let mut c = c.clone();
+                        c.push((ai, vi));
+                        c
+                    })
+                })
+                .collect();
+        }
+        let mut nodes: Vec<Node> = Vec::new();
+        let mut index: HashMap<(StageKind, String), usize> = HashMap::new();
+        let mut points = Vec::new();
+        let mut problems = Vec::new();
+        for combo in &combos {
+            for &seed in &sweep.seeds {
+                let labels: Vec<(String, Value)> = combo
+                    .iter()
+                    .map(|&(ai, vi)| (sweep.axes[ai].name(), sweep.axes[ai].values[vi].clone()))
+                    .collect();
+                let mut point = Point {
+                    index: points.len(),
+                    labels,
+                    seed,
+                    nodes: BTreeMap::new(),
+                };
+                for &stage in &sweep.stages {
+                    let mut cfg = stage.defaults(sweep.preset);
+                    let obj = cfg.as_object_mut().ok_or_else(|| {
+                        SweepError::Invalid(vec![format!("stage {} has no settings", stage.name())])
+                    })?;
+                    obj.insert("seed".into(), Value::from(seed));
+                    obj.insert(
+                        "backend".into(),
+                        Value::from(sweep.backend.name().to_string()),
+                    );
+                    for s in sweep.fixed.iter().filter(|s| s.stage == stage) {
+                        obj.insert(s.field.clone(), s.value.clone());
+                    }
+                    for &(ai, vi) in combo {
+                        let a = &sweep.axes[ai];
+                        if a.stage == stage {
+                            obj.insert(a.field.clone(), a.values[vi].clone());
+                        }
+                    }
+                    if let Err(m) = stage.check(&cfg) {
+                        problems.push(format!(
+                            "{}: the combination {} is impossible for stage `{}`: {m}",
+                            sweep.file.display(),
+                            point.describe(),
+                            stage.name()
+                        ));
+                        break;
+                    }
+                    let inputs: Vec<usize> = stage
+                        .inputs()
+                        .iter()
+                        .filter_map(|k| point.nodes.get(k).copied())
+                        .collect();
+                    let input_cfgs: Vec<&Value> =
+                        inputs.iter().map(|&i| &nodes[i].config).collect();
+                    let mut spec = stage.run_spec(&cfg, &input_cfgs).map_err(|m| {
+                        SweepError::Invalid(vec![format!("stage {}: {m}", stage.name())])
+                    })?;
+                    spec.name = node_name(sweep, stage, &point);
+                    let hash = spec.hash();
+                    let id = *index.entry((stage, hash.clone())).or_insert_with(|| {
+                        nodes.push(Node {
+                            stage,
+                            config: cfg,
+                            inputs,
+                            spec,
+                            hash,
+                            users: 0,
+                        });
+                        nodes.len() - 1
+                    });
+                    nodes[id].users += 1;
+                    point.nodes.insert(stage, id);
+                }
+                points.push(point);
+            }
+        }
+        if !problems.is_empty() {
+            problems.truncate(20);
+            return Err(SweepError::Invalid(problems));
+        }
+        Ok(Plan { nodes, points })
+    }
+
+    /// The node of `stage` at every point, in point order.
+    pub fn nodes_of(&self, stage: StageKind) -> Vec<usize> {
+        self.points
+            .iter()
+            .filter_map(|p| p.nodes.get(&stage).copied())
+            .collect()
+    }
+}

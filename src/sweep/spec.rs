@@ -1,0 +1,620 @@
+//! Sweep files: parsing and validation.
+//!
+//! A sweep file (TOML, in `sweeps/`) names the stages to run, a scale preset, seeds, fixed settings and
+//! axes whose values are crossed into a grid:
+//!
+//! ```toml
+//! description = "toy targets x seeds"
+//! stages = ["toy_prior", "toy_align"]
+//! preset = "small"              # smoke | small | paper
+//! seeds = [0, 1, 2]
+//! backend = "flex"              # optional; --backend wins
+//!
+//! [fixed]
+//! toy_align.align_steps = 500   # <stage>.<setting> = value
+//!
+//! [axes]
+//! toy_prior.target = ["mixture", "moons"]   # <stage>.<setting> = [values...]
+//!
+//! [[report.tables]]             # see `report`
+//! ```
+//!
+//! Everything is checked before anything runs: unknown keys, wrong types, empty axes and impossible
+//! combinations are reported with the file, the key and what was expected.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::SweepError;
+use super::stages::StageKind;
+use crate::backend::BackendKind;
+
+/// Scale preset of a sweep: each stage maps it to its own sizes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Scale {
+    /// Seconds per stage: CI and tests.
+    Smoke,
+    /// Minutes per stage on a laptop.
+    Small,
+    /// The paper's sizes.
+    Paper,
+}
+
+impl Scale {
+    pub fn name(self) -> &'static str {
+        match self {
+            Scale::Smoke => "smoke",
+            Scale::Small => "small",
+            Scale::Paper => "paper",
+        }
+    }
+}
+
+/// Which direction of a metric is better (the report bolds the best row).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Better {
+    Lower,
+    Higher,
+    #[default]
+    None,
+}
+
+/// One column of a report table: a summary metric of one stage's runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ColumnSpec {
+    /// Summary key (the final value of a series), e.g. `final/points_nll`.
+    pub metric: String,
+    /// Column header (default: the metric key).
+    #[serde(default)]
+    pub label: Option<String>,
+    /// A header group, e.g. "w/o CFG" (printed as "group: label").
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Stage whose runs hold the metric (default: the sweep's last stage).
+    #[serde(default)]
+    pub stage: Option<String>,
+    #[serde(default)]
+    pub better: Better,
+    /// Decimals printed.
+    #[serde(default = "default_digits")]
+    pub digits: usize,
+}
+
+fn default_digits() -> usize {
+    3
+}
+
+/// A declared table: one row per combination of the `rows` axes (mean ± std over seeds and over
+/// nothing else: every other axis must be pinned by `where`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableSpec {
+    pub title: String,
+    /// Axis names (`<stage>.<setting>`) whose values label the rows, outermost first.
+    pub rows: Vec<String>,
+    /// Axis values the table is restricted to.
+    #[serde(default, rename = "where")]
+    pub filter: toml::Table,
+    pub columns: Vec<ColumnSpec>,
+    /// A sentence printed under the table.
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+/// A declared figure.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, tag = "kind", rename_all = "lowercase")]
+pub enum FigureSpec {
+    /// Metric series over steps, one panel per metric, one line per value of the `by` axes (mean
+    /// over seeds at each logged step); e.g. L_align vs NLL (paper Fig. 4).
+    Curves {
+        file: String,
+        title: String,
+        metrics: Vec<String>,
+        #[serde(default)]
+        by: Vec<String>,
+        #[serde(default)]
+        stage: Option<String>,
+        #[serde(default, rename = "where")]
+        filter: toml::Table,
+    },
+    /// A summary metric against a numeric axis (e.g. lambda), mean ± std over seeds, one line per
+    /// value of the `by` axes.
+    Versus {
+        file: String,
+        title: String,
+        x: String,
+        metric: String,
+        #[serde(default)]
+        by: Vec<String>,
+        #[serde(default)]
+        stage: Option<String>,
+        #[serde(default)]
+        log_x: bool,
+        #[serde(default, rename = "where")]
+        filter: toml::Table,
+    },
+}
+
+/// What a report shows.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportSpec {
+    #[serde(default)]
+    pub tables: Vec<TableSpec>,
+    #[serde(default)]
+    pub figures: Vec<FigureSpec>,
+}
+
+/// The file as written (before checks).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSweep {
+    #[serde(default)]
+    description: String,
+    stages: Vec<String>,
+    preset: Scale,
+    #[serde(default = "default_seeds")]
+    seeds: Vec<u64>,
+    #[serde(default)]
+    backend: Option<BackendKind>,
+    #[serde(default)]
+    fixed: toml::Table,
+    #[serde(default)]
+    axes: toml::Table,
+    #[serde(default)]
+    report: ReportSpec,
+}
+
+fn default_seeds() -> Vec<u64> {
+    vec![0]
+}
+
+/// One setting of one stage.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Setting {
+    pub stage: StageKind,
+    pub field: String,
+    pub value: serde_json::Value,
+}
+
+/// One axis: a stage setting and the values crossed into the grid (in file order).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Axis {
+    pub stage: StageKind,
+    pub field: String,
+    pub values: Vec<serde_json::Value>,
+}
+
+impl Axis {
+    /// `<stage>.<setting>`, as written in the file.
+    pub fn name(&self) -> String {
+        format!("{}.{}", self.stage.name(), self.field)
+    }
+}
+
+/// Command-line overrides of a sweep file's top-level settings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Overrides {
+    pub preset: Option<Scale>,
+    pub backend: Option<BackendKind>,
+}
+
+/// A checked sweep.
+#[derive(Debug, Clone)]
+pub struct Sweep {
+    /// The file's stem: what `sweep status` and `report` take.
+    pub name: String,
+    pub file: PathBuf,
+    /// The file's text, kept in the store with the sweep.
+    pub text: String,
+    pub description: String,
+    /// Stages in dependency order.
+    pub stages: Vec<StageKind>,
+    pub preset: Scale,
+    pub seeds: Vec<u64>,
+    pub backend: BackendKind,
+    pub overrides: Overrides,
+    pub fixed: Vec<Setting>,
+    pub axes: Vec<Axis>,
+    pub report: ReportSpec,
+}
+
+/// Collects problems so that a user sees all of them at once.
+struct Problems<'a> {
+    file: &'a Path,
+    list: Vec<String>,
+}
+
+impl Problems<'_> {
+    fn add(&mut self, key: &str, message: impl std::fmt::Display) {
+        self.list
+            .push(format!("{}: `{key}`: {message}", self.file.display()));
+    }
+}
+
+impl Sweep {
+    /// Reads and checks a sweep file.
+    pub fn load(path: &Path, overrides: Overrides) -> Result<Sweep, SweepError> {
+        let text = std::fs::read_to_string(path).map_err(|e| SweepError::Read {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        Sweep::parse(&text, path, overrides)
+    }
+
+    /// Checks a sweep file's text; `path` names it in messages and gives the sweep its name.
+    pub fn parse(text: &str, path: &Path, overrides: Overrides) -> Result<Sweep, SweepError> {
+        let raw: RawSweep = crate::config::parse_toml(text, path)
+            .map_err(|e| SweepError::Invalid(vec![e.to_string()]))?;
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut p = Problems {
+            file: path,
+            list: Vec::new(),
+        };
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_".contains(c))
+        {
+            p.add(
+                "file name",
+                "a sweep is named by its file stem, which must be letters, digits, '-' or '_'",
+            );
+        }
+
+        // Stages: known, unique, closed under their inputs; kept in dependency order.
+        let mut stages: Vec<StageKind> = Vec::new();
+        if raw.stages.is_empty() {
+            p.add("stages", "expected at least one stage");
+        }
+        for s in &raw.stages {
+            match StageKind::parse(s) {
+                Some(k) if stages.contains(&k) => p.add("stages", format!("`{s}` is listed twice")),
+                Some(k) => stages.push(k),
+                None => p.add(
+                    "stages",
+                    format!(
+                        "unknown stage `{s}`; expected one of {}",
+                        StageKind::names()
+                    ),
+                ),
+            }
+        }
+        for k in &stages {
+            for need in k.inputs() {
+                if !stages.contains(need) {
+                    p.add(
+                        "stages",
+                        format!(
+                            "stage `{}` needs `{}`: add it to the list",
+                            k.name(),
+                            need.name()
+                        ),
+                    );
+                }
+            }
+        }
+        stages.sort();
+
+        if raw.seeds.is_empty() {
+            p.add("seeds", "expected at least one seed");
+        }
+        let mut seen_seeds = raw.seeds.clone();
+        seen_seeds.sort();
+        seen_seeds.dedup();
+        if seen_seeds.len() != raw.seeds.len() {
+            p.add("seeds", "a seed is listed twice");
+        }
+        let preset = overrides.preset.unwrap_or(raw.preset);
+        let backend = overrides
+            .backend
+            .or(raw.backend)
+            .unwrap_or(BackendKind::Flex);
+
+        let fixed = settings(&raw.fixed, "fixed", &stages, &mut p)
+            .into_iter()
+            .map(|(stage, field, value)| Setting {
+                stage,
+                field,
+                value,
+            })
+            .collect::<Vec<_>>();
+        let mut axes = Vec::new();
+        for (stage, field, value) in settings(&raw.axes, "axes", &stages, &mut p) {
+            let key = format!("axes.{}.{field}", stage.name());
+            match value {
+                serde_json::Value::Array(values) if !values.is_empty() => {
+                    if values
+                        .iter()
+                        .enumerate()
+                        .any(|(i, v)| values[..i].contains(v))
+                    {
+                        p.add(&key, "a value is listed twice");
+                    }
+                    axes.push(Axis {
+                        stage,
+                        field,
+                        values,
+                    })
+                }
+                serde_json::Value::Array(_) => p.add(&key, "expected a non-empty list of values"),
+                other => p.add(&key, format!("expected a list of values, got {other}")),
+            }
+        }
+        for a in &axes {
+            if fixed
+                .iter()
+                .any(|f| f.stage == a.stage && f.field == a.field)
+            {
+                p.add(
+                    &format!("axes.{}", a.name()),
+                    "also set in [fixed]; a setting is either fixed or an axis",
+                );
+            }
+        }
+
+        // Each value on its own: right type, and valid with the preset's other settings.
+        for s in &fixed {
+            if let Err(m) = s
+                .stage
+                .check(&with_setting(s.stage, preset, &s.field, &s.value))
+            {
+                p.add(&format!("fixed.{}.{}", s.stage.name(), s.field), m);
+            }
+        }
+        for a in &axes {
+            for (i, v) in a.values.iter().enumerate() {
+                if let Err(m) = a.stage.check(&with_setting(a.stage, preset, &a.field, v)) {
+                    p.add(&format!("axes.{}[{i}]", a.name()), m);
+                }
+            }
+        }
+        check_report(&raw.report, &axes, &stages, &mut p);
+
+        if !p.list.is_empty() {
+            return Err(SweepError::Invalid(p.list));
+        }
+        Ok(Sweep {
+            name,
+            file: path.to_path_buf(),
+            text: text.to_string(),
+            description: raw.description,
+            stages,
+            preset,
+            seeds: raw.seeds,
+            backend,
+            overrides,
+            fixed,
+            axes,
+            report: raw.report,
+        })
+    }
+
+    pub fn axis(&self, name: &str) -> Option<&Axis> {
+        self.axes.iter().find(|a| a.name() == name)
+    }
+
+    /// The stage a report column or figure reads (default: the last stage).
+    pub fn metric_stage(&self, stage: Option<&str>) -> StageKind {
+        stage
+            .and_then(StageKind::parse)
+            .or_else(|| self.stages.last().copied())
+            .unwrap_or(StageKind::ToyAlign)
+    }
+}
+
+/// The preset's configuration of `stage` with one setting replaced.
+fn with_setting(
+    stage: StageKind,
+    preset: Scale,
+    field: &str,
+    value: &serde_json::Value,
+) -> serde_json::Value {
+    let mut cfg = stage.defaults(preset);
+    if let Some(obj) = cfg.as_object_mut() {
+        obj.insert(field.to_string(), value.clone());
+    }
+    cfg
+}
+
+/// Flattens `[section] <stage>.<field> = value` into (stage, field, value), reporting unknown stages,
+/// stages not in the sweep, unknown fields and settings that belong at the top level.
+fn settings(
+    table: &toml::Table,
+    section: &str,
+    stages: &[StageKind],
+    p: &mut Problems<'_>,
+) -> Vec<(StageKind, String, serde_json::Value)> {
+    let mut out = Vec::new();
+    for (stage_name, fields) in table {
+        let key = format!("{section}.{stage_name}");
+        let Some(stage) = StageKind::parse(stage_name) else {
+            p.add(
+                &key,
+                format!(
+                    "unknown stage; settings are written `<stage>.<setting>` with a stage among {}",
+                    StageKind::names()
+                ),
+            );
+            continue;
+        };
+        if !stages.contains(&stage) {
+            p.add(&key, "this stage is not in `stages`");
+            continue;
+        }
+        let Some(fields) = fields.as_table() else {
+            p.add(
+                &key,
+                "expected a table of settings (`<stage>.<setting> = value`)",
+            );
+            continue;
+        };
+        let known = stage.defaults(Scale::Smoke);
+        for (field, value) in fields {
+            let key = format!("{key}.{field}");
+            if field == "seed" || field == "backend" {
+                p.add(
+                    &key,
+                    format!(
+                        "set with the top-level `{field}{}` key",
+                        if field == "seed" { "s" } else { "" }
+                    ),
+                );
+                continue;
+            }
+            if known.get(field).is_none() {
+                let names: Vec<&String> = known
+                    .as_object()
+                    .map(|o| {
+                        o.keys()
+                            .filter(|k| *k != "seed" && *k != "backend")
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                p.add(
+                    &key,
+                    format!(
+                        "unknown setting of stage `{}`; expected one of {}",
+                        stage.name(),
+                        names
+                            .iter()
+                            .map(|s| s.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                );
+                continue;
+            }
+            match serde_json::to_value(value) {
+                Ok(v) => out.push((stage, field.clone(), v)),
+                Err(e) => p.add(&key, format!("unsupported value: {e}")),
+            }
+        }
+    }
+    out
+}
+
+fn check_report(report: &ReportSpec, axes: &[Axis], stages: &[StageKind], p: &mut Problems<'_>) {
+    let axis_names: Vec<String> = axes.iter().map(Axis::name).collect();
+    let known_axes = || {
+        if axis_names.is_empty() {
+            "the sweep has no axes".to_string()
+        } else {
+            format!("expected one of {}", axis_names.join(", "))
+        }
+    };
+    let check_stage = |p: &mut Problems<'_>, key: &str, stage: &Option<String>| {
+        if let Some(s) = stage {
+            match StageKind::parse(s) {
+                Some(k) if stages.contains(&k) => {}
+                _ => p.add(key, format!("stage `{s}` is not in `stages`")),
+            }
+        }
+    };
+    let check_filter = |p: &mut Problems<'_>, key: &str, filter: &toml::Table| {
+        for (axis, value) in filter {
+            let k = format!("{key}.where.{axis}");
+            let Some(a) = axes.iter().find(|a| &a.name() == axis) else {
+                p.add(&k, format!("not an axis; {}", known_axes()));
+                continue;
+            };
+            let v = serde_json::to_value(value).unwrap_or_default();
+            if !a.values.contains(&v) {
+                p.add(&k, format!("{v} is not one of the axis's values"));
+            }
+        }
+    };
+    let check_axes = |p: &mut Problems<'_>, key: &str, names: &[String]| {
+        for r in names {
+            if !axis_names.contains(r) {
+                p.add(key, format!("`{r}` is not an axis; {}", known_axes()));
+            }
+        }
+    };
+    for (i, t) in report.tables.iter().enumerate() {
+        let key = format!("report.tables[{i}]");
+        if t.columns.is_empty() {
+            p.add(&format!("{key}.columns"), "expected at least one column");
+        }
+        check_axes(p, &format!("{key}.rows"), &t.rows);
+        check_filter(p, &key, &t.filter);
+        for (j, c) in t.columns.iter().enumerate() {
+            check_stage(p, &format!("{key}.columns[{j}].stage"), &c.stage);
+        }
+        // Every axis is either a row key or pinned: a table never averages over an axis silently.
+        for a in &axis_names {
+            if !t.rows.contains(a) && !t.filter.contains_key(a) {
+                p.add(
+                    &format!("{key}.rows"),
+                    format!("axis `{a}` is neither a row key nor pinned in `where`"),
+                );
+            }
+        }
+    }
+    for (i, f) in report.figures.iter().enumerate() {
+        let key = format!("report.figures[{i}]");
+        match f {
+            FigureSpec::Curves {
+                file,
+                metrics,
+                by,
+                stage,
+                filter,
+                ..
+            } => {
+                check_file(p, &key, file);
+                if metrics.is_empty() {
+                    p.add(&format!("{key}.metrics"), "expected at least one metric");
+                }
+                check_axes(p, &format!("{key}.by"), by);
+                check_stage(p, &format!("{key}.stage"), stage);
+                check_filter(p, &key, filter);
+            }
+            FigureSpec::Versus {
+                file,
+                x,
+                by,
+                stage,
+                filter,
+                ..
+            } => {
+                check_file(p, &key, file);
+                match axes.iter().find(|a| &a.name() == x) {
+                    None => p.add(
+                        &format!("{key}.x"),
+                        format!("`{x}` is not an axis; {}", known_axes()),
+                    ),
+                    Some(a) if !a.values.iter().all(|v| v.is_number()) => p.add(
+                        &format!("{key}.x"),
+                        format!("axis `{x}` must have numeric values"),
+                    ),
+                    Some(_) => {}
+                }
+                check_axes(p, &format!("{key}.by"), by);
+                check_stage(p, &format!("{key}.stage"), stage);
+                check_filter(p, &key, filter);
+            }
+        }
+    }
+}
+
+fn check_file(p: &mut Problems<'_>, key: &str, file: &str) {
+    let ok = file.ends_with(".png")
+        && !file.contains('/')
+        && !file.contains('\\')
+        && !file.starts_with('.');
+    if !ok {
+        p.add(
+            &format!("{key}.file"),
+            format!("expected a plain file name ending in .png, got {file:?}"),
+        );
+    }
+}

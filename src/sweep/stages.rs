@@ -1,0 +1,281 @@
+//! The stage registry: every kind of stage a sweep can run, its inputs, its preset configurations, how
+//! its configuration is checked, and how it runs.
+//!
+//! Adding a stage (priors, autoencoders, generators) means adding a variant here: a typed configuration
+//! (serde, `deny_unknown_fields`, with `seed` and `backend` fields), its inputs, presets per [`Scale`],
+//! and a job that claims its run through [`crate::jobs::run_or_reuse`] and records artifacts that its
+//! dependents read with [`crate::jobs::input_artifact`].
+
+use std::path::PathBuf;
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::spec::Scale;
+use crate::backend::{BackendKind, DeviceSpec, run_job};
+use crate::error::{Error, Result};
+use crate::jobs::classifier::{ClassifierConfig, TrainClassifier};
+use crate::jobs::toy::{
+    ToyAlignConfig, ToyAlignJob, ToyConfig, ToyPreset, ToyPriorConfig, ToyPriorJob,
+};
+use crate::jobs::{Claim, JobRun};
+use crate::store::{RunInfo, RunSpec, Store};
+use crate::toy::Target;
+
+/// Kinds of stages. Variants are declared in dependency order (inputs before the stages that read
+/// them), which `Ord` follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum StageKind {
+    /// The MLP classifier on an image dataset (the project's feature network).
+    Classifier,
+    /// A flow prior trained on a 2-D toy target.
+    ToyPrior,
+    /// Free points optimised on L_align under a frozen toy prior.
+    ToyAlign,
+}
+
+/// Where and how stages run.
+pub struct StageCtx<'a> {
+    pub store: &'a Store,
+    pub data_dir: PathBuf,
+    /// `--device`, when given.
+    pub device: Option<String>,
+    pub claim: Claim,
+}
+
+/// How a stage's run went.
+pub enum StageRun {
+    /// This process ran it to the end.
+    Ran(i64),
+    /// It was finished already or another live process holds it: nothing ran.
+    Taken(Box<RunInfo>),
+}
+
+fn typed<T: DeserializeOwned>(cfg: &Value) -> std::result::Result<T, String> {
+    serde_json::from_value(cfg.clone()).map_err(|e| e.to_string())
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or_default()
+}
+
+fn toy_preset(s: Scale) -> ToyPreset {
+    match s {
+        Scale::Smoke => ToyPreset::Tiny,
+        Scale::Small => ToyPreset::Small,
+        Scale::Paper => ToyPreset::Paper,
+    }
+}
+
+impl StageKind {
+    pub const ALL: [StageKind; 3] = [
+        StageKind::Classifier,
+        StageKind::ToyPrior,
+        StageKind::ToyAlign,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            StageKind::Classifier => "classifier",
+            StageKind::ToyPrior => crate::jobs::toy::TOY_PRIOR,
+            StageKind::ToyAlign => crate::jobs::toy::TOY_ALIGN,
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<StageKind> {
+        StageKind::ALL.into_iter().find(|k| k.name() == s)
+    }
+
+    /// "a, b, c": every stage name, for messages.
+    pub fn names() -> String {
+        StageKind::ALL.map(StageKind::name).join(", ")
+    }
+
+    /// The stages whose finished runs this stage reads.
+    pub fn inputs(self) -> &'static [StageKind] {
+        match self {
+            StageKind::ToyAlign => &[StageKind::ToyPrior],
+            StageKind::Classifier | StageKind::ToyPrior => &[],
+        }
+    }
+
+    /// This stage and every stage it reads, directly or not.
+    pub fn upstream(self) -> Vec<StageKind> {
+        let mut out = vec![self];
+        for k in self.inputs() {
+            for u in k.upstream() {
+                if !out.contains(&u) {
+                    out.push(u);
+                }
+            }
+        }
+        out
+    }
+
+    /// The stage's configuration at a scale preset, as a JSON object (every setting present).
+    pub fn defaults(self, scale: Scale) -> Value {
+        let toy = ToyConfig::preset(toy_preset(scale), Target::Mixture);
+        match self {
+            StageKind::Classifier => {
+                let base = ClassifierConfig::default();
+                to_json(&match scale {
+                    Scale::Smoke => ClassifierConfig {
+                        train_size: 2000,
+                        test_size: 500,
+                        hidden: 64,
+                        steps: 60,
+                        ..base
+                    },
+                    Scale::Small => base,
+                    Scale::Paper => ClassifierConfig {
+                        train_size: 0,
+                        test_size: 0,
+                        steps: 3000,
+                        ..base
+                    },
+                })
+            }
+            StageKind::ToyPrior => to_json(&toy.prior()),
+            StageKind::ToyAlign => to_json(&toy.align()),
+        }
+    }
+
+    /// Checks a configuration: every setting of the right type, values valid together.
+    pub fn check(self, cfg: &Value) -> std::result::Result<(), String> {
+        match self {
+            StageKind::Classifier => typed::<ClassifierConfig>(cfg)?.validate(),
+            StageKind::ToyPrior => typed::<ToyPriorConfig>(cfg)?.validate(),
+            StageKind::ToyAlign => typed::<ToyAlignConfig>(cfg)?.validate(),
+        }
+    }
+
+    /// The backend a configuration names.
+    pub fn backend(self, cfg: &Value) -> BackendKind {
+        cfg.get("backend")
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or(BackendKind::Flex)
+    }
+
+    /// The run of a configuration whose inputs have configurations `inputs` (in `self.inputs()`
+    /// order). The same spec as the stage's own command builds, so a sweep and a direct command
+    /// share runs.
+    pub fn run_spec(self, cfg: &Value, inputs: &[&Value]) -> std::result::Result<RunSpec, String> {
+        Ok(match self {
+            StageKind::Classifier => typed::<ClassifierConfig>(cfg)?.run_spec(),
+            StageKind::ToyPrior => typed::<ToyPriorConfig>(cfg)?.run_spec(),
+            StageKind::ToyAlign => {
+                let prior =
+                    typed::<ToyPriorConfig>(inputs.first().copied().unwrap_or(&Value::Null))?;
+                typed::<ToyAlignConfig>(cfg)?.run_spec(&prior)
+            }
+        })
+    }
+
+    /// Provenance lines for reports: (what, value).
+    pub fn provenance(self, cfg: &Value) -> Vec<(&'static str, String)> {
+        let text = |k: &str| {
+            cfg.get(k)
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| v.to_string())
+                })
+                .unwrap_or_default()
+        };
+        match self {
+            StageKind::Classifier => vec![("dataset", text("dataset"))],
+            StageKind::ToyPrior => vec![
+                (
+                    "dataset",
+                    format!("2-D toy target `{}` (generated)", text("target")),
+                ),
+                (
+                    "prior source",
+                    format!(
+                        "flow prior trained in-project on the toy target (width {}, depth {}, {} steps)",
+                        text("width"),
+                        text("depth"),
+                        text("prior_steps")
+                    ),
+                ),
+            ],
+            StageKind::ToyAlign => vec![(
+                "feature network",
+                "none (toy NLL: analytic for mixtures, Gaussian KDE otherwise)".to_string(),
+            )],
+        }
+    }
+
+    /// Runs (or finds finished, or finds held elsewhere) the stage's run for `cfg`, whose inputs are
+    /// the finished runs `inputs` (in `self.inputs()` order).
+    pub fn run(self, ctx: &StageCtx<'_>, cfg: &Value, inputs: &[RunInfo]) -> Result<StageRun> {
+        let bad = |m: String| Error::Input {
+            path: PathBuf::from(self.name()),
+            message: m,
+        };
+        let backend = self.backend(cfg);
+        let device = DeviceSpec::parse(backend, ctx.device.as_deref())?;
+        let input_cfgs: Vec<Value> = inputs
+            .iter()
+            .map(|r| serde_json::from_str(&r.config).map_err(|e| bad(format!("run {}: {e}", r.id))))
+            .collect::<Result<_>>()?;
+        let from = |r: JobRun<i64>| match r {
+            JobRun::Ran(id) => StageRun::Ran(id),
+            JobRun::Reused { run, .. } => StageRun::Taken(run),
+        };
+        match self {
+            StageKind::Classifier => {
+                let job = TrainClassifier {
+                    config: typed(cfg).map_err(bad)?,
+                    data_dir: ctx.data_dir.clone(),
+                    artifacts_dir: ctx.store.artifacts_dir(),
+                    store: ctx.store,
+                    claim: ctx.claim,
+                };
+                let out = run_job(backend, device, job)??;
+                Ok(if out.reused {
+                    StageRun::Taken(Box::new(ctx.store.run(out.run_id)?))
+                } else {
+                    StageRun::Ran(out.run_id)
+                })
+            }
+            StageKind::ToyPrior => {
+                let job = ToyPriorJob {
+                    config: typed(cfg).map_err(bad)?,
+                    store: ctx.store,
+                    claim: ctx.claim,
+                };
+                Ok(from(run_job(backend, device, job)??))
+            }
+            StageKind::ToyAlign => {
+                let (Some(prior_run), Some(prior_cfg)) = (inputs.first(), input_cfgs.first())
+                else {
+                    return Err(bad("needs its toy_prior run".into()));
+                };
+                let job = ToyAlignJob {
+                    config: typed(cfg).map_err(bad)?,
+                    prior: typed(&strip_inputs(prior_cfg)).map_err(bad)?,
+                    prior_run: prior_run.id,
+                    store: ctx.store,
+                    figures_dir: None,
+                    claim: ctx.claim,
+                };
+                let out = run_job(backend, device, job)??;
+                Ok(if out.reused {
+                    StageRun::Taken(Box::new(ctx.store.run(out.run_id)?))
+                } else {
+                    StageRun::Ran(out.run_id)
+                })
+            }
+        }
+    }
+}
+
+/// A stored run configuration without its `inputs` key: the stage's own typed configuration.
+pub fn strip_inputs(cfg: &Value) -> Value {
+    let mut c = cfg.clone();
+    if let Some(o) = c.as_object_mut() {
+        o.remove(crate::jobs::INPUTS_KEY);
+    }
+    c
+}
