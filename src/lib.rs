@@ -20,6 +20,7 @@ pub mod flow;
 pub mod jobs;
 pub mod models;
 pub mod plot;
+pub mod report;
 pub mod store;
 pub mod sweep;
 pub mod tensors;

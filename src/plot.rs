@@ -222,3 +222,121 @@ pub fn snapshots(
     root.present().map_err(|x| e(x.to_string()))?;
     Ok(())
 }
+
+/// One named line of a [`Panel`], with optional symmetric error bars (one per point).
+pub struct Line {
+    pub label: String,
+    pub points: Vec<(f64, f64)>,
+    pub err: Option<Vec<f64>>,
+}
+
+/// A panel of several lines sharing axes, with a legend.
+pub struct Panel {
+    pub name: String,
+    pub lines: Vec<Line>,
+}
+
+/// Panels stacked vertically, each with several labelled lines (and error bars where given). With
+/// `log_x` the x axis shows log10(x).
+pub fn lines(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    panels: &[Panel],
+    log_x: bool,
+) -> Result<(), PlotError> {
+    register_font();
+    let e = err(path);
+    let height = 300 * panels.len().max(1) as u32 + 40;
+    let root = BitMapBackend::new(path, (760, height)).into_drawing_area();
+    root.fill(&WHITE).map_err(|x| e(x.to_string()))?;
+    let root = root
+        .titled(title, ("sans-serif", 20))
+        .map_err(|x| e(x.to_string()))?;
+    let areas = root.split_evenly((panels.len().max(1), 1));
+    let palette = [BLUE, RED, GREEN, MAGENTA, CYAN, BLACK];
+    let tx = |x: f64| if log_x { x.log10() } else { x };
+    for (panel, area) in panels.iter().zip(areas.iter()) {
+        let all: Vec<(f64, f64, f64)> = panel
+            .lines
+            .iter()
+            .flat_map(|l| {
+                l.points.iter().enumerate().map(move |(i, p)| {
+                    (
+                        tx(p.0),
+                        p.1,
+                        l.err
+                            .as_ref()
+                            .and_then(|e| e.get(i))
+                            .copied()
+                            .unwrap_or(0.0),
+                    )
+                })
+            })
+            .filter(|p| p.0.is_finite() && p.1.is_finite() && p.2.is_finite())
+            .collect();
+        if all.is_empty() {
+            continue;
+        }
+        let xmin = all.iter().map(|p| p.0).fold(f64::INFINITY, f64::min);
+        let xmax = all.iter().map(|p| p.0).fold(f64::NEG_INFINITY, f64::max);
+        let ymin = all.iter().map(|p| p.1 - p.2).fold(f64::INFINITY, f64::min);
+        let ymax = all
+            .iter()
+            .map(|p| p.1 + p.2)
+            .fold(f64::NEG_INFINITY, f64::max);
+        let xpad = ((xmax - xmin) * 0.03).max(1e-9);
+        let ypad = ((ymax - ymin) * 0.08).max(1e-9);
+        let mut chart = ChartBuilder::on(area)
+            .margin(10)
+            .x_label_area_size(30)
+            .y_label_area_size(60)
+            .caption(&panel.name, ("sans-serif", 16))
+            .build_cartesian_2d((xmin - xpad)..(xmax + xpad), (ymin - ypad)..(ymax + ypad))
+            .map_err(|x| e(x.to_string()))?;
+        chart
+            .configure_mesh()
+            .x_desc(if log_x {
+                format!("log10({x_label})")
+            } else {
+                x_label.to_string()
+            })
+            .draw()
+            .map_err(|x| e(x.to_string()))?;
+        for (k, line) in panel.lines.iter().enumerate() {
+            let colour = palette[k % palette.len()];
+            let pts: Vec<(f64, f64)> = line
+                .points
+                .iter()
+                .map(|p| (tx(p.0), p.1))
+                .filter(|p| p.0.is_finite() && p.1.is_finite())
+                .collect();
+            chart
+                .draw_series(LineSeries::new(pts.clone(), colour.stroke_width(2)))
+                .map_err(|x| e(x.to_string()))?
+                .label(line.label.as_str())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 16, y)], colour.stroke_width(2))
+                });
+            if let Some(errs) = &line.err {
+                chart
+                    .draw_series(pts.iter().zip(errs).map(|(p, s)| {
+                        ErrorBar::new_vertical(p.0, p.1 - s, p.1, p.1 + s, colour.filled(), 8)
+                    }))
+                    .map_err(|x| e(x.to_string()))?;
+                chart
+                    .draw_series(pts.iter().map(|p| Circle::new(*p, 3, colour.filled())))
+                    .map_err(|x| e(x.to_string()))?;
+            }
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 13))
+            .draw()
+            .map_err(|x| e(x.to_string()))?;
+    }
+    root.present().map_err(|x| e(x.to_string()))?;
+    Ok(())
+}

@@ -4,6 +4,7 @@
 mod bench;
 mod classifier;
 mod data;
+mod report;
 mod runs;
 mod sql;
 mod sweep;
@@ -45,6 +46,8 @@ pub enum Command {
     Toy(toy::ToyArgs),
     /// Sweeps: run a grid of stages (cached, resumable, parallel workers), see where one stands.
     Sweep(sweep::SweepArgs),
+    /// Markdown tables and figures of a sweep, from the run store (reports/NAME.md, reports/NAME/).
+    Report(report::ReportArgs),
     /// Past runs: list, show, stale, export.
     Runs(runs::RunsArgs),
     /// Run one read-only SQL statement against the store.
@@ -145,6 +148,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
         Command::Classifier(args) => classifier::run(cli, args),
         Command::Toy(args) => toy::run(cli, args),
         Command::Sweep(args) => sweep::run(cli, args),
+        Command::Report(args) => report::run(cli, args),
         Command::Runs(args) => runs::run(cli, args),
         Command::Sql(args) => sql::run(cli, args),
         Command::Data(args) => data::run(cli, args),

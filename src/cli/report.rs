@@ -1,0 +1,27 @@
+//! `flowprior report NAME`
+
+use std::path::PathBuf;
+
+use super::Cli;
+use crate::store::Store;
+
+#[derive(clap::Args, Debug)]
+pub struct ReportArgs {
+    /// The sweep's name (its file stem).
+    pub name: String,
+    /// Folder for NAME.md and the NAME/ figures.
+    #[arg(long, default_value = "reports")]
+    pub out: PathBuf,
+}
+
+pub fn run(cli: &Cli, args: &ReportArgs) -> anyhow::Result<()> {
+    let db = cli.db_path();
+    anyhow::ensure!(db.exists(), "no run store at {}", db.display());
+    let store = Store::open_read_only(&db)?;
+    let out = crate::report::build(&store, &args.name, &args.out)?;
+    println!("report: {}", out.markdown.display());
+    for f in &out.figures {
+        println!("figure: {}", f.display());
+    }
+    Ok(())
+}

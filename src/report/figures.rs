@@ -1,0 +1,177 @@
+//! The report's declared figures: metric curves over steps and metric-vs-axis plots, as PNG.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::{ReportError, SweepFrame};
+use crate::plot::{Line, Panel};
+use crate::store::{RunInfo, Store};
+use crate::sweep::plan::value_text;
+use crate::sweep::spec::FigureSpec;
+use crate::sweep::{Plan, Point, Sweep};
+
+/// Whether a point matches a `where` table.
+fn matches(sweep: &Sweep, p: &Point, filter: &toml::Table) -> bool {
+    filter.iter().all(|(axis, v)| {
+        let want = value_text(&serde_json::to_value(v).unwrap_or_default());
+        sweep
+            .axes
+            .iter()
+            .position(|a| &a.name() == axis)
+            .is_some_and(|i| value_text(&p.labels[i].1) == want)
+    })
+}
+
+/// The points grouped by their values of the `by` axes, groups in grid order.
+fn groups<'a>(
+    sweep: &Sweep,
+    points: impl Iterator<Item = &'a Point>,
+    by: &[String],
+) -> Vec<(String, Vec<&'a Point>)> {
+    let mut out: Vec<(String, Vec<&Point>)> = Vec::new();
+    for p in points {
+        let label: Vec<String> = by
+            .iter()
+            .filter_map(|b| sweep.axes.iter().position(|a| &a.name() == b))
+            .map(|i| value_text(&p.labels[i].1))
+            .collect();
+        let label = if label.is_empty() {
+            "all".to_string()
+        } else {
+            label.join(", ")
+        };
+        match out.iter_mut().find(|(l, _)| *l == label) {
+            Some((_, v)) => v.push(p),
+            None => out.push((label, vec![p])),
+        }
+    }
+    out
+}
+
+fn mean_std(v: &[f64]) -> (f64, f64) {
+    let n = v.len() as f64;
+    let m = v.iter().sum::<f64>() / n.max(1.0);
+    let s = if v.len() > 1 {
+        (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+    } else {
+        0.0
+    };
+    (m, s)
+}
+
+/// Draws one figure; returns its path and title.
+pub fn draw(
+    store: &Store,
+    frame: &SweepFrame,
+    sweep: &Sweep,
+    plan: &Plan,
+    _runs: &[Option<RunInfo>],
+    spec: &FigureSpec,
+    dir: &Path,
+) -> Result<(PathBuf, String), ReportError> {
+    let (file, title, panels, x_label, log_x) = match spec {
+        FigureSpec::Curves {
+            file,
+            title,
+            metrics,
+            by,
+            stage,
+            filter,
+        } => {
+            let stage = sweep.metric_stage(stage.as_deref());
+            let pts = plan.points.iter().filter(|p| matches(sweep, p, filter));
+            let groups = groups(sweep, pts, by);
+            let mut panels = Vec::new();
+            for metric in metrics {
+                let mut lines = Vec::new();
+                for (label, members) in &groups {
+                    // Distinct runs of the stage in this group (points may share one).
+                    let mut ids: Vec<i64> = members
+                        .iter()
+                        .filter_map(|p| frame.point_runs[p.index].get(&stage).copied())
+                        .collect();
+                    ids.sort_unstable();
+                    ids.dedup();
+                    let mut acc: BTreeMap<i64, (f64, usize)> = BTreeMap::new();
+                    for id in &ids {
+                        for (step, v) in store.series(*id, metric)? {
+                            let e = acc.entry(step).or_insert((0.0, 0));
+                            e.0 += v;
+                            e.1 += 1;
+                        }
+                    }
+                    let points: Vec<(f64, f64)> = acc
+                        .into_iter()
+                        .filter(|(_, (_, n))| *n == ids.len())
+                        .map(|(s, (sum, n))| (s as f64, sum / n as f64))
+                        .collect();
+                    lines.push(Line {
+                        label: format!("{label} ({} runs)", ids.len()),
+                        points,
+                        err: None,
+                    });
+                }
+                panels.push(Panel {
+                    name: metric.clone(),
+                    lines,
+                });
+            }
+            (file, title, panels, "step".to_string(), false)
+        }
+        FigureSpec::Versus {
+            file,
+            title,
+            x,
+            metric,
+            by,
+            stage,
+            log_x,
+            filter,
+        } => {
+            let stage = sweep.metric_stage(stage.as_deref());
+            let col = SweepFrame::metric_column(stage, metric);
+            let values: Vec<Option<f64>> = frame
+                .df
+                .column(col.as_str())
+                .and_then(|c| c.f64().map(|c| (0..c.len()).map(|i| c.get(i)).collect()))
+                .map_err(ReportError::frame(title))?;
+            let xi = sweep.axes.iter().position(|a| &a.name() == x);
+            let pts = plan.points.iter().filter(|p| matches(sweep, p, filter));
+            let mut lines = Vec::new();
+            for (label, members) in groups(sweep, pts, by) {
+                let mut by_x: Vec<(f64, Vec<f64>)> = Vec::new();
+                for p in members {
+                    let Some(xv) = xi.and_then(|i| p.labels[i].1.as_f64()) else {
+                        continue;
+                    };
+                    let Some(v) = values[p.index].filter(|v| v.is_finite()) else {
+                        continue;
+                    };
+                    match by_x.iter_mut().find(|(a, _)| *a == xv) {
+                        Some((_, vs)) => vs.push(v),
+                        None => by_x.push((xv, vec![v])),
+                    }
+                }
+                by_x.sort_by(|a, b| a.0.total_cmp(&b.0));
+                let stats: Vec<(f64, (f64, f64))> =
+                    by_x.iter().map(|(x, vs)| (*x, mean_std(vs))).collect();
+                lines.push(Line {
+                    label,
+                    points: stats.iter().map(|(x, (m, _))| (*x, *m)).collect(),
+                    err: Some(stats.iter().map(|(_, (_, s))| *s).collect()),
+                });
+            }
+            let panels = vec![Panel {
+                name: format!("{metric} (mean ± std over seeds)"),
+                lines,
+            }];
+            (file, title, panels, x.clone(), *log_x)
+        }
+    };
+    let path = dir.join(file);
+    crate::plot::lines(&path, title, &x_label, &panels, log_x).map_err(|e| ReportError::Write {
+        path: PathBuf::from(&e.path),
+        message: e.message,
+    })?;
+    Ok((path, title.clone()))
+}
