@@ -47,3 +47,6 @@ pub fn load_registered(
     let plan = Plan::expand(&sweep)?;
     Ok((sweep, plan))
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,291 @@
+//! Sweep files, validation messages, grid expansion, hashing and the node states of the worker loop.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use super::exec::{NodeState, states};
+use super::*;
+use crate::jobs::Claim;
+use crate::store::{RunInfo, RunStatus};
+
+const BASE: &str = r#"
+stages = ["toy_prior", "toy_align"]
+preset = "smoke"
+seeds = [0, 1]
+
+[fixed]
+toy_prior.prior_steps = 10
+
+[axes]
+toy_prior.target = ["mixture", "moons"]
+toy_align.align_lr = [0.01, 0.02, 0.05]
+"#;
+
+fn parse(text: &str) -> Result<Sweep, SweepError> {
+    Sweep::parse(text, Path::new("sweeps/demo.toml"), Overrides::default())
+}
+
+fn problems(text: &str) -> Vec<String> {
+    match parse(text) {
+        Err(SweepError::Invalid(p)) => p,
+        Err(e) => panic!("expected an invalid sweep, got {e}"),
+        Ok(_) => panic!("expected an invalid sweep, it parsed"),
+    }
+}
+
+#[test]
+fn grid_crosses_axes_and_seeds_and_shares_upstream_nodes() {
+    let sweep = parse(BASE).expect("valid");
+    assert_eq!(sweep.name, "demo");
+    let plan = Plan::expand(&sweep).expect("expands");
+    // 2 targets x 3 rates x 2 seeds points; priors depend on (target, seed) only.
+    assert_eq!(plan.points.len(), 12);
+    let priors = plan.nodes.iter().filter(|n| n.stage == StageKind::ToyPrior).count();
+    let aligns = plan.nodes.iter().filter(|n| n.stage == StageKind::ToyAlign).count();
+    assert_eq!((priors, aligns), (4, 12));
+    for n in plan.nodes.iter().filter(|n| n.stage == StageKind::ToyPrior) {
+        assert_eq!(n.users, 3, "one prior serves every learning rate");
+    }
+    // Inputs come before their users, and every align node records its prior's hash.
+    for (i, n) in plan.nodes.iter().enumerate() {
+        for &j in &n.inputs {
+            assert!(j < i);
+            assert_eq!(
+                n.spec.config["inputs"]["toy_prior"].as_str(),
+                Some(plan.nodes[j].hash.as_str())
+            );
+        }
+    }
+    assert_eq!(
+        plan.nodes[1].spec.name,
+        "toy_align target=mixture align_lr=0.01 seed=0"
+    );
+    // The settings reached the configurations.
+    assert_eq!(plan.nodes[0].config["prior_steps"], 10);
+    assert_eq!(plan.nodes[0].config["target"], "mixture");
+}
+
+#[test]
+fn hashes_ignore_key_order_and_see_every_change() {
+    let a = Plan::expand(&parse(BASE).expect("valid")).expect("plan");
+    // The same sweep written in another order (sections, keys, stages).
+    let reordered = r#"
+[axes]
+toy_align.align_lr = [0.01, 0.02, 0.05]
+toy_prior.target = ["mixture", "moons"]
+
+[fixed]
+toy_prior.prior_steps = 10
+
+seeds_dummy = 0
+"#
+    .replace("seeds_dummy = 0\n", "");
+    let text = format!(
+        "seeds = [0, 1]\npreset = \"smoke\"\nstages = [\"toy_align\", \"toy_prior\"]\n{reordered}"
+    );
+    let b = Plan::expand(&parse(&text).expect("valid")).expect("plan");
+    let hashes = |p: &Plan| {
+        let mut h: Vec<String> = p.nodes.iter().map(|n| n.hash.clone()).collect();
+        h.sort();
+        h
+    };
+    assert_eq!(hashes(&a), hashes(&b));
+
+    // Any changed setting changes the hash of its stage and of everything downstream.
+    let changed = BASE.replace("prior_steps = 10", "prior_steps = 11");
+    let c = Plan::expand(&parse(&changed).expect("valid")).expect("plan");
+    assert!(hashes(&a).iter().all(|h| !hashes(&c).contains(h)));
+    // A change in the align stage only leaves the priors' hashes alone.
+    let align_only = BASE.replace("[fixed]", "[fixed]\ntoy_align.points = 7");
+    let d = Plan::expand(&parse(&align_only).expect("valid")).expect("plan");
+    for (x, y) in a.nodes.iter().zip(&d.nodes) {
+        assert_eq!(x.hash == y.hash, x.stage == StageKind::ToyPrior);
+    }
+    // The preset is part of every configuration.
+    let small = Sweep::parse(
+        BASE,
+        Path::new("sweeps/demo.toml"),
+        Overrides {
+            preset: Some(Scale::Small),
+            backend: None,
+        },
+    )
+    .expect("valid");
+    let e = Plan::expand(&small).expect("plan");
+    assert!(hashes(&a).iter().all(|h| !hashes(&e).contains(h)));
+}
+
+#[test]
+fn the_sweep_and_the_toy_command_build_the_same_runs() {
+    let sweep = parse(BASE).expect("valid");
+    let plan = Plan::expand(&sweep).expect("plan");
+    let mut cfg = crate::jobs::toy::ToyConfig::preset(
+        crate::jobs::toy::ToyPreset::Tiny,
+        crate::toy::Target::Mixture,
+    );
+    cfg.prior_steps = 10;
+    cfg.align_lr = 0.01;
+    assert_eq!(plan.nodes[0].hash, cfg.prior().run_spec().hash());
+    assert_eq!(plan.nodes[1].hash, cfg.align().run_spec(&cfg.prior()).hash());
+}
+
+#[test]
+fn validation_messages_name_the_file_the_key_and_what_was_expected() {
+    // Unknown top-level key (serde, with its line).
+    let p = problems(&format!("colour = 3\n{BASE}"));
+    assert_eq!(
+        p,
+        vec![
+            "sweeps/demo.toml: line 1: unknown field `colour`, expected one of `description`, \
+             `stages`, `preset`, `seeds`, `backend`, `fixed`, `axes`, `report`"
+        ]
+    );
+    // Unknown setting, wrong type, empty axis, fixed and axis at once, unknown stage.
+    let text = r#"
+stages = ["toy_prior"]
+preset = "smoke"
+[fixed]
+toy_prior.widht = 3
+toy_prior.depth = "deep"
+toy_prior.prior_lr = 0.1
+toy_align.points = 3
+[axes]
+toy_prior.width = []
+toy_prior.prior_lr = [0.1]
+toy_prior.seed = [1, 2]
+"#;
+    assert_eq!(
+        problems(text),
+        vec![
+            "sweeps/demo.toml: `fixed.toy_prior.widht`: unknown setting of stage `toy_prior`; expected \
+             one of depth, ema_decay, grad_clip, prior_batch, prior_lr, prior_optimizer, prior_steps, \
+             prior_warmup, target, width",
+            "sweeps/demo.toml: `fixed.toy_align`: this stage is not in `stages`",
+            "sweeps/demo.toml: `axes.toy_prior.seed`: set with the top-level `seeds` key",
+            "sweeps/demo.toml: `axes.toy_prior.width`: expected a non-empty list of values",
+            "sweeps/demo.toml: `axes.toy_prior.prior_lr`: also set in [fixed]; a setting is either \
+             fixed or an axis",
+            "sweeps/demo.toml: `fixed.toy_prior.depth`: invalid type: string \"deep\", expected usize",
+        ]
+    );
+    // Stages: unknown, missing input; seeds empty.
+    let text = "stages = [\"toy_align\", \"gan\"]\npreset = \"smoke\"\nseeds = []\n";
+    assert_eq!(
+        problems(text),
+        vec![
+            "sweeps/demo.toml: `stages`: unknown stage `gan`; expected one of classifier, toy_prior, \
+             toy_align",
+            "sweeps/demo.toml: `stages`: stage `toy_align` needs `toy_prior`: add it to the list",
+            "sweeps/demo.toml: `seeds`: expected at least one seed",
+        ]
+    );
+    // A value out of range, on its own.
+    let p = problems(&BASE.replace("toy_align.align_lr = [0.01, 0.02, 0.05]", "toy_align.align_lr = [0.01, -1.0]"));
+    assert_eq!(
+        p,
+        vec!["sweeps/demo.toml: `axes.toy_align.align_lr[1]`: `align_lr` must be a positive number, got -1"]
+    );
+    // Report tables: a row that is not an axis, an axis neither a row nor pinned.
+    let p = problems(&format!(
+        "{BASE}\n[[report.tables]]\ntitle = \"t\"\nrows = [\"toy_prior.target\", \"lr\"]\ncolumns = [{{ metric = \"m\" }}]\n"
+    ));
+    assert_eq!(
+        p,
+        vec![
+            "sweeps/demo.toml: `report.tables[0].rows`: `lr` is not an axis; expected one of \
+             toy_prior.target, toy_align.align_lr",
+            "sweeps/demo.toml: `report.tables[0].rows`: axis `toy_align.align_lr` is neither a row \
+             key nor pinned in `where`",
+        ]
+    );
+}
+
+#[test]
+fn impossible_combinations_are_reported_with_the_point() {
+    let text = r#"
+stages = ["toy_prior"]
+preset = "smoke"
+[axes]
+toy_prior.prior_steps = [50, 500]
+toy_prior.prior_warmup = [0, 100]
+"#;
+    let sweep = parse(text).expect("each value is fine on its own");
+    match Plan::expand(&sweep) {
+        Err(SweepError::Invalid(p)) => assert_eq!(
+            p,
+            vec![
+                "sweeps/demo.toml: the combination toy_prior.prior_steps=50, toy_prior.prior_warmup=100, \
+                 seed=0 is impossible for stage `toy_prior`: `prior_warmup` (100) must be below \
+                 `prior_steps` (50)"
+            ]
+        ),
+        other => panic!("expected an impossible combination, got {other:?}"),
+    }
+}
+
+fn run(id: i64, status: RunStatus) -> RunInfo {
+    RunInfo {
+        id,
+        stage: String::new(),
+        name: String::new(),
+        config: String::new(),
+        config_hash: String::new(),
+        status,
+        created_at: 0.0,
+        started_at: None,
+        ended_at: None,
+        heartbeat_at: Some(crate::util::now_unix()),
+        attempts: 1,
+        host: Some("another-host".into()),
+        pid: Some(1),
+        git_rev: None,
+        backend: None,
+        seed: None,
+        error: None,
+    }
+}
+
+#[test]
+fn node_states_follow_inputs_failures_and_retries() {
+    let text = "stages = [\"toy_prior\", \"toy_align\"]\npreset = \"smoke\"\n[axes]\ntoy_prior.target = [\"mixture\", \"moons\"]\n";
+    let plan = Plan::expand(&parse(text).expect("valid")).expect("plan");
+    // nodes: prior(mixture), align(mixture), prior(moons), align(moons)
+    let none = HashSet::new();
+    let claim = Claim::new(false);
+    let fresh: Vec<Option<RunInfo>> = vec![None; 4];
+    assert_eq!(
+        states(&plan, &fresh, claim, &none),
+        vec![NodeState::Ready, NodeState::Waiting, NodeState::Ready, NodeState::Waiting]
+    );
+    let runs = vec![
+        Some(run(1, RunStatus::Failed)),
+        Some(run(2, RunStatus::Queued)),
+        Some(run(3, RunStatus::Finished)),
+        Some(run(4, RunStatus::Running)),
+    ];
+    assert_eq!(
+        states(&plan, &runs, claim, &none),
+        vec![NodeState::Failed, NodeState::Blocked, NodeState::Finished, NodeState::Running]
+    );
+    // With --retry-failed the failed prior is ready again, once per worker.
+    let retry = Claim::new(true);
+    assert_eq!(states(&plan, &runs, retry, &none)[..2], [NodeState::Ready, NodeState::Waiting]);
+    let tried: HashSet<usize> = [0].into_iter().collect();
+    assert_eq!(states(&plan, &runs, retry, &tried)[..2], [NodeState::Failed, NodeState::Blocked]);
+    // A running stage with an old heartbeat is ready to be retaken.
+    let mut stale = runs.clone();
+    if let Some(r) = stale[3].as_mut() {
+        r.heartbeat_at = Some(crate::util::now_unix() - 3600.0);
+    }
+    assert_eq!(states(&plan, &stale, claim, &none)[3], NodeState::Ready);
+}
+
+#[test]
+fn a_process_that_is_gone_is_detected() {
+    assert!(exec::process_alive(i64::from(std::process::id())));
+    // Spawn and reap a child: its pid no longer names a live process.
+    let mut child = std::process::Command::new("true").spawn().expect("spawn true");
+    let pid = i64::from(child.id());
+    child.wait().expect("wait");
+    assert!(!exec::process_alive(pid));
+}
