@@ -348,3 +348,6 @@ fn provenance(sweep: &Sweep, plan: &Plan, runs: &[Option<RunInfo>]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests;
