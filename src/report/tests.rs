@@ -36,8 +36,12 @@ by = ["toy_prior.target"]
 /// align run and a prior loss of its prior run; `skip` leaves one align run unfinished.
 fn fixture(dir: &Path, skip: Option<usize>) -> Store {
     let store = Store::open(&dir.join("fixture.db")).expect("store");
-    let sweep = Sweep::parse(SWEEP, Path::new("sweeps/fixture.toml"), Overrides::default())
-        .expect("valid sweep");
+    let sweep = Sweep::parse(
+        SWEEP,
+        Path::new("sweeps/fixture.toml"),
+        Overrides::default(),
+    )
+    .expect("valid sweep");
     let plan = Plan::expand(&sweep).expect("plan");
     let ids = exec::register(&store, &sweep, &plan).expect("register");
     let env = RunEnv {
@@ -54,7 +58,10 @@ fn fixture(dir: &Path, skip: Option<usize>) -> Store {
         let align = ids[p.nodes[&crate::sweep::StageKind::ToyAlign]];
         if store.start_run(prior, &env, false, 60.0).expect("start") {
             store
-                .log_metrics(prior, &[MetricPoint::new("prior/loss", 9, 1.25 + i as f64 / 4.0)])
+                .log_metrics(
+                    prior,
+                    &[MetricPoint::new("prior/loss", 9, 1.25 + i as f64 / 4.0)],
+                )
                 .expect("log");
             store.finish_run(prior).expect("finish");
         }
@@ -113,8 +120,14 @@ fn unfinished_runs_are_marked_not_averaged_in() {
     let store = fixture(dir.path(), Some(3));
     let out = super::build(&store, "fixture", dir.path()).expect("report");
     let text = std::fs::read_to_string(out.markdown).expect("read");
-    assert!(text.contains("**Incomplete:** 7 of 8 stage runs finished"), "{text}");
+    assert!(
+        text.contains("**Incomplete:** 7 of 8 stage runs finished"),
+        "{text}"
+    );
     // moons has one finished seed: its value alone, flagged (and tied with the best mean).
-    assert!(text.contains("| moons   | **2.000** †       | **0.90** †"), "{text}");
+    assert!(
+        text.contains("| moons   | **2.000** †       | **0.90** †"),
+        "{text}"
+    );
     assert!(text.contains("† fewer seeds finished than declared."));
 }

@@ -40,8 +40,16 @@ fn grid_crosses_axes_and_seeds_and_shares_upstream_nodes() {
     let plan = Plan::expand(&sweep).expect("expands");
     // 2 targets x 3 rates x 2 seeds points; priors depend on (target, seed) only.
     assert_eq!(plan.points.len(), 12);
-    let priors = plan.nodes.iter().filter(|n| n.stage == StageKind::ToyPrior).count();
-    let aligns = plan.nodes.iter().filter(|n| n.stage == StageKind::ToyAlign).count();
+    let priors = plan
+        .nodes
+        .iter()
+        .filter(|n| n.stage == StageKind::ToyPrior)
+        .count();
+    let aligns = plan
+        .nodes
+        .iter()
+        .filter(|n| n.stage == StageKind::ToyAlign)
+        .count();
     assert_eq!((priors, aligns), (4, 12));
     for n in plan.nodes.iter().filter(|n| n.stage == StageKind::ToyPrior) {
         assert_eq!(n.users, 3, "one prior serves every learning rate");
@@ -126,7 +134,10 @@ fn the_sweep_and_the_toy_command_build_the_same_runs() {
     cfg.prior_steps = 10;
     cfg.align_lr = 0.01;
     assert_eq!(plan.nodes[0].hash, cfg.prior().run_spec().hash());
-    assert_eq!(plan.nodes[1].hash, cfg.align().run_spec(&cfg.prior()).hash());
+    assert_eq!(
+        plan.nodes[1].hash,
+        cfg.align().run_spec(&cfg.prior()).hash()
+    );
 }
 
 #[test]
@@ -180,10 +191,15 @@ toy_prior.seed = [1, 2]
         ]
     );
     // A value out of range, on its own.
-    let p = problems(&BASE.replace("toy_align.align_lr = [0.01, 0.02, 0.05]", "toy_align.align_lr = [0.01, -1.0]"));
+    let p = problems(&BASE.replace(
+        "toy_align.align_lr = [0.01, 0.02, 0.05]",
+        "toy_align.align_lr = [0.01, -1.0]",
+    ));
     assert_eq!(
         p,
-        vec!["sweeps/demo.toml: `axes.toy_align.align_lr[1]`: `align_lr` must be a positive number, got -1"]
+        vec![
+            "sweeps/demo.toml: `axes.toy_align.align_lr[1]`: `align_lr` must be a positive number, got -1"
+        ]
     );
     // Report tables: a row that is not an axis, an axis neither a row nor pinned.
     let p = problems(&format!(
@@ -255,7 +271,12 @@ fn node_states_follow_inputs_failures_and_retries() {
     let fresh: Vec<Option<RunInfo>> = vec![None; 4];
     assert_eq!(
         states(&plan, &fresh, claim, &none),
-        vec![NodeState::Ready, NodeState::Waiting, NodeState::Ready, NodeState::Waiting]
+        vec![
+            NodeState::Ready,
+            NodeState::Waiting,
+            NodeState::Ready,
+            NodeState::Waiting
+        ]
     );
     let runs = vec![
         Some(run(1, RunStatus::Failed)),
@@ -265,13 +286,24 @@ fn node_states_follow_inputs_failures_and_retries() {
     ];
     assert_eq!(
         states(&plan, &runs, claim, &none),
-        vec![NodeState::Failed, NodeState::Blocked, NodeState::Finished, NodeState::Running]
+        vec![
+            NodeState::Failed,
+            NodeState::Blocked,
+            NodeState::Finished,
+            NodeState::Running
+        ]
     );
     // With --retry-failed the failed prior is ready again, once per worker.
     let retry = Claim::new(true);
-    assert_eq!(states(&plan, &runs, retry, &none)[..2], [NodeState::Ready, NodeState::Waiting]);
+    assert_eq!(
+        states(&plan, &runs, retry, &none)[..2],
+        [NodeState::Ready, NodeState::Waiting]
+    );
     let tried: HashSet<usize> = [0].into_iter().collect();
-    assert_eq!(states(&plan, &runs, retry, &tried)[..2], [NodeState::Failed, NodeState::Blocked]);
+    assert_eq!(
+        states(&plan, &runs, retry, &tried)[..2],
+        [NodeState::Failed, NodeState::Blocked]
+    );
     // A running stage with an old heartbeat is ready to be retaken.
     let mut stale = runs.clone();
     if let Some(r) = stale[3].as_mut() {
@@ -284,7 +316,9 @@ fn node_states_follow_inputs_failures_and_retries() {
 fn a_process_that_is_gone_is_detected() {
     assert!(exec::process_alive(i64::from(std::process::id())));
     // Spawn and reap a child: its pid no longer names a live process.
-    let mut child = std::process::Command::new("true").spawn().expect("spawn true");
+    let mut child = std::process::Command::new("true")
+        .spawn()
+        .expect("spawn true");
     let pid = i64::from(child.id());
     child.wait().expect("wait");
     assert!(!exec::process_alive(pid));

@@ -4,4 +4,5 @@
 mod cli_jobs;
 mod common;
 mod store_processes;
+mod sweep;
 mod toy;
