@@ -44,6 +44,20 @@ toy *ARGS:
 classifier *ARGS:
     cargo run --locked -- classifier {{ARGS}}
 
+# Run sweeps/NAME.toml (only what is not finished yet), then its report in reports/NAME.md;
+# extra flags go to `flowprior sweep run`, e.g. just sweep toy --workers 2 --preset smoke
+sweep NAME *ARGS:
+    cargo run --locked -- --db {{db}} sweep run sweeps/{{NAME}}.toml {{ARGS}}
+    cargo run --locked -- --db {{db}} report {{NAME}} --check
+
+# Rebuild reports/NAME.md and its figures from the run store.
+report NAME *ARGS:
+    cargo run --locked -- --db {{db}} report {{NAME}} {{ARGS}}
+
+# Where a sweep stands (each stage run's status).
+status NAME:
+    cargo run --locked -- --db {{db}} sweep status {{NAME}}
+
 # List recorded runs.
 runs:
     cargo run --locked -- --db {{db}} runs list

@@ -19,8 +19,9 @@ log "data check"
 "$FP" data check
 log "main job: classifier on Fashion-MNIST (10k images, 300 steps, flex CPU backend)"
 "$FP" classifier
-log "main job: the paper's 2-D toy on the 5-Gaussian mixture (tiny preset): flow prior, then L_align"
-"$FP" toy --target mixture --preset tiny
+log "main job: the smoke sweep (toy priors x alignment settings x seeds), then its report"
+"$FP" sweep run sweeps/smoke.toml
+"$FP" report smoke --check
 log "recorded runs"
 "$FP" runs list
 echo

@@ -12,6 +12,9 @@ pub struct ReportArgs {
     /// Folder for NAME.md and the NAME/ figures.
     #[arg(long, default_value = "reports")]
     pub out: PathBuf,
+    /// Fail unless every expected row is present and every cell holds a finite number (CI).
+    #[arg(long)]
+    pub check: bool,
 }
 
 pub fn run(cli: &Cli, args: &ReportArgs) -> anyhow::Result<()> {
@@ -22,6 +25,18 @@ pub fn run(cli: &Cli, args: &ReportArgs) -> anyhow::Result<()> {
     println!("report: {}", out.markdown.display());
     for f in &out.figures {
         println!("figure: {}", f.display());
+    }
+    for g in &out.gaps {
+        eprintln!("gap: {g}");
+    }
+    anyhow::ensure!(
+        !args.check || out.gaps.is_empty(),
+        "report {}: {} gaps (rows or values missing)",
+        args.name,
+        out.gaps.len()
+    );
+    if args.check {
+        println!("check: every expected row and column holds a finite number");
     }
     Ok(())
 }

@@ -48,6 +48,8 @@ impl ReportError {
 pub struct ReportOutput {
     pub markdown: PathBuf,
     pub figures: Vec<PathBuf>,
+    /// Cells without a finite value and rows missing from a table (what `report --check` refuses).
+    pub gaps: Vec<String>,
 }
 
 /// Builds `out_dir/NAME.md` and its figures in `out_dir/NAME/`.
@@ -81,8 +83,9 @@ pub fn build(store: &Store, name: &str, out_dir: &Path) -> Result<ReportOutput, 
             plan.nodes.len()
         );
     }
+    let mut gaps = Vec::new();
     for t in &sweep.report.tables {
-        md.push_str(&table(&frame, &sweep, t)?);
+        md.push_str(&table(&frame, &sweep, &plan, t, &mut gaps)?);
     }
     let mut figs = Vec::new();
     if !sweep.report.figures.is_empty() {
@@ -108,6 +111,7 @@ pub fn build(store: &Store, name: &str, out_dir: &Path) -> Result<ReportOutput, 
     Ok(ReportOutput {
         markdown: path,
         figures: figs,
+        gaps,
     })
 }
 
@@ -125,7 +129,13 @@ fn cell(mean: Option<f64>, std: Option<f64>, n: i64, digits: usize) -> String {
 
 /// One declared table as markdown: rows = combinations of the row axes in grid order, columns =
 /// metric mean ± std over seeds, the best mean of each column in bold.
-fn table(frame: &SweepFrame, sweep: &Sweep, t: &TableSpec) -> Result<String, ReportError> {
+fn table(
+    frame: &SweepFrame,
+    sweep: &Sweep,
+    plan: &Plan,
+    t: &TableSpec,
+    gaps: &mut Vec<String>,
+) -> Result<String, ReportError> {
     let err = ReportError::frame(&t.title);
     let mut lf = frame.df.clone().lazy();
     for (axis, v) in &t.filter {
@@ -176,6 +186,38 @@ fn table(frame: &SweepFrame, sweep: &Sweep, t: &TableSpec) -> Result<String, Rep
             row.push(c.get(i).unwrap_or("").to_string());
         }
     }
+    // Every combination of the row axes that the grid has must be a row.
+    let expected: BTreeSet<Vec<String>> = plan
+        .points
+        .iter()
+        .filter(|p| {
+            t.filter.iter().all(|(axis, v)| {
+                let want = value_text(&serde_json::to_value(v).unwrap_or_default());
+                p.labels
+                    .iter()
+                    .any(|(k, x)| k == axis && value_text(x) == want)
+            })
+        })
+        .map(|p| {
+            t.rows
+                .iter()
+                .map(|r| {
+                    p.labels
+                        .iter()
+                        .find(|(k, _)| k == r)
+                        .map(|(_, v)| value_text(v))
+                        .unwrap_or_default()
+                })
+                .collect()
+        })
+        .collect();
+    if expected.len() != n_rows {
+        gaps.push(format!(
+            "table `{}`: {n_rows} rows, the grid has {}",
+            t.title,
+            expected.len()
+        ));
+    }
     let seeds = sweep.seeds.len() as i64;
     let mut short = false;
     for (j, c) in t.columns.iter().enumerate() {
@@ -195,6 +237,15 @@ fn table(frame: &SweepFrame, sweep: &Sweep, t: &TableSpec) -> Result<String, Rep
         };
         for i in 0..n_rows {
             let n = ns[i].unwrap_or(0.0) as i64;
+            let allowed_gap = c.optional && means[i].is_none();
+            if !(means[i].is_some_and(f64::is_finite) || allowed_gap) {
+                gaps.push(format!(
+                    "table `{}`, row `{}`, column `{}`: no finite value",
+                    t.title,
+                    body[i][..t.rows.len()].join(", "),
+                    header.last().map(String::as_str).unwrap_or("")
+                ));
+            }
             let mut text = cell(means[i], stds[i], n, c.digits);
             if best.is_some() && means[i] == best && n_rows > 1 {
                 text = format!("**{text}**");

@@ -109,6 +109,7 @@ fn table_matches_a_hand_computation_and_is_byte_identical() {
         assert!(text.contains(line), "missing {line:?} in\n{text}");
     }
     assert!(!text.contains("Incomplete"));
+    assert!(a.gaps.is_empty(), "{:?}", a.gaps);
     assert!(text.contains("![curves](fixture/curves.png)"));
     let png = std::fs::read(&a.figures[0]).expect("figure");
     assert!(png.starts_with(b"\x89PNG") && png.len() > 5_000);
@@ -130,4 +131,9 @@ fn unfinished_runs_are_marked_not_averaged_in() {
         "{text}"
     );
     assert!(text.contains("† fewer seeds finished than declared."));
+    assert!(
+        out.gaps.is_empty(),
+        "one seed is a value, not a gap: {:?}",
+        out.gaps
+    );
 }

@@ -82,6 +82,10 @@ pub struct ColumnSpec {
     /// Decimals printed.
     #[serde(default = "default_digits")]
     pub digits: usize,
+    /// The metric exists only for some rows (e.g. mode counts of the mixtures): n/a is expected
+    /// there and `report --check` does not count it as a gap.
+    #[serde(default)]
+    pub optional: bool,
 }
 
 fn default_digits() -> usize {

@@ -138,7 +138,8 @@ fn sweeps_share_upstream_runs_add_only_new_points_and_report() {
     );
     let reports = sb.dir.path().join("reports");
     let r = reports.to_str().unwrap();
-    sb.ok(&["report", "alpha", "--out", r]);
+    let checked = sb.ok(&["report", "alpha", "--out", r, "--check"]);
+    assert!(checked.contains("check: every expected row"), "{checked}");
     let md = std::fs::read_to_string(reports.join("alpha.md")).expect("report");
     for row in ["| mixture | 0.01", "| mixture | 0.03"] {
         let line = md
@@ -236,6 +237,8 @@ fn failed_stages_are_recorded_and_the_rest_carries_on() {
     // The report still comes out, with n/a for the blocked point.
     let r = sb.dir.path().join("reports");
     sb.ok(&["report", "faulty", "--out", r.to_str().unwrap()]);
+    let (ok, _, err) = sb.run(&["report", "faulty", "--out", r.to_str().unwrap(), "--check"]);
+    assert!(!ok && err.contains("no finite value"), "{err}");
     let md = std::fs::read_to_string(r.join("faulty.md")).expect("report");
     assert!(
         md.contains("n/a") && md.contains("**Incomplete:** 2 of 4"),
@@ -321,7 +324,7 @@ fn a_killed_sweep_resumes_with_every_run_exactly_once() {
         ),
         4
     );
-    assert_eq!(sb.ok(&["db", "check"]).contains("integrity ok"), true);
+    assert!(sb.ok(&["db", "check"]).contains("integrity ok"));
 }
 
 #[test]
