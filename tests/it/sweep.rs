@@ -246,10 +246,21 @@ fn failed_stages_are_recorded_and_the_rest_carries_on() {
     );
 }
 
-/// Polls until `q` returns at least `n` (or panics after `secs`).
+/// Polls until `q` returns at least `n` (or panics after `secs`); before the store exists it counts -1.
 fn wait_for(sb: &Sandbox, q: &str, n: i64, secs: u64) {
     let t = Instant::now();
-    while count(sb, q) < n {
+    let poll = || {
+        let (ok, out, _) = sb.run(&["sql", q, "--format", "csv"]);
+        if ok {
+            out.lines()
+                .nth(1)
+                .and_then(|l| l.parse().ok())
+                .unwrap_or(-1)
+        } else {
+            -1
+        }
+    };
+    while poll() < n {
         assert!(
             t.elapsed() < Duration::from_secs(secs),
             "timed out waiting for {q}"
