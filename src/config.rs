@@ -48,6 +48,22 @@ pub fn parse_toml<T: DeserializeOwned>(text: &str, path: &Path) -> Result<T, Con
     })
 }
 
+/// The first key of `pairs` whose value is zero, as an error.
+pub fn positive_counts(pairs: &[(&str, usize)]) -> std::result::Result<(), String> {
+    match pairs.iter().find(|(_, v)| *v == 0) {
+        Some((k, _)) => Err(format!("`{k}` must be at least 1")),
+        None => Ok(()),
+    }
+}
+
+/// The first key of `pairs` whose value is not a finite positive number, as an error.
+pub fn positive_rates(pairs: &[(&str, f64)]) -> std::result::Result<(), String> {
+    match pairs.iter().find(|(_, v)| !(v.is_finite() && *v > 0.0)) {
+        Some((k, v)) => Err(format!("`{k}` must be a positive number, got {v}")),
+        None => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

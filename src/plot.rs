@@ -126,56 +126,18 @@ pub fn curves(
     x_label: &str,
     series: &[(&str, &[(f64, f64)])],
 ) -> Result<(), PlotError> {
-    register_font();
-    let e = err(path);
-    let height = 260 * series.len().max(1) as u32 + 40;
-    let root = BitMapBackend::new(path, (720, height)).into_drawing_area();
-    root.fill(&WHITE).map_err(|x| e(x.to_string()))?;
-    let root = root
-        .titled(title, ("sans-serif", 20))
-        .map_err(|x| e(x.to_string()))?;
-    let panels = root.split_evenly((series.len().max(1), 1));
-    let palette = [BLUE, RED, GREEN, MAGENTA, CYAN, BLACK];
-    for (k, ((name, pts), area)) in series.iter().zip(panels.iter()).enumerate() {
-        let finite: Vec<&(f64, f64)> = pts
-            .iter()
-            .filter(|p| p.0.is_finite() && p.1.is_finite())
-            .collect();
-        if finite.is_empty() {
-            continue;
-        }
-        let (xmin, xmax) = finite
-            .iter()
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |a, p| {
-                (a.0.min(p.0), a.1.max(p.0))
-            });
-        let (ymin, ymax) = finite
-            .iter()
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |a, p| {
-                (a.0.min(p.1), a.1.max(p.1))
-            });
-        let pad = ((ymax - ymin) * 0.05).max(1e-9);
-        let mut chart = ChartBuilder::on(area)
-            .margin(10)
-            .x_label_area_size(30)
-            .y_label_area_size(60)
-            .caption(*name, ("sans-serif", 16))
-            .build_cartesian_2d(xmin..xmax.max(xmin + 1e-9), (ymin - pad)..(ymax + pad))
-            .map_err(|x| e(x.to_string()))?;
-        chart
-            .configure_mesh()
-            .x_desc(x_label)
-            .draw()
-            .map_err(|x| e(x.to_string()))?;
-        chart
-            .draw_series(LineSeries::new(
-                finite.iter().map(|p| (p.0, p.1)),
-                palette[k % palette.len()].stroke_width(2),
-            ))
-            .map_err(|x| e(x.to_string()))?;
-    }
-    root.present().map_err(|x| e(x.to_string()))?;
-    Ok(())
+    let panels: Vec<Panel> = series
+        .iter()
+        .map(|(name, pts)| Panel {
+            name: name.to_string(),
+            lines: vec![Line {
+                label: String::new(),
+                points: pts.to_vec(),
+                err: None,
+            }],
+        })
+        .collect();
+    lines(path, title, x_label, &panels, false)
 }
 
 /// Small multiples: one scatter panel per frame (title, points [n, 2]), over the same extent, with
@@ -223,7 +185,8 @@ pub fn snapshots(
     Ok(())
 }
 
-/// One named line of a [`Panel`], with optional symmetric error bars (one per point).
+/// One named line of a [`Panel`], with optional symmetric error bars (one per point). A panel whose
+/// lines all have empty labels gets no legend.
 pub struct Line {
     pub label: String,
     pub points: Vec<(f64, f64)>,
@@ -311,13 +274,14 @@ pub fn lines(
                 .map(|p| (tx(p.0), p.1))
                 .filter(|p| p.0.is_finite() && p.1.is_finite())
                 .collect();
-            chart
+            let drawn = chart
                 .draw_series(LineSeries::new(pts.clone(), colour.stroke_width(2)))
-                .map_err(|x| e(x.to_string()))?
-                .label(line.label.as_str())
-                .legend(move |(x, y)| {
+                .map_err(|x| e(x.to_string()))?;
+            if !line.label.is_empty() {
+                drawn.label(line.label.as_str()).legend(move |(x, y)| {
                     PathElement::new(vec![(x, y), (x + 16, y)], colour.stroke_width(2))
                 });
+            }
             if let Some(errs) = &line.err {
                 chart
                     .draw_series(pts.iter().zip(errs).map(|(p, s)| {
@@ -328,6 +292,9 @@ pub fn lines(
                     .draw_series(pts.iter().map(|p| Circle::new(*p, 3, colour.filled())))
                     .map_err(|x| e(x.to_string()))?;
             }
+        }
+        if panel.lines.iter().all(|l| l.label.is_empty()) {
+            continue;
         }
         chart
             .configure_series_labels()

@@ -11,7 +11,7 @@ use tabled::settings::Style;
 use super::Cli;
 use crate::backend::BackendKind;
 use crate::jobs::Claim;
-use crate::store::{DEFAULT_STALE_AFTER_S, RunInfo, Store};
+use crate::store::{DEFAULT_STALE_AFTER_S, RunInfo, RunStatus, Store};
 use crate::sweep::exec::{self, ExecOptions, NodeState};
 use crate::sweep::{Counts, Overrides, Plan, Scale, Sweep};
 
@@ -97,9 +97,9 @@ fn action(state: NodeState, run: Option<&RunInfo>) -> String {
     match (state, run) {
         (NodeState::Finished, Some(r)) => format!("reuse run {}", r.id),
         (NodeState::Ready | NodeState::Waiting, None) => "run (new)".into(),
-        (NodeState::Ready | NodeState::Waiting, Some(r)) => match r.status.as_str() {
-            "failed" => format!("retry run {}", r.id),
-            "running" => format!("retake run {} (its process is gone)", r.id),
+        (NodeState::Ready | NodeState::Waiting, Some(r)) => match r.status {
+            RunStatus::Failed => format!("retry run {}", r.id),
+            RunStatus::Running => format!("retake run {} (its process is gone)", r.id),
             _ => format!("run {} (queued)", r.id),
         },
         (NodeState::Failed, Some(r)) => format!(
@@ -115,6 +115,19 @@ fn action(state: NodeState, run: Option<&RunInfo>) -> String {
         (NodeState::Blocked, _) => "blocked: an input failed".into(),
         (s, _) => s.as_str().into(),
     }
+}
+
+/// "sweep NAME (FILE, PRESET preset, BACKEND backend): N grid points, M stage runs"
+fn headline(sweep: &Sweep, plan: &Plan) -> String {
+    format!(
+        "sweep {} ({}, {} preset, {} backend): {} grid points, {} stage runs",
+        sweep.name,
+        sweep.file.display(),
+        sweep.preset.name(),
+        sweep.backend.name(),
+        plan.points.len(),
+        plan.nodes.len()
+    )
 }
 
 fn plan_table(plan: &Plan, runs: &[Option<RunInfo>], states: &[NodeState]) -> String {
@@ -135,23 +148,12 @@ fn plan_table(plan: &Plan, runs: &[Option<RunInfo>], states: &[NodeState]) -> St
 fn dry_run(cli: &Cli, sweep: &Sweep, plan: &Plan, claim: Claim) -> anyhow::Result<()> {
     let db = cli.db_path();
     let runs: Vec<Option<RunInfo>> = if db.exists() {
-        let store = Store::open_read_only(&db)?;
-        plan.nodes
-            .iter()
-            .map(|n| store.find_run(n.stage.name(), &n.hash))
-            .collect::<Result<_, _>>()?
+        exec::lookup(&Store::open_read_only(&db)?, plan)?
     } else {
         vec![None; plan.nodes.len()]
     };
     let states = exec::states(plan, &runs, claim, &HashSet::new());
-    println!(
-        "sweep {} ({} preset, {} backend): {} grid points, {} stage runs",
-        sweep.name,
-        sweep.preset.name(),
-        sweep.backend.name(),
-        plan.points.len(),
-        plan.nodes.len()
-    );
+    println!("{}", headline(sweep, plan));
     println!("{}", plan_table(plan, &runs, &states));
     let to_run = states
         .iter()
@@ -233,7 +235,7 @@ fn run_sweep(cli: &Cli, args: &RunArgs) -> anyhow::Result<()> {
             .iter()
             .map(|n| store.get_or_create_run(&n.spec).map(|r| r.id))
             .collect::<Result<_, _>>()?;
-        exec::work(&store, &plan, &ids, &opts, &|_| {})?;
+        exec::work(&store, &plan, &ids, &opts)?;
         return Ok(());
     }
     let ids = exec::register(&store, &sweep, &plan)?;
@@ -277,7 +279,7 @@ fn run_sweep(cli: &Cli, args: &RunArgs) -> anyhow::Result<()> {
                 std::thread::sleep(Duration::from_millis(700));
             }
         });
-        let r = exec::work(&store, &plan, &ids, &opts, &show);
+        let r = exec::work(&store, &plan, &ids, &opts);
         done.store(true, std::sync::atomic::Ordering::Relaxed);
         r
     });
@@ -285,10 +287,10 @@ fn run_sweep(cli: &Cli, args: &RunArgs) -> anyhow::Result<()> {
         let _ = c.wait();
     }
     overall.finish_and_clear();
-    let mut report = report?;
+    let report = report?;
     // The final word is the store's, after every worker has ended.
     let runs = exec::fetch(&store, &ids)?;
-    report.states = exec::states(
+    let states = exec::states(
         &plan,
         &runs,
         Claim {
@@ -297,13 +299,14 @@ fn run_sweep(cli: &Cli, args: &RunArgs) -> anyhow::Result<()> {
         },
         &HashSet::new(),
     );
-    print_outcome(&sweep, &plan, &runs, &report)
+    print_outcome(&sweep, &plan, &runs, &states, &report)
 }
 
 fn print_outcome(
     sweep: &Sweep,
     plan: &Plan,
     runs: &[Option<RunInfo>],
+    states: &[NodeState],
     report: &exec::WorkReport,
 ) -> anyhow::Result<()> {
     let mut b = Builder::default();
@@ -312,7 +315,7 @@ fn print_outcome(
         let idx: Vec<usize> = (0..plan.nodes.len())
             .filter(|&i| plan.nodes[i].stage == stage)
             .collect();
-        let count = |s: NodeState| idx.iter().filter(|&&i| report.states[i] == s).count();
+        let count = |s: NodeState| idx.iter().filter(|&&i| states[i] == s).count();
         b.push_record([
             stage.name().to_string(),
             idx.len().to_string(),
@@ -327,20 +330,20 @@ fn print_outcome(
     }
     println!("sweep {}: {} grid points", sweep.name, plan.points.len());
     println!("{}", b.build().with(Style::sharp()));
-    let c = Counts::of(&report.states);
-    for (i, s) in report.states.iter().enumerate() {
+    let c = Counts::of(states);
+    for (i, s) in states.iter().enumerate() {
         if matches!(s, NodeState::Failed | NodeState::Skipped) {
-            let (id, err) = match &runs[i] {
-                Some(r) => (r.id.to_string(), r.error.clone().unwrap_or_default()),
-                None => ("-".into(), String::new()),
-            };
-            let err = report
+            // The error recorded on the run, else (a stage that could not even start) this worker's.
+            let recorded = runs[i].as_ref().and_then(|r| r.error.clone());
+            let mine = report
                 .failed
                 .iter()
                 .find(|(j, _)| *j == i)
-                .map(|(_, e)| e.clone())
-                .filter(|_| err.is_empty())
-                .unwrap_or(err);
+                .map(|(_, e)| e.clone());
+            let err = recorded.or(mine).unwrap_or_default();
+            let id = runs[i]
+                .as_ref()
+                .map_or("-".to_string(), |r| r.id.to_string());
             println!(
                 "failed: {} (run {id}): {}",
                 plan.nodes[i].spec.name,
@@ -368,11 +371,7 @@ fn status(cli: &Cli, name: &str) -> anyhow::Result<()> {
     anyhow::ensure!(db.exists(), "no run store at {}", db.display());
     let store = Store::open_read_only(&db)?;
     let (sweep, plan) = crate::sweep::load_registered(&store, name)?;
-    let runs: Vec<Option<RunInfo>> = plan
-        .nodes
-        .iter()
-        .map(|n| store.find_run(n.stage.name(), &n.hash))
-        .collect::<Result<_, _>>()?;
+    let runs = exec::lookup(&store, &plan)?;
     let claim = Claim::new(false);
     let states = exec::states(&plan, &runs, claim, &HashSet::new());
     let mut b = Builder::default();
@@ -386,7 +385,7 @@ fn status(cli: &Cli, name: &str) -> anyhow::Result<()> {
             match (states[i], r) {
                 (NodeState::Running, Some(_)) => "running".to_string(),
                 (NodeState::Ready | NodeState::Waiting, Some(r))
-                    if r.status.as_str() == "running" =>
+                    if r.status == RunStatus::Running =>
                 {
                     "running (stale: process gone)".to_string()
                 }
@@ -399,14 +398,7 @@ fn status(cli: &Cli, name: &str) -> anyhow::Result<()> {
                 .unwrap_or_default(),
         ]);
     }
-    println!(
-        "sweep {} ({}, {} preset): {} grid points, {} stage runs",
-        sweep.name,
-        sweep.file.display(),
-        sweep.preset.name(),
-        plan.points.len(),
-        plan.nodes.len()
-    );
+    println!("{}", headline(&sweep, &plan));
     println!("{}", b.build().with(Style::sharp()));
     let c = Counts::of(&states);
     println!(

@@ -55,20 +55,11 @@ fn targets(spec: &str) -> anyhow::Result<Vec<Target>> {
         .collect()
 }
 
-/// Overlays a TOML file's keys on a preset configuration (unknown keys are refused by the config type).
+/// Overlays a TOML file's keys (settings of either toy stage) on a preset configuration.
 fn overlay(base: &ToyConfig, path: &std::path::Path) -> anyhow::Result<ToyConfig> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let patch: toml::Table = crate::config::parse_toml(&text, path)?;
-    let mut value = serde_json::to_value(base)?;
-    if let (Some(obj), Ok(serde_json::Value::Object(p))) =
-        (value.as_object_mut(), serde_json::to_value(patch))
-    {
-        for (k, v) in p {
-            obj.insert(k, v);
-        }
-    }
-    serde_json::from_value(value).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    let patch: serde_json::Map<String, serde_json::Value> = crate::config::load_toml(path)?;
+    base.overlay(&patch)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 pub fn run(cli: &Cli, args: &ToyArgs) -> anyhow::Result<()> {
@@ -89,24 +80,24 @@ pub fn run(cli: &Cli, args: &ToyArgs) -> anyhow::Result<()> {
         let mut cfg = ToyConfig::preset(args.preset, target);
         if let Some(p) = &args.config {
             cfg = overlay(&cfg, p)?;
-            cfg.target = target;
+            cfg.prior.target = target;
         }
         if let Some(v) = args.steps {
-            cfg.prior_steps = v;
+            cfg.prior.prior_steps = v;
         }
         if let Some(v) = args.align_steps {
-            cfg.align_steps = v;
+            cfg.align.align_steps = v;
         }
         if let Some(v) = args.seed {
-            cfg.seed = v;
+            cfg.set_seed(v);
         }
         cfg.validate()
             .map_err(|e| anyhow::anyhow!("toy configuration for {}: {e}", target.name()))?;
-        let (backend, device) = args.backend.resolve(cfg.backend)?;
-        cfg.backend = backend;
+        let (backend, device) = args.backend.resolve(cfg.prior.backend)?;
+        cfg.set_backend(backend);
         let claim = Claim::new(args.retry_failed);
         let prior_job = ToyPriorJob {
-            config: cfg.prior(),
+            config: cfg.prior.clone(),
             store: &store,
             claim,
         };
@@ -126,8 +117,8 @@ pub fn run(cli: &Cli, args: &ToyArgs) -> anyhow::Result<()> {
             }
         };
         let job = ToyAlignJob {
-            config: cfg.align(),
-            prior: cfg.prior(),
+            config: cfg.align,
+            prior: cfg.prior,
             prior_run,
             store: &store,
             figures_dir: Some(args.figures.clone()),

@@ -60,20 +60,13 @@ impl Default for ClassifierConfig {
 impl ClassifierConfig {
     /// Checks the counts that must be positive and the learning rate.
     pub fn validate(&self) -> std::result::Result<(), String> {
-        for (k, v) in [
+        crate::config::positive_counts(&[
             ("steps", self.steps),
             ("batch_size", self.batch_size),
             ("hidden", self.hidden),
             ("log_every", self.log_every),
-        ] {
-            if v == 0 {
-                return Err(format!("`{k}` must be at least 1"));
-            }
-        }
-        if !(self.lr.is_finite() && self.lr > 0.0) {
-            return Err(format!("`lr` must be a positive number, got {}", self.lr));
-        }
-        Ok(())
+        ])?;
+        crate::config::positive_rates(&[("lr", self.lr)])
     }
 
     pub fn run_spec(&self) -> RunSpec {

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Claim, JobRun};
 use crate::backend::{BackendJob, BackendKind};
+use crate::config::{positive_counts, positive_rates};
 use crate::error::{Error, Result};
 use crate::flow::schedule::LrSchedule;
 use crate::flow::train::{
@@ -35,17 +36,88 @@ pub enum ToyPreset {
     Paper,
 }
 
-/// Configuration of one toy run (one target). Every field is part of the run's identity.
+/// Configuration of one toy experiment (one target): its two stages, run one after the other by
+/// `flowprior toy` as a sweep runs them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToyConfig {
+    pub prior: ToyPriorConfig,
+    pub align: ToyAlignConfig,
+}
+
+impl ToyConfig {
+    pub fn preset(p: ToyPreset, target: Target) -> ToyConfig {
+        ToyConfig {
+            prior: ToyPriorConfig::preset(p, target),
+            align: ToyAlignConfig::preset(p),
+        }
+    }
+
+    /// Checks both stages' settings; names the offending key.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        self.prior.validate()?;
+        self.align.validate()
+    }
+
+    /// The seed of both stages.
+    pub fn set_seed(&mut self, seed: u64) {
+        self.prior.seed = seed;
+        self.align.seed = seed;
+    }
+
+    /// The backend of both stages.
+    pub fn set_backend(&mut self, backend: BackendKind) {
+        self.prior.backend = backend;
+        self.align.backend = backend;
+    }
+
+    /// Applies `patch`, a flat table of settings of either stage (`seed` and `backend` go to both);
+    /// a key neither stage has, or a value of the wrong type, is an error naming the key.
+    pub fn overlay(
+        &self,
+        patch: &serde_json::Map<String, serde_json::Value>,
+    ) -> std::result::Result<ToyConfig, String> {
+        fn apply<T: Serialize + serde::de::DeserializeOwned>(
+            base: &T,
+            patch: &serde_json::Map<String, serde_json::Value>,
+        ) -> std::result::Result<T, String> {
+            let mut v = serde_json::to_value(base).map_err(|e| e.to_string())?;
+            if let Some(obj) = v.as_object_mut() {
+                for (k, x) in patch {
+                    if let Some(slot) = obj.get_mut(k) {
+                        *slot = x.clone();
+                    }
+                }
+            }
+            serde_json::from_value(v).map_err(|e| e.to_string())
+        }
+        let (prior, align) = (
+            serde_json::to_value(&self.prior).unwrap_or_default(),
+            serde_json::to_value(&self.align).unwrap_or_default(),
+        );
+        if let Some(k) = patch
+            .keys()
+            .find(|k| prior.get(k.as_str()).is_none() && align.get(k.as_str()).is_none())
+        {
+            return Err(format!("unknown setting `{k}` of the toy experiment"));
+        }
+        Ok(ToyConfig {
+            prior: apply(&self.prior, patch)?,
+            align: apply(&self.align, patch)?,
+        })
+    }
+}
+
+/// The `toy_prior` stage: a flow prior trained on a 2-D target. Every field is part of its identity.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ToyConfig {
+pub struct ToyPriorConfig {
     pub target: Target,
     pub backend: BackendKind,
     pub seed: u64,
     /// Prior network width and residual blocks (paper: 512, 4).
     pub width: usize,
     pub depth: usize,
-    /// Prior training: Adam steps, batch, learning rate (paper: 100k, 256, 1e-4).
+    /// Prior training: steps, batch, learning rate (paper: 100k, 256, 1e-4).
     pub prior_steps: usize,
     pub prior_batch: usize,
     pub prior_lr: f64,
@@ -55,29 +127,12 @@ pub struct ToyConfig {
     pub prior_warmup: usize,
     pub grad_clip: Option<f64>,
     pub ema_decay: f64,
-    /// Free points and their optimisation (paper: 1000 points, Adam 1e-2, 5000 steps).
-    pub points: usize,
-    pub align_steps: usize,
-    pub align_lr: f64,
-    /// Independent (t, x0) draws per point in L_align.
-    pub flow_mul: usize,
-    /// Evaluate NLL every N alignment steps; the exact flow NLL every `exact_every` evaluations
-    /// on the first `exact_points` points with `exact_steps` RK4 steps.
-    pub eval_every: usize,
-    pub exact_every: usize,
-    pub exact_points: usize,
-    pub exact_steps: usize,
-    /// KDE reference samples and bandwidth (paper: 100k, 0.1) for targets without a closed form.
-    pub kde_samples: usize,
-    pub kde_bandwidth: f64,
-    /// Landscape grid resolution over [-3, 3]^2 and (t, x0) draws per grid point.
-    pub grid: usize,
-    pub landscape_draws: usize,
 }
 
-impl ToyConfig {
-    pub fn preset(p: ToyPreset, target: Target) -> ToyConfig {
-        let base = ToyConfig {
+impl ToyPriorConfig {
+    /// Paper: width 512, 4 blocks, Adam 1e-4, batch 256, 100k steps, raw weights (no EMA).
+    pub fn preset(p: ToyPreset, target: Target) -> ToyPriorConfig {
+        let base = ToyPriorConfig {
             target,
             backend: BackendKind::Flex,
             seed: 0,
@@ -90,131 +145,26 @@ impl ToyConfig {
             prior_warmup: 0,
             grad_clip: None,
             ema_decay: 0.0,
-            points: 1000,
-            align_steps: 5000,
-            align_lr: 1e-2,
-            flow_mul: 1,
-            eval_every: 50,
-            exact_every: 10,
-            exact_points: 200,
-            exact_steps: 20,
-            kde_samples: 100_000,
-            kde_bandwidth: 0.1,
-            grid: 60,
-            landscape_draws: 4,
         };
         match p {
             ToyPreset::Paper => base,
-            ToyPreset::Small => ToyConfig {
+            ToyPreset::Small => ToyPriorConfig {
                 width: 128,
                 depth: 3,
                 prior_steps: 4000,
                 prior_lr: 1e-3,
-                align_steps: 2000,
-                eval_every: 40,
-                kde_samples: 20_000,
-                grid: 40,
                 ..base
             },
-            ToyPreset::Tiny => ToyConfig {
+            ToyPreset::Tiny => ToyPriorConfig {
                 width: 64,
                 depth: 2,
                 prior_steps: 1500,
                 prior_lr: 2e-3,
-                points: 300,
-                align_steps: 300,
-                eval_every: 25,
-                exact_every: 6,
-                exact_points: 50,
-                exact_steps: 8,
-                kde_samples: 4000,
-                grid: 24,
-                landscape_draws: 2,
                 ..base
             },
         }
     }
 
-    /// Checks every count is positive and every rate finite and positive; names the offending key.
-    pub fn validate(&self) -> std::result::Result<(), String> {
-        self.prior().validate()?;
-        self.align().validate()
-    }
-
-    /// The prior stage's part of the configuration.
-    pub fn prior(&self) -> ToyPriorConfig {
-        ToyPriorConfig {
-            target: self.target,
-            backend: self.backend,
-            seed: self.seed,
-            width: self.width,
-            depth: self.depth,
-            prior_steps: self.prior_steps,
-            prior_batch: self.prior_batch,
-            prior_lr: self.prior_lr,
-            prior_optimizer: self.prior_optimizer,
-            prior_warmup: self.prior_warmup,
-            grad_clip: self.grad_clip,
-            ema_decay: self.ema_decay,
-        }
-    }
-
-    /// The alignment stage's part of the configuration.
-    pub fn align(&self) -> ToyAlignConfig {
-        ToyAlignConfig {
-            backend: self.backend,
-            seed: self.seed,
-            points: self.points,
-            align_steps: self.align_steps,
-            align_lr: self.align_lr,
-            flow_mul: self.flow_mul,
-            eval_every: self.eval_every,
-            exact_every: self.exact_every,
-            exact_points: self.exact_points,
-            exact_steps: self.exact_steps,
-            kde_samples: self.kde_samples,
-            kde_bandwidth: self.kde_bandwidth,
-            grid: self.grid,
-            landscape_draws: self.landscape_draws,
-        }
-    }
-}
-
-/// The `toy_prior` stage: a flow prior trained on a 2-D target. Every field is part of its identity.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ToyPriorConfig {
-    pub target: Target,
-    pub backend: BackendKind,
-    pub seed: u64,
-    pub width: usize,
-    pub depth: usize,
-    pub prior_steps: usize,
-    pub prior_batch: usize,
-    pub prior_lr: f64,
-    pub prior_optimizer: OptimizerKind,
-    pub prior_warmup: usize,
-    pub grad_clip: Option<f64>,
-    pub ema_decay: f64,
-}
-
-/// The first key of `pairs` whose value is zero, as an error.
-fn positive_counts(pairs: &[(&str, usize)]) -> std::result::Result<(), String> {
-    match pairs.iter().find(|(_, v)| *v == 0) {
-        Some((k, _)) => Err(format!("`{k}` must be at least 1")),
-        None => Ok(()),
-    }
-}
-
-/// The first key of `pairs` whose value is not a finite positive number, as an error.
-fn positive_rates(pairs: &[(&str, f64)]) -> std::result::Result<(), String> {
-    match pairs.iter().find(|(_, v)| !(v.is_finite() && *v > 0.0)) {
-        Some((k, v)) => Err(format!("`{k}` must be a positive number, got {v}")),
-        None => Ok(()),
-    }
-}
-
-impl ToyPriorConfig {
     pub fn validate(&self) -> std::result::Result<(), String> {
         positive_counts(&[
             ("width", self.width),
@@ -290,21 +240,69 @@ impl ToyPriorConfig {
 pub struct ToyAlignConfig {
     pub backend: BackendKind,
     pub seed: u64,
+    /// Free points and their optimisation (paper: 1000 points, Adam 1e-2, 5000 steps).
     pub points: usize,
     pub align_steps: usize,
     pub align_lr: f64,
+    /// Independent (t, x0) draws per point in L_align.
     pub flow_mul: usize,
+    /// Evaluate NLL every N alignment steps; the exact flow NLL every `exact_every` evaluations
+    /// on the first `exact_points` points with `exact_steps` RK4 steps.
     pub eval_every: usize,
     pub exact_every: usize,
     pub exact_points: usize,
     pub exact_steps: usize,
+    /// KDE reference samples and bandwidth (paper: 100k, 0.1) for targets without a closed form.
     pub kde_samples: usize,
     pub kde_bandwidth: f64,
+    /// Landscape grid resolution over [-3, 3]^2 and (t, x0) draws per grid point.
     pub grid: usize,
     pub landscape_draws: usize,
 }
 
 impl ToyAlignConfig {
+    /// Paper: 1000 points, Adam 1e-2, 5000 steps; KDE on 100k samples with bandwidth 0.1.
+    pub fn preset(p: ToyPreset) -> ToyAlignConfig {
+        let base = ToyAlignConfig {
+            backend: BackendKind::Flex,
+            seed: 0,
+            points: 1000,
+            align_steps: 5000,
+            align_lr: 1e-2,
+            flow_mul: 1,
+            eval_every: 50,
+            exact_every: 10,
+            exact_points: 200,
+            exact_steps: 20,
+            kde_samples: 100_000,
+            kde_bandwidth: 0.1,
+            grid: 60,
+            landscape_draws: 4,
+        };
+        match p {
+            ToyPreset::Paper => base,
+            ToyPreset::Small => ToyAlignConfig {
+                align_steps: 2000,
+                eval_every: 40,
+                kde_samples: 20_000,
+                grid: 40,
+                ..base
+            },
+            ToyPreset::Tiny => ToyAlignConfig {
+                points: 300,
+                align_steps: 300,
+                eval_every: 25,
+                exact_every: 6,
+                exact_points: 50,
+                exact_steps: 8,
+                kde_samples: 4000,
+                grid: 24,
+                landscape_draws: 2,
+                ..base
+            },
+        }
+    }
+
     pub fn validate(&self) -> std::result::Result<(), String> {
         positive_counts(&[
             ("points", self.points),
@@ -775,4 +773,31 @@ fn run_toy_align<B: AutodiffBackend>(
         summary,
         figures: figs,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlay_sends_each_key_to_the_stages_that_have_it() {
+        let base = ToyConfig::preset(ToyPreset::Tiny, Target::Moons);
+        let patch = serde_json::json!({"seed": 7, "width": 16, "align_steps": 9});
+        let cfg = base
+            .overlay(patch.as_object().expect("object"))
+            .expect("valid patch");
+        assert_eq!((cfg.prior.seed, cfg.align.seed), (7, 7));
+        assert_eq!((cfg.prior.width, cfg.align.align_steps), (16, 9));
+        assert_eq!(cfg.prior.target, Target::Moons);
+        let bad = serde_json::json!({"widht": 16});
+        assert_eq!(
+            base.overlay(bad.as_object().expect("object")),
+            Err("unknown setting `widht` of the toy experiment".to_string())
+        );
+        let wrong = serde_json::json!({"width": "wide"});
+        let e = base
+            .overlay(wrong.as_object().expect("object"))
+            .expect_err("a string is not a width");
+        assert!(e.contains("invalid type: string \"wide\""), "{e}");
+    }
 }

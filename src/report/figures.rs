@@ -5,36 +5,18 @@ use std::path::{Path, PathBuf};
 
 use super::{ReportError, SweepFrame};
 use crate::plot::{Line, Panel};
-use crate::store::{RunInfo, Store};
-use crate::sweep::plan::value_text;
+use crate::store::Store;
 use crate::sweep::spec::FigureSpec;
 use crate::sweep::{Plan, Point, Sweep};
 
-/// Whether a point matches a `where` table.
-fn matches(sweep: &Sweep, p: &Point, filter: &toml::Table) -> bool {
-    filter.iter().all(|(axis, v)| {
-        let want = value_text(&serde_json::to_value(v).unwrap_or_default());
-        sweep
-            .axes
-            .iter()
-            .position(|a| &a.name() == axis)
-            .is_some_and(|i| value_text(&p.labels[i].1) == want)
-    })
-}
-
 /// The points grouped by their values of the `by` axes, groups in grid order.
 fn groups<'a>(
-    sweep: &Sweep,
     points: impl Iterator<Item = &'a Point>,
     by: &[String],
 ) -> Vec<(String, Vec<&'a Point>)> {
     let mut out: Vec<(String, Vec<&Point>)> = Vec::new();
     for p in points {
-        let label: Vec<String> = by
-            .iter()
-            .filter_map(|b| sweep.axes.iter().position(|a| &a.name() == b))
-            .map(|i| value_text(&p.labels[i].1))
-            .collect();
+        let label: Vec<String> = by.iter().filter_map(|b| p.label(b)).collect();
         let label = if label.is_empty() {
             "all".to_string()
         } else {
@@ -65,7 +47,6 @@ pub fn draw(
     frame: &SweepFrame,
     sweep: &Sweep,
     plan: &Plan,
-    _runs: &[Option<RunInfo>],
     spec: &FigureSpec,
     dir: &Path,
 ) -> Result<(PathBuf, String), ReportError> {
@@ -79,8 +60,8 @@ pub fn draw(
             filter,
         } => {
             let stage = sweep.metric_stage(stage.as_deref());
-            let pts = plan.points.iter().filter(|p| matches(sweep, p, filter));
-            let groups = groups(sweep, pts, by);
+            let pts = plan.points.iter().filter(|p| p.matches(filter));
+            let groups = groups(pts, by);
             let mut panels = Vec::new();
             for metric in metrics {
                 let mut lines = Vec::new();
@@ -136,9 +117,9 @@ pub fn draw(
                 .and_then(|c| c.f64().map(|c| (0..c.len()).map(|i| c.get(i)).collect()))
                 .map_err(ReportError::frame(title))?;
             let xi = sweep.axes.iter().position(|a| &a.name() == x);
-            let pts = plan.points.iter().filter(|p| matches(sweep, p, filter));
+            let pts = plan.points.iter().filter(|p| p.matches(filter));
             let mut lines = Vec::new();
-            for (label, members) in groups(sweep, pts, by) {
+            for (label, members) in groups(pts, by) {
                 let mut by_x: Vec<(f64, Vec<f64>)> = Vec::new();
                 for p in members {
                     let Some(xv) = xi.and_then(|i| p.labels[i].1.as_f64()) else {

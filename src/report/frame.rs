@@ -68,18 +68,18 @@ impl SweepFrame {
                     .collect()
             })
             .collect();
-        let mut summaries: HashMap<i64, HashMap<String, f64>> = HashMap::new();
-        for id in point_runs.iter().flat_map(|m| m.values()) {
-            if !summaries.contains_key(id) {
-                let s = store.summary(*id)?;
-                summaries.insert(
-                    *id,
-                    s.into_iter()
-                        .map(|r| (r.key, r.value.unwrap_or(f64::NAN)))
-                        .collect(),
-                );
-            }
-        }
+        // Final values of every run in one query (the store's summary table, never the series).
+        let summaries: HashMap<i64, HashMap<String, f64>> = store
+            .all_summaries()?
+            .into_iter()
+            .map(|(id, kv)| {
+                let kv = kv
+                    .into_iter()
+                    .map(|(k, v)| (k, v.unwrap_or(f64::NAN)))
+                    .collect();
+                (id, kv)
+            })
+            .collect();
         let mut columns = vec![
             Column::new(
                 "point".into(),

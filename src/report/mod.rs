@@ -15,7 +15,7 @@ use tabled::builder::Builder;
 use tabled::settings::Style;
 
 use crate::store::{RunInfo, RunStatus, Store};
-use crate::sweep::plan::value_text;
+use crate::sweep::plan::{toml_text, value_text};
 use crate::sweep::spec::{Better, TableSpec};
 use crate::sweep::{Plan, Sweep, SweepError};
 
@@ -55,11 +55,7 @@ pub struct ReportOutput {
 /// Builds `out_dir/NAME.md` and its figures in `out_dir/NAME/`.
 pub fn build(store: &Store, name: &str, out_dir: &Path) -> Result<ReportOutput, ReportError> {
     let (sweep, plan) = crate::sweep::load_registered(store, name)?;
-    let runs: Vec<Option<RunInfo>> = plan
-        .nodes
-        .iter()
-        .map(|n| store.find_run(n.stage.name(), &n.hash))
-        .collect::<Result<_, _>>()?;
+    let runs = crate::sweep::exec::lookup(store, &plan)?;
     let frame = SweepFrame::load(store, &sweep, &plan, &runs)?;
     let fig_dir = out_dir.join(name);
     std::fs::create_dir_all(&fig_dir).map_err(|e| ReportError::Write {
@@ -92,7 +88,7 @@ pub fn build(store: &Store, name: &str, out_dir: &Path) -> Result<ReportOutput, 
         let _ = writeln!(md, "## Figures\n");
     }
     for f in &sweep.report.figures {
-        let (path, title) = figures::draw(store, &frame, &sweep, &plan, &runs, f, &fig_dir)?;
+        let (path, title) = figures::draw(store, &frame, &sweep, &plan, f, &fig_dir)?;
         let rel = format!(
             "{name}/{}",
             path.file_name()
@@ -139,8 +135,7 @@ fn table(
     let err = ReportError::frame(&t.title);
     let mut lf = frame.df.clone().lazy();
     for (axis, v) in &t.filter {
-        let v = serde_json::to_value(v).unwrap_or_default();
-        lf = lf.filter(col(axis.as_str()).eq(lit(value_text(&v))));
+        lf = lf.filter(col(axis.as_str()).eq(lit(toml_text(v))));
     }
     let keys: Vec<Expr> = t.rows.iter().map(|r| col(r.as_str())).collect();
     let mut aggs = Vec::new();
@@ -190,24 +185,11 @@ fn table(
     let expected: BTreeSet<Vec<String>> = plan
         .points
         .iter()
-        .filter(|p| {
-            t.filter.iter().all(|(axis, v)| {
-                let want = value_text(&serde_json::to_value(v).unwrap_or_default());
-                p.labels
-                    .iter()
-                    .any(|(k, x)| k == axis && value_text(x) == want)
-            })
-        })
+        .filter(|p| p.matches(&t.filter))
         .map(|p| {
             t.rows
                 .iter()
-                .map(|r| {
-                    p.labels
-                        .iter()
-                        .find(|(k, _)| k == r)
-                        .map(|(_, v)| value_text(v))
-                        .unwrap_or_default()
-                })
+                .map(|r| p.label(r).unwrap_or_default())
                 .collect()
         })
         .collect();
@@ -267,12 +249,7 @@ fn table(
         let pins: Vec<String> = t
             .filter
             .iter()
-            .map(|(k, v)| {
-                format!(
-                    "{k} = {}",
-                    value_text(&serde_json::to_value(v).unwrap_or_default())
-                )
-            })
+            .map(|(k, v)| format!("{k} = {}", toml_text(v)))
             .collect();
         let _ = writeln!(out, "Restricted to {}.\n", pins.join(", "));
     }

@@ -16,7 +16,7 @@ use serde::Serialize;
 use super::SweepError;
 use super::plan::Plan;
 use super::spec::Sweep;
-use super::stages::{StageCtx, StageRun};
+use super::stages::{StageCtx, StageInput, StageRun};
 use crate::jobs::Claim;
 use crate::store::{RunInfo, RunStatus, Store, SweepPointRow};
 use crate::util::now_unix;
@@ -219,8 +219,6 @@ pub struct WorkReport {
     pub ran: Vec<usize>,
     /// Nodes this worker attempted that failed, with the error.
     pub failed: Vec<(usize, String)>,
-    /// The final state of every node as this worker last saw it.
-    pub states: Vec<NodeState>,
 }
 
 /// The worker loop: until nothing is left that this worker can run or wait for.
@@ -229,7 +227,6 @@ pub fn work(
     plan: &Plan,
     run_ids: &[i64],
     opts: &ExecOptions,
-    on_counts: &dyn Fn(Counts),
 ) -> Result<WorkReport, SweepError> {
     let ctx = StageCtx {
         store,
@@ -243,7 +240,6 @@ pub fn work(
     loop {
         let runs = fetch(store, run_ids)?;
         let st = states(plan, &runs, opts.claim, &attempted);
-        on_counts(Counts::of(&st));
         let Some(i) = st.iter().position(|s| *s == NodeState::Ready) else {
             let pending = st
                 .iter()
@@ -252,7 +248,6 @@ pub fn work(
                 std::thread::sleep(opts.poll);
                 continue;
             }
-            report.states = st;
             return Ok(report);
         };
         attempted.insert(i);
@@ -270,10 +265,16 @@ pub fn work(
                 store.requeue_dead(r)?;
             }
         }
-        let inputs: Vec<RunInfo> = node
+        // Ready means every input is finished, so each has its run.
+        let inputs: Vec<StageInput<'_>> = node
             .inputs
             .iter()
-            .filter_map(|&j| runs[j].clone())
+            .filter_map(|&j| {
+                runs[j].as_ref().map(|r| StageInput {
+                    config: &plan.nodes[j].config,
+                    run: r.id,
+                })
+            })
             .collect();
         tracing::info!(stage = node.stage.name(), run = run_ids[i], "stage starts");
         let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
@@ -296,6 +297,16 @@ pub fn work(
             }
         }
     }
+}
+
+/// The run of every node found by its identity (stage, configuration hash), without creating any:
+/// what a dry run, `sweep status` and reports read.
+pub fn lookup(store: &Store, plan: &Plan) -> Result<Vec<Option<RunInfo>>, SweepError> {
+    Ok(plan
+        .nodes
+        .iter()
+        .map(|n| store.find_run(n.stage.name(), &n.hash))
+        .collect::<Result<_, _>>()?)
 }
 
 /// The run of every node, in node order.

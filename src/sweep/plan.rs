@@ -50,6 +50,21 @@ impl Point {
         Value::Object(m)
     }
 
+    /// The text of this point's value of `axis` (None: not an axis of the sweep).
+    pub fn label(&self, axis: &str) -> Option<String> {
+        self.labels
+            .iter()
+            .find(|(k, _)| k == axis)
+            .map(|(_, v)| value_text(v))
+    }
+
+    /// Whether the point has the values a report's `where` table pins.
+    pub fn matches(&self, filter: &toml::Table) -> bool {
+        filter
+            .iter()
+            .all(|(axis, v)| self.label(axis) == Some(toml_text(v)))
+    }
+
     /// "target=mixture, lr=0.01, seed=0" for messages.
     pub fn describe(&self) -> String {
         let mut parts: Vec<String> = self
@@ -81,6 +96,11 @@ fn node_name(sweep: &Sweep, stage: StageKind, point: &Point) -> String {
         .collect();
     parts.push(format!("seed={}", point.seed));
     format!("{} {}", stage.name(), parts.join(" "))
+}
+
+/// A TOML value (from a sweep file's `where`) as the same text as [`value_text`] of its JSON form.
+pub fn toml_text(v: &toml::Value) -> String {
+    value_text(&serde_json::to_value(v).unwrap_or_default())
 }
 
 /// The DAG of a sweep.

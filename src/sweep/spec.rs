@@ -530,8 +530,8 @@ fn check_report(report: &ReportSpec, axes: &[Axis], stages: &[StageKind], p: &mu
                 p.add(&k, format!("not an axis; {}", known_axes()));
                 continue;
             };
-            let v = serde_json::to_value(value).unwrap_or_default();
-            if !a.values.contains(&v) {
+            let v = super::plan::toml_text(value);
+            if !a.values.iter().any(|x| super::plan::value_text(x) == v) {
                 p.add(&k, format!("{v} is not one of the axis's values"));
             }
         }

@@ -15,11 +15,9 @@ use super::spec::Scale;
 use crate::backend::{BackendKind, DeviceSpec, run_job};
 use crate::error::{Error, Result};
 use crate::jobs::classifier::{ClassifierConfig, TrainClassifier};
-use crate::jobs::toy::{
-    ToyAlignConfig, ToyAlignJob, ToyConfig, ToyPreset, ToyPriorConfig, ToyPriorJob,
-};
+use crate::jobs::toy::{ToyAlignConfig, ToyAlignJob, ToyPreset, ToyPriorConfig, ToyPriorJob};
 use crate::jobs::{Claim, JobRun};
-use crate::store::{RunInfo, RunSpec, Store};
+use crate::store::{RunSpec, Store};
 use crate::toy::Target;
 
 /// Kinds of stages. Variants are declared in dependency order (inputs before the stages that read
@@ -43,12 +41,37 @@ pub struct StageCtx<'a> {
     pub claim: Claim,
 }
 
-/// How a stage's run went.
+/// How a stage's run went (its run id either way).
 pub enum StageRun {
     /// This process ran it to the end.
     Ran(i64),
     /// It was finished already or another live process holds it: nothing ran.
-    Taken(Box<RunInfo>),
+    Taken(i64),
+}
+
+impl StageRun {
+    fn of(reused: bool, run: i64) -> StageRun {
+        if reused {
+            StageRun::Taken(run)
+        } else {
+            StageRun::Ran(run)
+        }
+    }
+}
+
+impl From<JobRun<i64>> for StageRun {
+    fn from(r: JobRun<i64>) -> StageRun {
+        match r {
+            JobRun::Ran(id) => StageRun::Ran(id),
+            JobRun::Reused { run, .. } => StageRun::Taken(run.id),
+        }
+    }
+}
+
+/// A finished upstream run a stage reads: its plan configuration (without inputs) and its run id.
+pub struct StageInput<'a> {
+    pub config: &'a Value,
+    pub run: i64,
 }
 
 fn typed<T: DeserializeOwned>(cfg: &Value) -> std::result::Result<T, String> {
@@ -114,7 +137,6 @@ impl StageKind {
 
     /// The stage's configuration at a scale preset, as a JSON object (every setting present).
     pub fn defaults(self, scale: Scale) -> Value {
-        let toy = ToyConfig::preset(toy_preset(scale), Target::Mixture);
         match self {
             StageKind::Classifier => {
                 let base = ClassifierConfig::default();
@@ -135,8 +157,10 @@ impl StageKind {
                     },
                 })
             }
-            StageKind::ToyPrior => to_json(&toy.prior()),
-            StageKind::ToyAlign => to_json(&toy.align()),
+            StageKind::ToyPrior => {
+                to_json(&ToyPriorConfig::preset(toy_preset(scale), Target::Mixture))
+            }
+            StageKind::ToyAlign => to_json(&ToyAlignConfig::preset(toy_preset(scale))),
         }
     }
 
@@ -208,21 +232,18 @@ impl StageKind {
 
     /// Runs (or finds finished, or finds held elsewhere) the stage's run for `cfg`, whose inputs are
     /// the finished runs `inputs` (in `self.inputs()` order).
-    pub fn run(self, ctx: &StageCtx<'_>, cfg: &Value, inputs: &[RunInfo]) -> Result<StageRun> {
+    pub fn run(
+        self,
+        ctx: &StageCtx<'_>,
+        cfg: &Value,
+        inputs: &[StageInput<'_>],
+    ) -> Result<StageRun> {
         let bad = |m: String| Error::Input {
             path: PathBuf::from(self.name()),
             message: m,
         };
         let backend = self.backend(cfg);
         let device = DeviceSpec::parse(backend, ctx.device.as_deref())?;
-        let input_cfgs: Vec<Value> = inputs
-            .iter()
-            .map(|r| serde_json::from_str(&r.config).map_err(|e| bad(format!("run {}: {e}", r.id))))
-            .collect::<Result<_>>()?;
-        let from = |r: JobRun<i64>| match r {
-            JobRun::Ran(id) => StageRun::Ran(id),
-            JobRun::Reused { run, .. } => StageRun::Taken(run),
-        };
         match self {
             StageKind::Classifier => {
                 let job = TrainClassifier {
@@ -233,11 +254,7 @@ impl StageKind {
                     claim: ctx.claim,
                 };
                 let out = run_job(backend, device, job)??;
-                Ok(if out.reused {
-                    StageRun::Taken(Box::new(ctx.store.run(out.run_id)?))
-                } else {
-                    StageRun::Ran(out.run_id)
-                })
+                Ok(StageRun::of(out.reused, out.run_id))
             }
             StageKind::ToyPrior => {
                 let job = ToyPriorJob {
@@ -245,37 +262,23 @@ impl StageKind {
                     store: ctx.store,
                     claim: ctx.claim,
                 };
-                Ok(from(run_job(backend, device, job)??))
+                Ok(run_job(backend, device, job)??.into())
             }
             StageKind::ToyAlign => {
-                let (Some(prior_run), Some(prior_cfg)) = (inputs.first(), input_cfgs.first())
-                else {
+                let Some(prior) = inputs.first() else {
                     return Err(bad("needs its toy_prior run".into()));
                 };
                 let job = ToyAlignJob {
                     config: typed(cfg).map_err(bad)?,
-                    prior: typed(&strip_inputs(prior_cfg)).map_err(bad)?,
-                    prior_run: prior_run.id,
+                    prior: typed(prior.config).map_err(bad)?,
+                    prior_run: prior.run,
                     store: ctx.store,
                     figures_dir: None,
                     claim: ctx.claim,
                 };
                 let out = run_job(backend, device, job)??;
-                Ok(if out.reused {
-                    StageRun::Taken(Box::new(ctx.store.run(out.run_id)?))
-                } else {
-                    StageRun::Ran(out.run_id)
-                })
+                Ok(StageRun::of(out.reused, out.run_id))
             }
         }
     }
-}
-
-/// A stored run configuration without its `inputs` key: the stage's own typed configuration.
-pub fn strip_inputs(cfg: &Value) -> Value {
-    let mut c = cfg.clone();
-    if let Some(o) = c.as_object_mut() {
-        o.remove(crate::jobs::INPUTS_KEY);
-    }
-    c
 }

@@ -131,13 +131,10 @@ fn the_sweep_and_the_toy_command_build_the_same_runs() {
         crate::jobs::toy::ToyPreset::Tiny,
         crate::toy::Target::Mixture,
     );
-    cfg.prior_steps = 10;
-    cfg.align_lr = 0.01;
-    assert_eq!(plan.nodes[0].hash, cfg.prior().run_spec().hash());
-    assert_eq!(
-        plan.nodes[1].hash,
-        cfg.align().run_spec(&cfg.prior()).hash()
-    );
+    cfg.prior.prior_steps = 10;
+    cfg.align.align_lr = 0.01;
+    assert_eq!(plan.nodes[0].hash, cfg.prior.run_spec().hash());
+    assert_eq!(plan.nodes[1].hash, cfg.align.run_spec(&cfg.prior).hash());
 }
 
 #[test]
