@@ -323,16 +323,14 @@ impl Sweep {
             .or(raw.backend)
             .unwrap_or(BackendKind::Flex);
 
-        let fixed = settings(&raw.fixed, "fixed", &stages, &mut p)
-            .into_iter()
-            .map(|(stage, field, value)| Setting {
-                stage,
-                field,
-                value,
-            })
-            .collect::<Vec<_>>();
+        let fixed = settings(&raw.fixed, "fixed", &stages, &mut p);
         let mut axes = Vec::new();
-        for (stage, field, value) in settings(&raw.axes, "axes", &stages, &mut p) {
+        for Setting {
+            stage,
+            field,
+            value,
+        } in settings(&raw.axes, "axes", &stages, &mut p)
+        {
             let key = format!("axes.{}.{field}", stage.name());
             match value {
                 serde_json::Value::Array(values) if !values.is_empty() => {
@@ -436,7 +434,7 @@ fn settings(
     section: &str,
     stages: &[StageKind],
     p: &mut Problems<'_>,
-) -> Vec<(StageKind, String, serde_json::Value)> {
+) -> Vec<Setting> {
     let mut out = Vec::new();
     for (stage_name, fields) in table {
         let key = format!("{section}.{stage_name}");
@@ -498,7 +496,11 @@ fn settings(
                 continue;
             }
             match serde_json::to_value(value) {
-                Ok(v) => out.push((stage, field.clone(), v)),
+                Ok(value) => out.push(Setting {
+                    stage,
+                    field: field.clone(),
+                    value,
+                }),
                 Err(e) => p.add(&key, format!("unsupported value: {e}")),
             }
         }
