@@ -18,6 +18,8 @@ pub mod data;
 pub mod error;
 pub mod flow;
 pub mod jobs;
+pub mod linalg;
+pub mod metrics;
 pub mod models;
 pub mod plot;
 pub mod report;

@@ -1,0 +1,206 @@
+//! Small dense linear algebra in f64 on the host: means and covariances, and the eigen-decomposition of
+//! a symmetric matrix (cyclic Jacobi rotations: slow for large d, but accurate to machine precision,
+//! which is what Frechet distances and PCA need). Matrices are row-major `Vec<f64>` of n x n.
+
+use rayon::prelude::*;
+
+/// Mean (length d) and unbiased covariance (d x d, divided by n - 1) of `n` rows of `d` values.
+pub fn mean_cov(rows: &[f32], d: usize) -> (Vec<f64>, Vec<f64>) {
+    let n = rows.len() / d.max(1);
+    let mut mean = vec![0f64; d];
+    for r in rows.chunks_exact(d) {
+        for (m, &x) in mean.iter_mut().zip(r) {
+            *m += f64::from(x);
+        }
+    }
+    for m in &mut mean {
+        *m /= n.max(1) as f64;
+    }
+    // Row-parallel accumulation of the upper triangle of the centred scatter matrix.
+    let scatter: Vec<f64> = rows
+        .par_chunks(d * 256)
+        .map(|block| {
+            let mut s = vec![0f64; d * d];
+            let mut c = vec![0f64; d];
+            for r in block.chunks_exact(d) {
+                for (ci, (&x, m)) in c.iter_mut().zip(r.iter().zip(&mean)) {
+                    *ci = f64::from(x) - m;
+                }
+                for i in 0..d {
+                    let ci = c[i];
+                    let row = &mut s[i * d..(i + 1) * d];
+                    for j in i..d {
+                        row[j] += ci * c[j];
+                    }
+                }
+            }
+            s
+        })
+        .reduce(
+            || vec![0f64; d * d],
+            |mut a, b| {
+                for (x, y) in a.iter_mut().zip(b) {
+                    *x += y;
+                }
+                a
+            },
+        );
+    let denom = (n.max(2) - 1) as f64;
+    let mut cov = vec![0f64; d * d];
+    for i in 0..d {
+        for j in i..d {
+            let v = scatter[i * d + j] / denom;
+            cov[i * d + j] = v;
+            cov[j * d + i] = v;
+        }
+    }
+    (mean, cov)
+}
+
+/// Eigenvalues (ascending) and eigenvectors (column k of the returned row-major matrix belongs to
+/// value k) of the symmetric n x n matrix `a`.
+pub fn sym_eigen(a: &[f64], n: usize) -> (Vec<f64>, Vec<f64>) {
+    let mut m = a.to_vec();
+    let mut v = vec![0f64; n * n];
+    for i in 0..n {
+        v[i * n + i] = 1.0;
+    }
+    let off = |m: &[f64]| -> f64 {
+        let mut s = 0.0;
+        for i in 0..n {
+            for j in 0..n {
+                if i != j {
+                    s += m[i * n + j] * m[i * n + j];
+                }
+            }
+        }
+        s
+    };
+    let scale: f64 = m.iter().map(|x| x * x).sum::<f64>().max(f64::MIN_POSITIVE);
+    for _sweep in 0..100 {
+        if off(&m) <= 1e-30 * scale {
+            break;
+        }
+        for p in 0..n {
+            for q in (p + 1)..n {
+                let apq = m[p * n + q];
+                if apq.abs() <= f64::MIN_POSITIVE {
+                    continue;
+                }
+                let (app, aqq) = (m[p * n + p], m[q * n + q]);
+                let theta = (aqq - app) / (2.0 * apq);
+                let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
+                let t = if theta == 0.0 { 1.0 } else { t };
+                let c = 1.0 / (t * t + 1.0).sqrt();
+                let s = t * c;
+                // Rotate rows/columns p and q of m, and columns of v.
+                for k in 0..n {
+                    let (mkp, mkq) = (m[k * n + p], m[k * n + q]);
+                    m[k * n + p] = c * mkp - s * mkq;
+                    m[k * n + q] = s * mkp + c * mkq;
+                }
+                for k in 0..n {
+                    let (mpk, mqk) = (m[p * n + k], m[q * n + k]);
+                    m[p * n + k] = c * mpk - s * mqk;
+                    m[q * n + k] = s * mpk + c * mqk;
+                }
+                for k in 0..n {
+                    let (vkp, vkq) = (v[k * n + p], v[k * n + q]);
+                    v[k * n + p] = c * vkp - s * vkq;
+                    v[k * n + q] = s * vkp + c * vkq;
+                }
+            }
+        }
+    }
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&i, &j| m[i * n + i].total_cmp(&m[j * n + j]));
+    let values = order.iter().map(|&i| m[i * n + i]).collect();
+    let mut vectors = vec![0f64; n * n];
+    for (k, &i) in order.iter().enumerate() {
+        for r in 0..n {
+            vectors[r * n + k] = v[r * n + i];
+        }
+    }
+    (values, vectors)
+}
+
+/// The symmetric square root of a symmetric positive semi-definite matrix (negative eigenvalues from
+/// round-off are clamped to 0).
+pub fn sym_sqrt(a: &[f64], n: usize) -> Vec<f64> {
+    let (vals, vecs) = sym_eigen(a, n);
+    let mut out = vec![0f64; n * n];
+    for (k, &l) in vals.iter().enumerate() {
+        let s = l.max(0.0).sqrt();
+        for i in 0..n {
+            let vik = vecs[i * n + k] * s;
+            for j in 0..n {
+                out[i * n + j] += vik * vecs[j * n + k];
+            }
+        }
+    }
+    out
+}
+
+/// Row-major product of n x n matrices.
+pub fn matmul(a: &[f64], b: &[f64], n: usize) -> Vec<f64> {
+    let mut out = vec![0f64; n * n];
+    out.par_chunks_mut(n).enumerate().for_each(|(i, row)| {
+        for k in 0..n {
+            let aik = a[i * n + k];
+            for (o, bkj) in row.iter_mut().zip(&b[k * n..(k + 1) * n]) {
+                *o += aik * bkj;
+            }
+        }
+    });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eigen_decomposition_reconstructs_the_matrix_with_orthonormal_vectors() {
+        let n = 5;
+        // A random symmetric matrix from a fixed formula.
+        let a: Vec<f64> = (0..n * n)
+            .map(|k| {
+                let (i, j) = (k / n, k % n);
+                ((i * 7 + j * 7 + i * j) % 11) as f64 - 5.0
+            })
+            .collect();
+        let (vals, vecs) = sym_eigen(&a, n);
+        assert!(vals.windows(2).all(|w| w[0] <= w[1]));
+        for i in 0..n {
+            for j in 0..n {
+                let recon: f64 = (0..n)
+                    .map(|k| vecs[i * n + k] * vals[k] * vecs[j * n + k])
+                    .sum();
+                assert!((recon - a[i * n + j]).abs() < 1e-10);
+                let dot: f64 = (0..n).map(|k| vecs[k * n + i] * vecs[k * n + j]).sum();
+                assert!((dot - f64::from(u8::from(i == j))).abs() < 1e-10);
+            }
+        }
+        // Trace and determinant-free check: the sum of eigenvalues is the trace.
+        let tr: f64 = (0..n).map(|i| a[i * n + i]).sum();
+        assert!((vals.iter().sum::<f64>() - tr).abs() < 1e-10);
+    }
+
+    #[test]
+    fn square_root_squares_back() {
+        let a = [4.0, 1.0, 0.5, 1.0, 3.0, 0.2, 0.5, 0.2, 2.0];
+        let r = sym_sqrt(&a, 3);
+        let back = matmul(&r, &r, 3);
+        for (x, y) in back.iter().zip(&a) {
+            assert!((x - y).abs() < 1e-12);
+        }
+    }
+
+    #[test]
+    fn covariance_matches_a_hand_computation() {
+        // Rows (1, 2), (3, 6), (5, 7): means (3, 5); cov xx 4, xy 5, yy 7 (n - 1 = 2).
+        let (m, c) = mean_cov(&[1.0, 2.0, 3.0, 6.0, 5.0, 7.0], 2);
+        assert_eq!(m, vec![3.0, 5.0]);
+        assert_eq!(c, vec![4.0, 5.0, 5.0, 7.0]);
+    }
+}

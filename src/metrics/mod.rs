@@ -1,0 +1,6 @@
+//! Metrics computed on the host: Frechet distances between feature statistics, exact k-nearest-neighbour
+//! search and what is built on it (the k-NN NLL proxy, precision/recall), intrinsic dimension.
+
+pub mod frechet;
+pub mod intrinsic;
+pub mod knn;
