@@ -16,6 +16,7 @@ pub mod cli;
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod features;
 pub mod flow;
 pub mod jobs;
 pub mod linalg;
