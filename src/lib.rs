@@ -23,6 +23,7 @@ pub mod linalg;
 pub mod metrics;
 pub mod models;
 pub mod plot;
+pub mod projection;
 pub mod report;
 pub mod store;
 pub mod sweep;
