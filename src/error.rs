@@ -13,6 +13,8 @@ pub enum Error {
     Backend(#[from] crate::backend::BackendError),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Features(#[from] crate::features::FeatureError),
     #[error("input {path}: {message}")]
     Input { path: PathBuf, message: String },
     #[error("cannot write {path}: {message}")]

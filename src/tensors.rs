@@ -18,3 +18,9 @@ pub fn from_host<B: Backend>(v: &[f64], d: usize, device: &B::Device) -> Tensor<
     let data: Vec<f32> = v.iter().map(|&x| x as f32).collect();
     Tensor::from_data(TensorData::new(data, [v.len() / d.max(1), d]), device)
 }
+
+/// A [n, d] tensor from row-major f32 values.
+pub fn from_host_f32<B: Backend>(v: Vec<f32>, d: usize, device: &B::Device) -> Tensor<B, 2> {
+    let n = v.len() / d.max(1);
+    Tensor::from_data(TensorData::new(v, [n, d]), device)
+}

@@ -2,6 +2,7 @@
 
 pub mod bench_prior;
 pub mod classifier;
+pub mod prior;
 pub mod toy;
 
 use std::path::PathBuf;

@@ -363,18 +363,40 @@ impl Sweep {
             }
         }
 
-        // Each value on its own: right type, and valid with the preset's other settings.
+        // Each fixed value's type on its own; then each stage's fixed settings together (a rule that
+        // ties two settings, e.g. a file source and its path, sees both); then each axis value with
+        // the fixed settings. A stage with a wrong type is not checked further (one message per fault).
+        let mut broken: Vec<StageKind> = Vec::new();
         for s in &fixed {
-            if let Err(m) = s
-                .stage
-                .check(&with_setting(s.stage, preset, &s.field, &s.value))
-            {
+            let cfg = configured(s.stage, preset, [(s.field.as_str(), &s.value)]);
+            if let Err(m) = s.stage.check_types(&cfg) {
                 p.add(&format!("fixed.{}.{}", s.stage.name(), s.field), m);
+                broken.push(s.stage);
             }
         }
-        for a in &axes {
+        let fixed_of = |stage: StageKind| {
+            fixed
+                .iter()
+                .filter(move |s| s.stage == stage)
+                .map(|s| (s.field.as_str(), &s.value))
+        };
+        for &stage in &stages {
+            if broken.contains(&stage) {
+                continue;
+            }
+            if let Err(m) = stage.check(&configured(stage, preset, fixed_of(stage))) {
+                p.add(&format!("fixed.{}", stage.name()), m);
+                broken.push(stage);
+            }
+        }
+        for a in axes.iter().filter(|a| !broken.contains(&a.stage)) {
             for (i, v) in a.values.iter().enumerate() {
-                if let Err(m) = a.stage.check(&with_setting(a.stage, preset, &a.field, v)) {
+                let cfg = configured(
+                    a.stage,
+                    preset,
+                    fixed_of(a.stage).chain([(a.field.as_str(), v)]),
+                );
+                if let Err(m) = a.stage.check(&cfg) {
                     p.add(&format!("axes.{}[{i}]", a.name()), m);
                 }
             }
@@ -413,16 +435,17 @@ impl Sweep {
     }
 }
 
-/// The preset's configuration of `stage` with one setting replaced.
-fn with_setting(
+/// The preset's configuration of `stage` with `settings` replaced.
+fn configured<'a>(
     stage: StageKind,
     preset: Scale,
-    field: &str,
-    value: &serde_json::Value,
+    settings: impl IntoIterator<Item = (&'a str, &'a serde_json::Value)>,
 ) -> serde_json::Value {
     let mut cfg = stage.defaults(preset);
     if let Some(obj) = cfg.as_object_mut() {
-        obj.insert(field.to_string(), value.clone());
+        for (field, value) in settings {
+            obj.insert(field.to_string(), value.clone());
+        }
     }
     cfg
 }

@@ -15,6 +15,7 @@ use super::spec::Scale;
 use crate::backend::{BackendKind, DeviceSpec, run_job};
 use crate::error::{Error, Result};
 use crate::jobs::classifier::{ClassifierConfig, TrainClassifier};
+use crate::jobs::prior::{PriorConfig, PriorJob};
 use crate::jobs::toy::{ToyAlignConfig, ToyAlignJob, ToyPreset, ToyPriorConfig, ToyPriorJob};
 use crate::jobs::{Claim, JobRun};
 use crate::store::{RunSpec, Store};
@@ -30,6 +31,8 @@ pub enum StageKind {
     ToyPrior,
     /// Free points optimised on L_align under a frozen toy prior.
     ToyAlign,
+    /// A flow prior trained on projected target features (qwen / file sources).
+    Prior,
 }
 
 /// Where and how stages run.
@@ -91,10 +94,11 @@ fn toy_preset(s: Scale) -> ToyPreset {
 }
 
 impl StageKind {
-    pub const ALL: [StageKind; 3] = [
+    pub const ALL: [StageKind; 4] = [
         StageKind::Classifier,
         StageKind::ToyPrior,
         StageKind::ToyAlign,
+        StageKind::Prior,
     ];
 
     pub fn name(self) -> &'static str {
@@ -102,6 +106,7 @@ impl StageKind {
             StageKind::Classifier => "classifier",
             StageKind::ToyPrior => crate::jobs::toy::TOY_PRIOR,
             StageKind::ToyAlign => crate::jobs::toy::TOY_ALIGN,
+            StageKind::Prior => crate::jobs::prior::PRIOR,
         }
     }
 
@@ -118,7 +123,7 @@ impl StageKind {
     pub fn inputs(self) -> &'static [StageKind] {
         match self {
             StageKind::ToyAlign => &[StageKind::ToyPrior],
-            StageKind::Classifier | StageKind::ToyPrior => &[],
+            StageKind::Classifier | StageKind::ToyPrior | StageKind::Prior => &[],
         }
     }
 
@@ -161,6 +166,49 @@ impl StageKind {
                 to_json(&ToyPriorConfig::preset(toy_preset(scale), Target::Mixture))
             }
             StageKind::ToyAlign => to_json(&ToyAlignConfig::preset(toy_preset(scale))),
+            StageKind::Prior => {
+                let base = PriorConfig::default();
+                to_json(&match scale {
+                    Scale::Smoke => PriorConfig {
+                        dim: 16,
+                        max_rows: 6000,
+                        holdout: 500,
+                        width: 64,
+                        depth: 2,
+                        steps: 300,
+                        lr: 1e-3,
+                        warmup: 30,
+                        ema_decay: 0.99,
+                        eval_samples: 500,
+                        sample_steps: 20,
+                        diag_rows: 1000,
+                        ..base
+                    },
+                    Scale::Small => PriorConfig {
+                        width: 256,
+                        depth: 3,
+                        steps: 4000,
+                        lr: 5e-4,
+                        warmup: 200,
+                        ema_decay: 0.999,
+                        eval_samples: 2000,
+                        sample_steps: 50,
+                        diag_rows: 3000,
+                        ..base
+                    },
+                    Scale::Paper => base,
+                })
+            }
+        }
+    }
+
+    /// Checks only that every setting has the right type.
+    pub fn check_types(self, cfg: &Value) -> std::result::Result<(), String> {
+        match self {
+            StageKind::Classifier => typed::<ClassifierConfig>(cfg).map(drop),
+            StageKind::ToyPrior => typed::<ToyPriorConfig>(cfg).map(drop),
+            StageKind::ToyAlign => typed::<ToyAlignConfig>(cfg).map(drop),
+            StageKind::Prior => typed::<PriorConfig>(cfg).map(drop),
         }
     }
 
@@ -170,6 +218,7 @@ impl StageKind {
             StageKind::Classifier => typed::<ClassifierConfig>(cfg)?.validate(),
             StageKind::ToyPrior => typed::<ToyPriorConfig>(cfg)?.validate(),
             StageKind::ToyAlign => typed::<ToyAlignConfig>(cfg)?.validate(),
+            StageKind::Prior => typed::<PriorConfig>(cfg)?.validate(),
         }
     }
 
@@ -192,6 +241,7 @@ impl StageKind {
                     typed::<ToyPriorConfig>(inputs.first().copied().unwrap_or(&Value::Null))?;
                 typed::<ToyAlignConfig>(cfg)?.run_spec(&prior)
             }
+            StageKind::Prior => typed::<PriorConfig>(cfg)?.run_spec(),
         })
     }
 
@@ -227,6 +277,16 @@ impl StageKind {
                 "feature network",
                 "none (toy NLL: analytic for mixtures, Gaussian KDE otherwise)".to_string(),
             )],
+            StageKind::Prior => match typed::<PriorConfig>(cfg) {
+                Ok(p) => vec![
+                    ("prior source", p.source_label()),
+                    (
+                        "projection",
+                        format!("{} to d2 = {}", p.projection.name(), p.dim),
+                    ),
+                ],
+                Err(_) => vec![],
+            },
         }
     }
 
@@ -259,6 +319,15 @@ impl StageKind {
             StageKind::ToyPrior => {
                 let job = ToyPriorJob {
                     config: typed(cfg).map_err(bad)?,
+                    store: ctx.store,
+                    claim: ctx.claim,
+                };
+                Ok(run_job(backend, device, job)??.into())
+            }
+            StageKind::Prior => {
+                let job = PriorJob {
+                    config: typed(cfg).map_err(bad)?,
+                    data_dir: ctx.data_dir.clone(),
                     store: ctx.store,
                     claim: ctx.claim,
                 };

@@ -182,7 +182,7 @@ toy_prior.seed = [1, 2]
         problems(text),
         vec![
             "sweeps/demo.toml: `stages`: unknown stage `gan`; expected one of classifier, toy_prior, \
-             toy_align",
+             toy_align, prior",
             "sweeps/demo.toml: `stages`: stage `toy_align` needs `toy_prior`: add it to the list",
             "sweeps/demo.toml: `seeds`: expected at least one seed",
         ]
@@ -319,4 +319,25 @@ fn a_process_that_is_gone_is_detected() {
     let pid = i64::from(child.id());
     child.wait().expect("wait");
     assert!(!exec::process_alive(pid));
+}
+
+#[test]
+fn rules_that_tie_two_settings_see_the_fixed_settings_together() {
+    let ok = "stages = [\"prior\"]\npreset = \"smoke\"\n[fixed]\nprior.source = \"file\"\nprior.path = \"f.npy\"\n";
+    assert!(parse(ok).is_ok());
+    let missing = "stages = [\"prior\"]\npreset = \"smoke\"\n[fixed]\nprior.source = \"file\"\n";
+    assert_eq!(
+        problems(missing),
+        vec![
+            "sweeps/demo.toml: `fixed.prior`: `path` must name the feature file when `source` is \"file\""
+        ]
+    );
+    let axis =
+        "stages = [\"prior\"]\npreset = \"smoke\"\n[axes]\nprior.source = [\"qwen\", \"file\"]\n";
+    assert_eq!(
+        problems(axis),
+        vec![
+            "sweeps/demo.toml: `axes.prior.source[1]`: `path` must name the feature file when `source` is \"file\""
+        ]
+    );
 }

@@ -3,6 +3,7 @@
 
 mod cli_jobs;
 mod common;
+mod prior;
 mod store_processes;
 mod sweep;
 mod toy;
