@@ -66,10 +66,16 @@ runs:
 sql QUERY:
     cargo run --locked -- --db {{db}} sql "{{QUERY}}"
 
-# Benchmarks (release build; the PyTorch reference needs `just torch`): prior training vs PyTorch, store writes.
+# Benchmarks (release build; references: `just torch` for PyTorch, `just faiss` for faiss-cpu): prior
+# training vs PyTorch, store writes, exact k-NN vs faiss IndexFlatL2.
 bench threads="1":
     CARGO_TARGET_DIR=target/release-build cargo run --locked --release -- bench prior --threads {{threads}}
     CARGO_TARGET_DIR=target/release-build cargo run --locked --release -- --db target/bench.db bench store --processes 4 --points 5000 --batch 50
+    CARGO_TARGET_DIR=target/release-build cargo run --locked --release -- bench knn --threads {{threads}}
+
+# faiss-cpu in .venv-bench: the reference of the k-NN benchmark.
+faiss:
+    bash scripts/setup-bench.sh
 
 # PyTorch 2.9.0 (CPU use) in .venv-torch: libtorch for `--features tch` and the benchmark reference.
 torch:

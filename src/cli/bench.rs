@@ -47,6 +47,23 @@ pub enum BenchCommand {
         #[arg(long, value_enum, value_delimiter = ',')]
         backends: Vec<crate::backend::BackendKind>,
     },
+    /// Exact k-NN search throughput (queries/s) side by side with faiss-cpu IndexFlatL2 on the same
+    /// arrays in the same run and thread count; also checks both find the same k-th distances.
+    Knn {
+        #[arg(long, default_value_t = 10_000)]
+        queries: usize,
+        #[arg(long, default_value_t = 100_000)]
+        targets: usize,
+        #[arg(long, default_value_t = 32)]
+        dim: usize,
+        #[arg(long, default_value_t = 5)]
+        k: usize,
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Python with faiss-cpu (default: .venv-bench/bin/python from `just faiss`, else python3).
+        #[arg(long)]
+        faiss_python: Option<std::path::PathBuf>,
+    },
     /// One writer: a run that logs `points` metric points in batches of `batch`.
     StoreWriter {
         /// Run name (distinct writers need distinct names).
@@ -64,6 +81,21 @@ pub enum BenchCommand {
 
 pub fn run(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
     match &args.command {
+        BenchCommand::Knn {
+            queries,
+            targets,
+            dim,
+            k,
+            threads,
+            faiss_python,
+        } => knn_bench(
+            *queries,
+            *targets,
+            *dim,
+            *k,
+            *threads,
+            faiss_python.as_deref(),
+        ),
         BenchCommand::StoreWriter {
             name,
             points,
@@ -189,6 +221,106 @@ fn store_bench(cli: &Cli, processes: usize, points: usize, batch: usize) -> anyh
     Ok(())
 }
 
+/// The Python to run a reference script with: the flag, else the project's venv, else python3.
+fn venv_python(flag: Option<&std::path::Path>, venv: &str) -> std::path::PathBuf {
+    flag.map(|p| p.to_path_buf()).unwrap_or_else(|| {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(venv)
+            .join("bin/python");
+        if p.exists() { p } else { "python3".into() }
+    })
+}
+
+fn knn_bench(
+    nq: usize,
+    nt: usize,
+    dim: usize,
+    k: usize,
+    threads: usize,
+    faiss_python: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    use rand::SeedableRng;
+    use rand_distr::{Distribution, Normal};
+    anyhow::ensure!(
+        nq > 0 && nt >= k && dim > 0 && k > 0,
+        "need queries, at least k targets, dim and k >= 1"
+    );
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    let normal = Normal::new(0.0f32, 1.0)?;
+    let q: Vec<f32> = (0..nq * dim).map(|_| normal.sample(&mut rng)).collect();
+    let t: Vec<f32> = (0..nt * dim).map(|_| normal.sample(&mut rng)).collect();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .build()?;
+    let start = Instant::now();
+    let d = pool.install(|| crate::metrics::knn::knn_sq_dists(&q, &t, dim, k, false));
+    let secs = start.elapsed().as_secs_f64();
+    let ours_kth = d.chunks_exact(k).map(|r| f64::from(r[k - 1])).sum::<f64>() / nq as f64;
+
+    let dir = tempfile_dir()?;
+    let (qp, tp) = (dir.join("q.npy"), dir.join("t.npy"));
+    crate::features::write_npy(&qp, &q, &[nq, dim])?;
+    crate::features::write_npy(&tp, &t, &[nt, dim])?;
+    let python = venv_python(faiss_python, ".venv-bench");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/bench_knn.py");
+    let out = std::process::Command::new(&python)
+        .arg(&script)
+        .arg(&qp)
+        .arg(&tp)
+        .args([k.to_string(), threads.to_string()])
+        .output();
+    let _ = std::fs::remove_dir_all(&dir);
+    let reference: Result<serde_json::Value, String> = match out {
+        Ok(o) if o.status.success() => serde_json::from_slice(&o.stdout).map_err(|e| e.to_string()),
+        Ok(o) => Err(String::from_utf8_lossy(&o.stderr)
+            .lines()
+            .last()
+            .unwrap_or("failed")
+            .to_string()),
+        Err(e) => Err(format!("{}: {e}", python.display())),
+    };
+    let profile = if cfg!(debug_assertions) {
+        "dev profile"
+    } else {
+        "release profile"
+    };
+    println!(
+        "exact k-NN: {nq} queries x {nt} targets, d = {dim}, k = {k}, {threads} thread(s), {profile}"
+    );
+    let ours_qps = nq as f64 / secs;
+    println!(
+        "flowprior (tiled sgemm + rayon): {ours_qps:.0} queries/s ({secs:.3} s), mean k-th sq. distance {ours_kth:.5}"
+    );
+    match reference {
+        Ok(v) => {
+            let fs = v["secs"].as_f64().unwrap_or(f64::NAN);
+            let fk = v["mean_kth_sq"].as_f64().unwrap_or(f64::NAN);
+            println!(
+                "faiss-cpu {} IndexFlatL2: {:.0} queries/s ({fs:.3} s), mean k-th sq. distance {fk:.5}",
+                v["faiss"].as_str().unwrap_or("?"),
+                nq as f64 / fs
+            );
+            println!(
+                "ratio flowprior / faiss: {:.2}",
+                ours_qps / (nq as f64 / fs)
+            );
+            anyhow::ensure!(
+                ((ours_kth - fk) / fk.max(1e-12)).abs() < 1e-3,
+                "the two searches disagree on the k-th distances"
+            );
+        }
+        Err(e) => println!("faiss-cpu reference not run ({e}); `just faiss` installs it"),
+    }
+    Ok(())
+}
+
+/// A fresh folder under the system temp dir.
+fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {
+    let d = std::env::temp_dir().join(format!("flowprior-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&d)?;
+    Ok(d)
+}
+
 fn torch_reference(
     python: &std::path::Path,
     b: &PriorBench,
@@ -259,14 +391,7 @@ fn prior_bench(
     } else {
         backends.to_vec()
     };
-    let python = torch_python.map(|p| p.to_path_buf()).unwrap_or_else(|| {
-        let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-torch/bin/python");
-        if venv.exists() {
-            venv
-        } else {
-            "python3".into()
-        }
-    });
+    let python = venv_python(torch_python, ".venv-torch");
     let profile = if cfg!(debug_assertions) {
         "dev profile"
     } else {

@@ -6,8 +6,8 @@
 use rayon::prelude::*;
 
 /// Queries per block (one rayon task) and targets per tile.
-const QUERY_BLOCK: usize = 64;
-const TARGET_TILE: usize = 2048;
+const QUERY_BLOCK: usize = 256;
+const TARGET_TILE: usize = 1024;
 
 fn sq_norms(rows: &[f32], d: usize) -> Vec<f32> {
     rows.chunks_exact(d)
@@ -83,6 +83,15 @@ struct TopK {
 }
 
 impl TopK {
+    /// Values at or above this cannot enter.
+    fn threshold(&self) -> f32 {
+        if self.vals.len() == self.k {
+            self.vals[self.k - 1]
+        } else {
+            f32::INFINITY
+        }
+    }
+
     fn push(&mut self, v: f32) {
         if self.vals.len() == self.k {
             if v >= self.vals[self.k - 1] {
@@ -114,9 +123,12 @@ pub fn knn_sq_dists(
             vals: Vec::with_capacity(k + 1),
         },
         |top, qi, t0, row| {
+            // Most values are above the current k-th: one comparison each on the hot path.
+            let mut thr = top.threshold();
             for (j, &v) in row.iter().enumerate() {
-                if !(queries_are_targets && t0 + j == qi) {
+                if v < thr && !(queries_are_targets && t0 + j == qi) {
                     top.push(v);
+                    thr = top.threshold();
                 }
             }
         },
@@ -202,7 +214,7 @@ mod tests {
     fn matches_a_naive_search_across_tiles_and_blocks() {
         // More targets than one tile and queries than one block; d not a multiple of anything.
         let d = 7;
-        let q = random(150, d, 1);
+        let q = random(2 * QUERY_BLOCK + 17, d, 1);
         let t = random(TARGET_TILE + 333, d, 2);
         let fast = knn_sq_dists(&q, &t, d, 5, false);
         let slow = naive(&q, &t, d, 5, false);
