@@ -36,6 +36,15 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// A file's content identity for run configurations: `sha256:<hex>`, or `unreadable` when it cannot
+/// be read (the job then fails with the reader's own message).
+pub fn file_identity(path: &Path) -> String {
+    match sha256_file(path) {
+        Ok((sha, _)) => format!("sha256:{sha}"),
+        Err(_) => "unreadable".into(),
+    }
+}
+
 /// Canonical JSON text: object keys sorted at every level, no whitespace. Two configurations that differ
 /// only in key order have the same canonical form, hence the same hash.
 pub fn canonical_json(value: &serde_json::Value) -> String {

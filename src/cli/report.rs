@@ -21,7 +21,7 @@ pub fn run(cli: &Cli, args: &ReportArgs) -> anyhow::Result<()> {
     let db = cli.db_path();
     anyhow::ensure!(db.exists(), "no run store at {}", db.display());
     let store = Store::open_read_only(&db)?;
-    let out = crate::report::build(&store, &args.name, &args.out)?;
+    let out = crate::report::build(&store, &args.name, &args.out, &cli.data_dir())?;
     println!("report: {}", out.markdown.display());
     for f in &out.figures {
         println!("figure: {}", f.display());

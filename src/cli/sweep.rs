@@ -210,7 +210,7 @@ fn run_sweep(cli: &Cli, args: &RunArgs) -> anyhow::Result<()> {
         backend: args.backend,
     };
     let sweep = Sweep::load(&args.file, overrides)?;
-    let plan = Plan::expand(&sweep)?;
+    let plan = Plan::expand(&sweep, &cli.data_dir())?;
     let claim = Claim {
         retry_failed: args.retry_failed,
         stale_after_s: args.stale_after,
@@ -370,8 +370,7 @@ fn status(cli: &Cli, name: &str) -> anyhow::Result<()> {
     let db = cli.db_path();
     anyhow::ensure!(db.exists(), "no run store at {}", db.display());
     let store = Store::open_read_only(&db)?;
-    let (sweep, plan) = crate::sweep::load_registered(&store, name)?;
-    let runs = exec::lookup(&store, &plan)?;
+    let (sweep, plan, runs) = crate::sweep::load_registered(&store, name, &cli.data_dir())?;
     let claim = Claim::new(false);
     let states = exec::states(&plan, &runs, claim, &HashSet::new());
     let mut b = Builder::default();

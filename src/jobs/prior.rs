@@ -37,6 +37,8 @@ use crate::tensors::{from_host_f32, to_host};
 
 /// Stage name.
 pub const PRIOR: &str = "prior";
+/// The key under which a prior run's identity records its source file's content.
+pub const SOURCE_KEY: &str = "source_sha256";
 
 /// Where target features come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -234,7 +236,13 @@ impl PriorConfig {
         }
     }
 
-    pub fn run_spec(&self) -> RunSpec {
+    /// The run of this configuration on the source file whose content identity is `source` (see
+    /// [`crate::util::file_identity`]): a file changed under the same path is a different run.
+    pub fn run_spec(&self, source: &str) -> RunSpec {
+        let mut config = serde_json::to_value(self).unwrap_or_default();
+        if let Some(obj) = config.as_object_mut() {
+            obj.insert(SOURCE_KEY.into(), serde_json::Value::from(source));
+        }
         RunSpec {
             stage: PRIOR.into(),
             name: format!(
@@ -243,7 +251,7 @@ impl PriorConfig {
                 self.projection.name(),
                 self.dim
             ),
-            config: serde_json::to_value(self).unwrap_or_default(),
+            config,
             seed: Some(self.seed as i64),
         }
     }
@@ -268,7 +276,8 @@ impl BackendJob for PriorJob<'_> {
     type Output = Result<JobRun<i64>>;
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<JobRun<i64>> {
-        let spec = self.config.run_spec();
+        let (file, _) = self.config.source_file(&self.data_dir);
+        let spec = self.config.run_spec(&crate::util::file_identity(&file));
         let backend = self.config.backend.name();
         super::run_or_reuse(self.store, &spec, backend, self.claim, |run| {
             run_prior::<B>(&self, run, &device)

@@ -53,9 +53,14 @@ pub struct ReportOutput {
 }
 
 /// Builds `out_dir/NAME.md` and its figures in `out_dir/NAME/`.
-pub fn build(store: &Store, name: &str, out_dir: &Path) -> Result<ReportOutput, ReportError> {
-    let (sweep, plan) = crate::sweep::load_registered(store, name)?;
-    let runs = crate::sweep::exec::lookup(store, &plan)?;
+/// `data_dir` is where the sweep's stages read input files (see [`crate::sweep::load_registered`]).
+pub fn build(
+    store: &Store,
+    name: &str,
+    out_dir: &Path,
+    data_dir: &Path,
+) -> Result<ReportOutput, ReportError> {
+    let (sweep, plan, runs) = crate::sweep::load_registered(store, name, data_dir)?;
     let frame = SweepFrame::load(store, &sweep, &plan, &runs)?;
     let fig_dir = out_dir.join(name);
     std::fs::create_dir_all(&fig_dir).map_err(|e| ReportError::Write {

@@ -42,7 +42,7 @@ fn fixture(dir: &Path, skip: Option<usize>) -> Store {
         Overrides::default(),
     )
     .expect("valid sweep");
-    let plan = Plan::expand(&sweep).expect("plan");
+    let plan = Plan::expand(&sweep, Path::new("data")).expect("plan");
     let ids = exec::register(&store, &sweep, &plan).expect("register");
     let env = RunEnv {
         host: "fixture-host".into(),
@@ -85,8 +85,10 @@ fn fixture(dir: &Path, skip: Option<usize>) -> Store {
 fn table_matches_a_hand_computation_and_is_byte_identical() {
     let dir = tempfile::tempdir().expect("tmp");
     let store = fixture(dir.path(), None);
-    let a = super::build(&store, "fixture", &dir.path().join("a")).expect("report");
-    let b = super::build(&store, "fixture", &dir.path().join("b")).expect("report");
+    let a =
+        super::build(&store, "fixture", &dir.path().join("a"), Path::new("data")).expect("report");
+    let b =
+        super::build(&store, "fixture", &dir.path().join("b"), Path::new("data")).expect("report");
     let text = std::fs::read_to_string(&a.markdown).expect("read");
     assert_eq!(text, std::fs::read_to_string(&b.markdown).expect("read"));
     // mixture: NLL (1, 3) -> 2 ± sqrt(2); cov (0.5, 0.7) -> 0.6 ± 0.141; prior loss (1.25, 1.5).
@@ -119,7 +121,7 @@ fn table_matches_a_hand_computation_and_is_byte_identical() {
 fn unfinished_runs_are_marked_not_averaged_in() {
     let dir = tempfile::tempdir().expect("tmp");
     let store = fixture(dir.path(), Some(3));
-    let out = super::build(&store, "fixture", dir.path()).expect("report");
+    let out = super::build(&store, "fixture", dir.path(), Path::new("data")).expect("report");
     let text = std::fs::read_to_string(out.markdown).expect("read");
     assert!(
         text.contains("**Incomplete:** 7 of 8 stage runs finished"),

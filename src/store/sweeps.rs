@@ -84,6 +84,29 @@ impl Store {
         .map_err(sql_err("list sweeps"))
     }
 
+    /// A sweep's grid points, by point then stage.
+    pub fn sweep_points(&self, name: &str) -> Result<Vec<SweepPointRow>> {
+        let rows = self
+            .block_on(async {
+                sqlx::query_as::<_, (i64, String, String, i64)>(
+                    "SELECT point, labels, stage, run_id FROM sweep_points WHERE sweep = ? ORDER BY point, stage",
+                )
+                .bind(name)
+                .fetch_all(self.pool())
+                .await
+            })
+            .map_err(sql_err("read sweep points"))?;
+        Ok(rows
+            .into_iter()
+            .map(|(point, labels, stage, run_id)| SweepPointRow {
+                point,
+                labels,
+                stage,
+                run_id,
+            })
+            .collect())
+    }
+
     /// The run with this stage and configuration hash, if it exists.
     pub fn find_run(&self, stage: &str, config_hash: &str) -> Result<Option<RunInfo>> {
         let row = self

@@ -33,19 +33,38 @@ pub enum SweepError {
     Store(#[from] crate::store::StoreError),
 }
 
-/// Loads a sweep as it was last registered in the store: its file's text and overrides.
+/// Loads a sweep as it was last registered in the store (its file's text and overrides), with the run
+/// of every node as registered: reports and status read what ran, even if an input file has changed
+/// since (a new `sweep run` would plan new runs for it).
 pub fn load_registered(
     store: &crate::store::Store,
     name: &str,
-) -> Result<(Sweep, Plan), SweepError> {
+    data_dir: &std::path::Path,
+) -> Result<(Sweep, Plan, Vec<Option<crate::store::RunInfo>>), SweepError> {
     let spec = store
         .sweep_spec(name)?
         .ok_or_else(|| SweepError::Unknown(name.to_string()))?;
     let stored: StoredSpec = serde_json::from_str(&spec)
         .map_err(|e| SweepError::Invalid(vec![format!("stored spec of sweep {name}: {e}")]))?;
     let sweep = Sweep::parse(&stored.toml, &stored.file, stored.overrides)?;
-    let plan = Plan::expand(&sweep)?;
-    Ok((sweep, plan))
+    let plan = Plan::expand(&sweep, data_dir)?;
+    let rows = store.sweep_points(name)?;
+    let mut ids: Vec<Option<i64>> = vec![None; plan.nodes.len()];
+    for r in rows {
+        let point = plan.points.get(r.point as usize);
+        let stage = StageKind::parse(&r.stage);
+        if let (Some(p), Some(k)) = (point, stage)
+            && let Some(&node) = p.nodes.get(&k)
+        {
+            ids[node] = Some(r.run_id);
+        }
+    }
+    let found = store.runs_by_id(&ids.iter().flatten().copied().collect::<Vec<_>>())?;
+    let runs = ids
+        .iter()
+        .map(|id| id.and_then(|id| found.iter().find(|r| r.id == id).cloned()))
+        .collect();
+    Ok((sweep, plan, runs))
 }
 
 #[cfg(test)]

@@ -113,7 +113,9 @@ pub struct Plan {
 
 impl Plan {
     /// Expands the grid. A combination that a stage rejects is reported with the point's values.
-    pub fn expand(sweep: &Sweep) -> Result<Plan, SweepError> {
+    /// `data_dir` is where stages read their input files (their content is part of a run's identity).
+    pub fn expand(sweep: &Sweep, data_dir: &std::path::Path) -> Result<Plan, SweepError> {
+        let env = super::stages::SpecEnv::new(data_dir);
         let mut combos: Vec<Vec<(usize, usize)>> = vec![vec![]];
         for (ai, axis) in sweep.axes.iter().enumerate() {
             combos = combos
@@ -178,7 +180,7 @@ impl Plan {
                         .collect();
                     let input_cfgs: Vec<&Value> =
                         inputs.iter().map(|&i| &nodes[i].config).collect();
-                    let mut spec = stage.run_spec(&cfg, &input_cfgs).map_err(|m| {
+                    let mut spec = stage.run_spec(&cfg, &input_cfgs, &env).map_err(|m| {
                         SweepError::Invalid(vec![format!("stage {}: {m}", stage.name())])
                     })?;
                     spec.name = node_name(sweep, stage, &point);

@@ -6,7 +6,7 @@
 //! and a job that claims its run through [`crate::jobs::run_or_reuse`] and records artifacts that its
 //! dependents read with [`crate::jobs::input_artifact`].
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -33,6 +33,30 @@ pub enum StageKind {
     ToyAlign,
     /// A flow prior trained on projected target features (qwen / file sources).
     Prior,
+}
+
+/// What identifying a stage run needs beyond its settings: the data folder, to name the content of
+/// the files a stage reads (each file hashed once per expansion).
+pub struct SpecEnv<'a> {
+    pub data_dir: &'a Path,
+    hashes: std::cell::RefCell<std::collections::HashMap<PathBuf, String>>,
+}
+
+impl<'a> SpecEnv<'a> {
+    pub fn new(data_dir: &'a Path) -> SpecEnv<'a> {
+        SpecEnv {
+            data_dir,
+            hashes: Default::default(),
+        }
+    }
+
+    fn file_identity(&self, path: &Path) -> String {
+        self.hashes
+            .borrow_mut()
+            .entry(path.to_path_buf())
+            .or_insert_with(|| crate::util::file_identity(path))
+            .clone()
+    }
 }
 
 /// Where and how stages run.
@@ -232,7 +256,12 @@ impl StageKind {
     /// The run of a configuration whose inputs have configurations `inputs` (in `self.inputs()`
     /// order). The same spec as the stage's own command builds, so a sweep and a direct command
     /// share runs.
-    pub fn run_spec(self, cfg: &Value, inputs: &[&Value]) -> std::result::Result<RunSpec, String> {
+    pub fn run_spec(
+        self,
+        cfg: &Value,
+        inputs: &[&Value],
+        env: &SpecEnv<'_>,
+    ) -> std::result::Result<RunSpec, String> {
         Ok(match self {
             StageKind::Classifier => typed::<ClassifierConfig>(cfg)?.run_spec(),
             StageKind::ToyPrior => typed::<ToyPriorConfig>(cfg)?.run_spec(),
@@ -241,7 +270,11 @@ impl StageKind {
                     typed::<ToyPriorConfig>(inputs.first().copied().unwrap_or(&Value::Null))?;
                 typed::<ToyAlignConfig>(cfg)?.run_spec(&prior)
             }
-            StageKind::Prior => typed::<PriorConfig>(cfg)?.run_spec(),
+            StageKind::Prior => {
+                let p = typed::<PriorConfig>(cfg)?;
+                let (file, _) = p.source_file(env.data_dir);
+                p.run_spec(&env.file_identity(&file))
+            }
         })
     }
 

@@ -37,7 +37,7 @@ fn problems(text: &str) -> Vec<String> {
 fn grid_crosses_axes_and_seeds_and_shares_upstream_nodes() {
     let sweep = parse(BASE).expect("valid");
     assert_eq!(sweep.name, "demo");
-    let plan = Plan::expand(&sweep).expect("expands");
+    let plan = Plan::expand(&sweep, Path::new("data")).expect("expands");
     // 2 targets x 3 rates x 2 seeds points; priors depend on (target, seed) only.
     assert_eq!(plan.points.len(), 12);
     let priors = plan
@@ -75,7 +75,7 @@ fn grid_crosses_axes_and_seeds_and_shares_upstream_nodes() {
 
 #[test]
 fn hashes_ignore_key_order_and_see_every_change() {
-    let a = Plan::expand(&parse(BASE).expect("valid")).expect("plan");
+    let a = Plan::expand(&parse(BASE).expect("valid"), Path::new("data")).expect("plan");
     // The same sweep written in another order (sections, keys, stages).
     let reordered = r#"
 [axes]
@@ -91,7 +91,7 @@ seeds_dummy = 0
     let text = format!(
         "seeds = [0, 1]\npreset = \"smoke\"\nstages = [\"toy_align\", \"toy_prior\"]\n{reordered}"
     );
-    let b = Plan::expand(&parse(&text).expect("valid")).expect("plan");
+    let b = Plan::expand(&parse(&text).expect("valid"), Path::new("data")).expect("plan");
     let hashes = |p: &Plan| {
         let mut h: Vec<String> = p.nodes.iter().map(|n| n.hash.clone()).collect();
         h.sort();
@@ -101,11 +101,11 @@ seeds_dummy = 0
 
     // Any changed setting changes the hash of its stage and of everything downstream.
     let changed = BASE.replace("prior_steps = 10", "prior_steps = 11");
-    let c = Plan::expand(&parse(&changed).expect("valid")).expect("plan");
+    let c = Plan::expand(&parse(&changed).expect("valid"), Path::new("data")).expect("plan");
     assert!(hashes(&a).iter().all(|h| !hashes(&c).contains(h)));
     // A change in the align stage only leaves the priors' hashes alone.
     let align_only = BASE.replace("[fixed]", "[fixed]\ntoy_align.points = 7");
-    let d = Plan::expand(&parse(&align_only).expect("valid")).expect("plan");
+    let d = Plan::expand(&parse(&align_only).expect("valid"), Path::new("data")).expect("plan");
     for (x, y) in a.nodes.iter().zip(&d.nodes) {
         assert_eq!(x.hash == y.hash, x.stage == StageKind::ToyPrior);
     }
@@ -119,14 +119,14 @@ seeds_dummy = 0
         },
     )
     .expect("valid");
-    let e = Plan::expand(&small).expect("plan");
+    let e = Plan::expand(&small, Path::new("data")).expect("plan");
     assert!(hashes(&a).iter().all(|h| !hashes(&e).contains(h)));
 }
 
 #[test]
 fn the_sweep_and_the_toy_command_build_the_same_runs() {
     let sweep = parse(BASE).expect("valid");
-    let plan = Plan::expand(&sweep).expect("plan");
+    let plan = Plan::expand(&sweep, Path::new("data")).expect("plan");
     let mut cfg = crate::jobs::toy::ToyConfig::preset(
         crate::jobs::toy::ToyPreset::Tiny,
         crate::toy::Target::Mixture,
@@ -223,7 +223,7 @@ toy_prior.prior_steps = [50, 500]
 toy_prior.prior_warmup = [0, 100]
 "#;
     let sweep = parse(text).expect("each value is fine on its own");
-    match Plan::expand(&sweep) {
+    match Plan::expand(&sweep, Path::new("data")) {
         Err(SweepError::Invalid(p)) => assert_eq!(
             p,
             vec![
@@ -261,7 +261,7 @@ fn run(id: i64, status: RunStatus) -> RunInfo {
 #[test]
 fn node_states_follow_inputs_failures_and_retries() {
     let text = "stages = [\"toy_prior\", \"toy_align\"]\npreset = \"smoke\"\n[axes]\ntoy_prior.target = [\"mixture\", \"moons\"]\n";
-    let plan = Plan::expand(&parse(text).expect("valid")).expect("plan");
+    let plan = Plan::expand(&parse(text).expect("valid"), Path::new("data")).expect("plan");
     // nodes: prior(mixture), align(mixture), prior(moons), align(moons)
     let none = HashSet::new();
     let claim = Claim::new(false);

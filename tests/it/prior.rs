@@ -78,6 +78,15 @@ prior.projection = ["random", "pca", "avgpool"]
         );
     }
 
+    // The same sweep again reuses every prior; a changed feature file (same path) is new work.
+    let again = sb.ok(&["sweep", "run", f.to_str().unwrap()]);
+    assert!(again.contains("│ 0       │"), "{again}");
+    let mut changed = data.clone();
+    changed[0] += 1.0;
+    flowprior::features::write_npy(&feats, &changed, &[n, d]).expect("rewrite features");
+    let plan = sb.ok(&["sweep", "run", f.to_str().unwrap(), "--dry-run"]);
+    assert!(plan.contains("dry run: 3 to run, 0 reused"), "{plan}");
+
     // A missing file: the stage fails naming it.
     let bad = std::fs::read_to_string(&f)
         .unwrap()
