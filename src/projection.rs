@@ -52,9 +52,12 @@ impl Projection {
         d_out: usize,
         seed: u64,
     ) -> Result<Projection, String> {
-        if d_out == 0 || d_out > d_in {
+        // A random map may also go up (an injective embedding of low-dimensional features, e.g. 8-d
+        // codes into a 32-d latent space); the others select or average existing dimensions.
+        if d_out == 0 || (d_out > d_in && kind != ProjectionKind::Random) {
             return Err(format!(
-                "the projected dimension must be between 1 and the feature dimension {d_in}, got {d_out}"
+                "the projected dimension must be between 1 and the feature dimension {d_in} for `{}`, got {d_out}",
+                kind.name()
             ));
         }
         let mut matrix = vec![0f32; d_in * d_out];
@@ -271,6 +274,10 @@ mod tests {
         assert_eq!(y, vec![1.5, 3.0, 4.5]);
         let e = Projection::fit(ProjectionKind::Identity, &[], 5, 3, 0).expect_err("dims");
         assert!(e.contains("equal the feature dimension 5"), "{e}");
-        assert!(Projection::fit(ProjectionKind::Random, &[], 5, 6, 0).is_err());
+        assert!(Projection::fit(ProjectionKind::Pca, &[0.0; 20], 5, 6, 0).is_err());
+        assert!(Projection::fit(ProjectionKind::AvgPool, &[], 5, 6, 0).is_err());
+        // Random maps may go up: 2-D points into 6-D keep their distances up to the JL spread.
+        let up = Projection::fit(ProjectionKind::Random, &[], 2, 6, 1).expect("up");
+        assert_eq!(up.apply(&[1.0, 0.0]).len(), 6);
     }
 }

@@ -49,6 +49,10 @@ pub enum SourceKind {
     Qwen,
     /// Any [N, D] or [N, L, D] matrix: `path` (and `key` for .safetensors / parquet list columns).
     File,
+    /// The latent tokens of the sweep's `vae` stage (a KL-VAE trained in-project; low-level prior).
+    Vae,
+    /// The codebook of the sweep's `vq` stage (a VQ-VAE trained in-project; discrete prior).
+    Vq,
 }
 
 /// The MiniLM token table fetched by `just data` (the stand-in for Qwen's).
@@ -69,7 +73,8 @@ pub struct PriorConfig {
     /// Projection to `dim` (d2) dimensions.
     pub projection: ProjectionKind,
     pub dim: usize,
-    /// Target rows used at most (a seeded random subset; 0 = all), and rows held out for evaluation.
+    /// Target rows used at most (a seeded random subset; 0 = all), and rows held out for evaluation
+    /// (at most a fifth of the rows).
     pub max_rows: usize,
     pub holdout: usize,
     /// Prior network and training (paper, Table 3: width 1024, 6 blocks, AdamW 1e-4, batch 256,
@@ -175,7 +180,9 @@ impl PriorConfig {
                     &self.key
                 },
             ),
-            SourceKind::File => (self.path.as_str(), self.key.as_str()),
+            SourceKind::File | SourceKind::Vae | SourceKind::Vq => {
+                (self.path.as_str(), self.key.as_str())
+            }
         };
         let p = Path::new(path);
         let full = if p.is_absolute() {
@@ -193,6 +200,12 @@ impl PriorConfig {
                 "qwen: all-MiniLM-L6-v2 token table (stand-in for Qwen's), scaled by 1/std".into()
             }
             SourceKind::Qwen => format!("qwen: token table `{}` of {}", self.key, self.path),
+            SourceKind::Vae => {
+                "vae: latent tokens of a KL-VAE trained in-project (stand-in for SD-VAE)".into()
+            }
+            SourceKind::Vq => {
+                "vq: codebook of a VQ-VAE trained in-project (stand-in for LlamaGen's)".into()
+            }
             SourceKind::File => format!(
                 "file: {}{}",
                 self.path,
@@ -236,6 +249,33 @@ impl PriorConfig {
         }
     }
 
+    /// The stage whose features this configuration reads, if any.
+    pub fn source_stage(&self) -> Option<crate::models::latent_ae::AeKind> {
+        use crate::models::latent_ae::AeKind;
+        match self.source {
+            SourceKind::Vae => Some(AeKind::Vae),
+            SourceKind::Vq => Some(AeKind::Vq),
+            SourceKind::Qwen | SourceKind::File => None,
+        }
+    }
+
+    /// The run of this configuration on the features of the `kind` run whose hash is `input_hash`.
+    pub fn run_spec_on_stage(
+        &self,
+        kind: crate::models::latent_ae::AeKind,
+        input_hash: &str,
+    ) -> RunSpec {
+        let mut spec = self.run_spec("");
+        if let Some(obj) = spec.config.as_object_mut() {
+            obj.remove(SOURCE_KEY);
+            obj.insert(
+                super::INPUTS_KEY.into(),
+                serde_json::json!({ super::latent_ae::stage_name(kind): input_hash }),
+            );
+        }
+        spec
+    }
+
     /// The run of this configuration on the source file whose content identity is `source` (see
     /// [`crate::util::file_identity`]): a file changed under the same path is a different run.
     pub fn run_spec(&self, source: &str) -> RunSpec {
@@ -261,12 +301,22 @@ fn source_name(s: SourceKind) -> &'static str {
     match s {
         SourceKind::Qwen => "qwen",
         SourceKind::File => "file",
+        SourceKind::Vae => "vae",
+        SourceKind::Vq => "vq",
     }
+}
+
+/// The finished `vae` / `vq` run a prior reads, and that run's configuration hash.
+pub struct PriorInput {
+    pub run: i64,
+    pub hash: String,
 }
 
 /// The job.
 pub struct PriorJob<'a> {
     pub config: PriorConfig,
+    /// The `vae` / `vq` run whose features are the source (those sources only).
+    pub input: Option<PriorInput>,
     pub data_dir: PathBuf,
     pub store: &'a Store,
     pub claim: Claim,
@@ -276,8 +326,22 @@ impl BackendJob for PriorJob<'_> {
     type Output = Result<JobRun<i64>>;
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<JobRun<i64>> {
-        let (file, _) = self.config.source_file(&self.data_dir);
-        let spec = self.config.run_spec(&crate::util::file_identity(&file));
+        let spec = match (self.config.source_stage(), &self.input) {
+            (Some(kind), Some(input)) => self.config.run_spec_on_stage(kind, &input.hash),
+            (Some(_), None) => {
+                return Err(Error::Input {
+                    path: self.data_dir.clone(),
+                    message: format!(
+                        "a prior on `{}` features needs that stage's run",
+                        source_name(self.config.source)
+                    ),
+                });
+            }
+            (None, _) => {
+                let (file, _) = self.config.source_file(&self.data_dir);
+                self.config.run_spec(&crate::util::file_identity(&file))
+            }
+        };
         let backend = self.config.backend.name();
         super::run_or_reuse(self.store, &spec, backend, self.claim, |run| {
             run_prior::<B>(&self, run, &device)
@@ -307,7 +371,13 @@ fn run_prior<B: AutodiffBackend>(
     let cfg = &job.config;
     B::seed(device, cfg.seed);
     let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed);
-    let (file, key) = cfg.source_file(&job.data_dir);
+    let (file, key) = match &job.input {
+        Some(input) => (
+            super::input_artifact(job.store, input.run, super::latent_ae::FEATURES)?,
+            None,
+        ),
+        None => cfg.source_file(&job.data_dir),
+    };
     let mut feats: FeatureSet = read_features(&file, key.as_deref())?;
     run.artifact("source", &file)?;
     if cfg.source == SourceKind::Qwen || cfg.unit_std {
@@ -325,17 +395,20 @@ fn run_prior<B: AutodiffBackend>(
     if cfg.max_rows > 0 {
         order.truncate(cfg.max_rows);
     }
-    if order.len() <= cfg.holdout + cfg.knn_k + 1 {
+    // At most a fifth of the rows is held out (a 256-code codebook keeps 205 rows to train on).
+    let holdout = cfg.holdout.min(order.len() / 5);
+    if holdout <= cfg.knn_k || order.len() - holdout <= cfg.knn_k {
         return Err(Error::Input {
             path: file,
             message: format!(
-                "{} rows cannot hold out {} and still train a prior",
+                "{} rows are too few to hold out rows and still train and evaluate a prior (k = {})",
                 order.len(),
-                cfg.holdout
+                cfg.knn_k
             ),
         });
     }
-    let (held_idx, train_idx) = order.split_at(cfg.holdout);
+    run.log("source/holdout", 0, holdout as f64)?;
+    let (held_idx, train_idx) = order.split_at(holdout);
     let train_raw = gather(feats.rows(), d1, train_idx);
     let held_raw = gather(feats.rows(), d1, held_idx);
     drop(feats);
@@ -435,7 +508,7 @@ fn run_prior<B: AutodiffBackend>(
             value: f64::NAN,
         });
     }
-    let reference = &train[..cfg.holdout.min(n_train) * d];
+    let reference = &train[..holdout.min(n_train) * d];
     let g_held = Gaussian::fit(&held, d);
     let (p, r) = precision_recall(&held, &samples, d, cfg.knn_k);
     let (p_ref, r_ref) = precision_recall(&held, reference, d, cfg.knn_k);

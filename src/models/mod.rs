@@ -1,3 +1,4 @@
 //! Neural networks used by the pipeline's stages.
 
 pub mod classifier;
+pub mod latent_ae;

@@ -173,8 +173,18 @@ impl Plan {
                         ));
                         break;
                     }
-                    let inputs: Vec<usize> = stage
-                        .inputs()
+                    let needs = stage.inputs_for(&cfg);
+                    if let Some(missing) = needs.iter().find(|k| !point.nodes.contains_key(k)) {
+                        problems.push(format!(
+                            "{}: at {}, stage `{}` reads stage `{}`: add it to `stages`",
+                            sweep.file.display(),
+                            point.describe(),
+                            stage.name(),
+                            missing.name()
+                        ));
+                        break;
+                    }
+                    let inputs: Vec<usize> = needs
                         .iter()
                         .filter_map(|k| point.nodes.get(k).copied())
                         .collect();

@@ -292,7 +292,7 @@ impl Sweep {
                 ),
             }
         }
-        for k in &stages {
+        for k in stages.iter().filter(|k| k.is_static_inputs()) {
             for need in k.inputs() {
                 if !stages.contains(need) {
                     p.add(

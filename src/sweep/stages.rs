@@ -15,9 +15,11 @@ use super::spec::Scale;
 use crate::backend::{BackendKind, DeviceSpec, run_job};
 use crate::error::{Error, Result};
 use crate::jobs::classifier::{ClassifierConfig, TrainClassifier};
-use crate::jobs::prior::{PriorConfig, PriorJob};
+use crate::jobs::latent_ae::{LatentAeConfig, LatentAeJob, stage_name};
+use crate::jobs::prior::{PriorConfig, PriorInput, PriorJob};
 use crate::jobs::toy::{ToyAlignConfig, ToyAlignJob, ToyPreset, ToyPriorConfig, ToyPriorJob};
 use crate::jobs::{Claim, JobRun};
+use crate::models::latent_ae::AeKind;
 use crate::store::{RunSpec, Store};
 use crate::toy::Target;
 
@@ -31,7 +33,11 @@ pub enum StageKind {
     ToyPrior,
     /// Free points optimised on L_align under a frozen toy prior.
     ToyAlign,
-    /// A flow prior trained on projected target features (qwen / file sources).
+    /// A small KL-VAE on an image dataset; its latents are the `vae` prior source.
+    Vae,
+    /// A small VQ-VAE on an image dataset; its codebook is the `vq` prior source.
+    Vq,
+    /// A flow prior trained on projected target features (qwen / file / vae / vq sources).
     Prior,
 }
 
@@ -118,10 +124,12 @@ fn toy_preset(s: Scale) -> ToyPreset {
 }
 
 impl StageKind {
-    pub const ALL: [StageKind; 4] = [
+    pub const ALL: [StageKind; 6] = [
         StageKind::Classifier,
         StageKind::ToyPrior,
         StageKind::ToyAlign,
+        StageKind::Vae,
+        StageKind::Vq,
         StageKind::Prior,
     ];
 
@@ -130,6 +138,8 @@ impl StageKind {
             StageKind::Classifier => "classifier",
             StageKind::ToyPrior => crate::jobs::toy::TOY_PRIOR,
             StageKind::ToyAlign => crate::jobs::toy::TOY_ALIGN,
+            StageKind::Vae => crate::jobs::latent_ae::VAE,
+            StageKind::Vq => crate::jobs::latent_ae::VQ,
             StageKind::Prior => crate::jobs::prior::PRIOR,
         }
     }
@@ -143,15 +153,35 @@ impl StageKind {
         StageKind::ALL.map(StageKind::name).join(", ")
     }
 
-    /// The stages whose finished runs this stage reads.
+    /// The stages whose finished runs this stage may read (what some configuration of it reads).
     pub fn inputs(self) -> &'static [StageKind] {
         match self {
             StageKind::ToyAlign => &[StageKind::ToyPrior],
-            StageKind::Classifier | StageKind::ToyPrior | StageKind::Prior => &[],
+            StageKind::Prior => &[StageKind::Vae, StageKind::Vq],
+            StageKind::Classifier | StageKind::ToyPrior | StageKind::Vae | StageKind::Vq => &[],
         }
     }
 
-    /// This stage and every stage it reads, directly or not.
+    /// The stages a configuration of this stage reads: a prior reads the `vae` or `vq` stage when that
+    /// is its source, nothing otherwise.
+    pub fn inputs_for(self, cfg: &Value) -> Vec<StageKind> {
+        match self {
+            StageKind::Prior => match cfg.get("source").and_then(Value::as_str) {
+                Some("vae") => vec![StageKind::Vae],
+                Some("vq") => vec![StageKind::Vq],
+                _ => vec![],
+            },
+            k => k.inputs().to_vec(),
+        }
+    }
+
+    /// Whether the stage always reads all of `inputs()` (checkable from `stages` alone); otherwise the
+    /// inputs depend on the configuration and are checked per grid point.
+    pub fn is_static_inputs(self) -> bool {
+        self != StageKind::Prior
+    }
+
+    /// This stage and every stage it may read, directly or not.
     pub fn upstream(self) -> Vec<StageKind> {
         let mut out = vec![self];
         for k in self.inputs() {
@@ -190,6 +220,26 @@ impl StageKind {
                 to_json(&ToyPriorConfig::preset(toy_preset(scale), Target::Mixture))
             }
             StageKind::ToyAlign => to_json(&ToyAlignConfig::preset(toy_preset(scale))),
+            StageKind::Vae | StageKind::Vq => {
+                let base = LatentAeConfig::default();
+                to_json(&match scale {
+                    Scale::Smoke => LatentAeConfig {
+                        train_size: 2000,
+                        test_size: 300,
+                        steps: 60,
+                        batch: 64,
+                        feature_images: 500,
+                        ..base
+                    },
+                    Scale::Small => base,
+                    Scale::Paper => LatentAeConfig {
+                        steps: 20_000,
+                        feature_images: 0,
+                        test_size: 10_000,
+                        ..base
+                    },
+                })
+            }
             StageKind::Prior => {
                 let base = PriorConfig::default();
                 to_json(&match scale {
@@ -232,6 +282,7 @@ impl StageKind {
             StageKind::Classifier => typed::<ClassifierConfig>(cfg).map(drop),
             StageKind::ToyPrior => typed::<ToyPriorConfig>(cfg).map(drop),
             StageKind::ToyAlign => typed::<ToyAlignConfig>(cfg).map(drop),
+            StageKind::Vae | StageKind::Vq => typed::<LatentAeConfig>(cfg).map(drop),
             StageKind::Prior => typed::<PriorConfig>(cfg).map(drop),
         }
     }
@@ -242,6 +293,7 @@ impl StageKind {
             StageKind::Classifier => typed::<ClassifierConfig>(cfg)?.validate(),
             StageKind::ToyPrior => typed::<ToyPriorConfig>(cfg)?.validate(),
             StageKind::ToyAlign => typed::<ToyAlignConfig>(cfg)?.validate(),
+            StageKind::Vae | StageKind::Vq => typed::<LatentAeConfig>(cfg)?.validate(),
             StageKind::Prior => typed::<PriorConfig>(cfg)?.validate(),
         }
     }
@@ -270,10 +322,23 @@ impl StageKind {
                     typed::<ToyPriorConfig>(inputs.first().copied().unwrap_or(&Value::Null))?;
                 typed::<ToyAlignConfig>(cfg)?.run_spec(&prior)
             }
+            StageKind::Vae => typed::<LatentAeConfig>(cfg)?.run_spec(AeKind::Vae),
+            StageKind::Vq => typed::<LatentAeConfig>(cfg)?.run_spec(AeKind::Vq),
             StageKind::Prior => {
                 let p = typed::<PriorConfig>(cfg)?;
-                let (file, _) = p.source_file(env.data_dir);
-                p.run_spec(&env.file_identity(&file))
+                match (p.source_stage(), inputs.first()) {
+                    (Some(kind), Some(input)) => {
+                        let ae = typed::<LatentAeConfig>(input)?;
+                        p.run_spec_on_stage(kind, &ae.run_spec(kind).hash())
+                    }
+                    (Some(kind), None) => {
+                        return Err(format!("needs the `{}` stage", stage_name(kind)));
+                    }
+                    (None, _) => {
+                        let (file, _) = p.source_file(env.data_dir);
+                        p.run_spec(&env.file_identity(&file))
+                    }
+                }
             }
         })
     }
@@ -309,6 +374,13 @@ impl StageKind {
             StageKind::ToyAlign => vec![(
                 "feature network",
                 "none (toy NLL: analytic for mixtures, Gaussian KDE otherwise)".to_string(),
+            )],
+            StageKind::Vae | StageKind::Vq => vec![(
+                "dataset",
+                cfg.get("dataset")
+                    .and_then(Value::as_str)
+                    .unwrap_or("?")
+                    .to_string(),
             )],
             StageKind::Prior => match typed::<PriorConfig>(cfg) {
                 Ok(p) => vec![
@@ -357,9 +429,38 @@ impl StageKind {
                 };
                 Ok(run_job(backend, device, job)??.into())
             }
-            StageKind::Prior => {
-                let job = PriorJob {
+            StageKind::Vae | StageKind::Vq => {
+                let job = LatentAeJob {
+                    kind: if self == StageKind::Vae {
+                        AeKind::Vae
+                    } else {
+                        AeKind::Vq
+                    },
                     config: typed(cfg).map_err(bad)?,
+                    data_dir: ctx.data_dir.clone(),
+                    store: ctx.store,
+                    claim: ctx.claim,
+                };
+                Ok(run_job(backend, device, job)??.into())
+            }
+            StageKind::Prior => {
+                let config: PriorConfig = typed(cfg).map_err(bad)?;
+                let input = match (config.source_stage(), inputs.first()) {
+                    (Some(kind), Some(i)) => {
+                        let ae: LatentAeConfig = typed(i.config).map_err(bad)?;
+                        Some(PriorInput {
+                            run: i.run,
+                            hash: ae.run_spec(kind).hash(),
+                        })
+                    }
+                    (Some(kind), None) => {
+                        return Err(bad(format!("needs its `{}` run", stage_name(kind))));
+                    }
+                    (None, _) => None,
+                };
+                let job = PriorJob {
+                    config,
+                    input,
                     data_dir: ctx.data_dir.clone(),
                     store: ctx.store,
                     claim: ctx.claim,

@@ -182,7 +182,7 @@ toy_prior.seed = [1, 2]
         problems(text),
         vec![
             "sweeps/demo.toml: `stages`: unknown stage `gan`; expected one of classifier, toy_prior, \
-             toy_align, prior",
+             toy_align, vae, vq, prior",
             "sweeps/demo.toml: `stages`: stage `toy_align` needs `toy_prior`: add it to the list",
             "sweeps/demo.toml: `seeds`: expected at least one seed",
         ]
@@ -339,5 +339,34 @@ fn rules_that_tie_two_settings_see_the_fixed_settings_together() {
         vec![
             "sweeps/demo.toml: `axes.prior.source[1]`: `path` must name the feature file when `source` is \"file\""
         ]
+    );
+}
+
+#[test]
+fn a_prior_on_vae_latents_needs_the_vae_stage() {
+    let text =
+        "stages = [\"prior\"]\npreset = \"smoke\"\n[axes]\nprior.source = [\"qwen\", \"vae\"]\n";
+    let sweep = parse(text).expect("each value is valid on its own");
+    match Plan::expand(&sweep, Path::new("data")) {
+        Err(SweepError::Invalid(p)) => assert_eq!(
+            p,
+            vec![
+                "sweeps/demo.toml: at prior.source=vae, seed=0, stage `prior` reads stage `vae`: add it to `stages`"
+            ]
+        ),
+        other => panic!("expected a missing stage, got {other:?}"),
+    }
+    let with = "stages = [\"vae\", \"prior\"]\npreset = \"smoke\"\n[axes]\nprior.source = [\"qwen\", \"vae\"]\n";
+    let plan = Plan::expand(&parse(with).expect("valid"), Path::new("data")).expect("plan");
+    // One vae node serves both points; only the vae-sourced prior reads it.
+    let priors: Vec<&Node> = plan
+        .nodes
+        .iter()
+        .filter(|n| n.stage == StageKind::Prior)
+        .collect();
+    assert_eq!(priors.len(), 2);
+    assert_eq!(
+        priors.iter().map(|n| n.inputs.len()).collect::<Vec<_>>(),
+        vec![0, 1]
     );
 }

@@ -99,3 +99,64 @@ prior.projection = ["random", "pca", "avgpool"]
         "{out}"
     );
 }
+
+#[test]
+fn vae_and_vq_stages_feed_priors_on_their_latents_and_codebook() {
+    let sb = Sandbox::new();
+    crate::common::write_tiny_fashion_mnist(&sb.data(), 256, 64);
+    let sweep = r#"
+stages = ["vae", "vq", "prior"]
+preset = "smoke"
+[fixed]
+vae.train_size = 256
+vae.test_size = 64
+vae.steps = 4
+vae.batch = 32
+vae.feature_images = 40
+vq.train_size = 256
+vq.test_size = 64
+vq.steps = 4
+vq.batch = 32
+vq.codebook_size = 64
+prior.dim = 4
+prior.steps = 20
+prior.warmup = 2
+prior.holdout = 100
+prior.eval_samples = 64
+prior.diag_rows = 200
+[axes]
+prior.source = ["vae", "vq"]
+prior.projection = ["random", "pca"]
+"#;
+    let f = sb.dir.path().join("lat.toml");
+    std::fs::write(&f, sweep).expect("write sweep");
+    sb.ok(&["sweep", "run", f.to_str().unwrap()]);
+    // One vae and one vq run serve two priors each.
+    for (stage, n) in [("vae", "1"), ("vq", "1"), ("prior", "4")] {
+        assert_eq!(
+            sb.sql_value(&format!(
+                "SELECT COUNT(*) FROM runs WHERE stage = '{stage}' AND status = 'finished'"
+            )),
+            n,
+            "{stage}"
+        );
+    }
+    // The vae prior trained on 40 images x 49 tokens of 8 channels; the vq prior on 64 codes.
+    let rows = |source: &str| {
+        sb.sql_value(&format!(
+            "SELECT MAX(s.value) FROM summary s JOIN runs r ON r.id = s.run_id \
+             WHERE s.key = 'source/rows' AND r.name LIKE 'prior source={source}%'"
+        ))
+    };
+    assert_eq!(rows("vae"), "1960");
+    assert_eq!(rows("vq"), "64");
+    assert_eq!(
+        sb.sql_value("SELECT COUNT(*) FROM summary WHERE key = 'test/psnr' AND value > 0"),
+        "2"
+    );
+    // Each prior's identity names the run it read.
+    let inputs = sb.sql_value(
+        "SELECT COUNT(*) FROM runs WHERE stage = 'prior' AND (config LIKE '%\"inputs\":{\"vae\"%' OR config LIKE '%\"inputs\":{\"vq\"%')",
+    );
+    assert_eq!(inputs, "4");
+}

@@ -1,0 +1,301 @@
+//! The `vae` and `vq` stages: a small KL-VAE or VQ-VAE trained on an image dataset, whose latents are a
+//! target prior's features (paper Table 1's low-level and discrete priors, with in-project stand-ins for
+//! SD-VAE and LlamaGen's tokenizer). `vae` saves the posterior means of `feature_images` training images
+//! as [N, 49, C] tokens; `vq` saves its codebook [K, C] (the discrete prior lives on the codes). Both
+//! save the weights, log their losses, the test reconstruction PSNR, and (VQ) the codebook usage.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use burn::module::{AutodiffModule, Module};
+use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use super::{Claim, JobRun};
+use crate::backend::{BackendJob, BackendKind};
+use crate::config::{positive_counts, positive_rates};
+use crate::data::{DatasetId, Split};
+use crate::error::{Error, Result};
+use crate::features::write_npy;
+use crate::models::latent_ae::{AeKind, LatentAe};
+use crate::store::{ActiveRun, RunSpec, Store};
+use crate::tensors::{scalar, to_host};
+
+/// Stage names.
+pub const VAE: &str = "vae";
+pub const VQ: &str = "vq";
+/// The artifact a dependent prior reads.
+pub const FEATURES: &str = "features";
+
+/// Configuration of a `vae` or `vq` run. Every field is part of its identity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LatentAeConfig {
+    pub dataset: DatasetId,
+    /// Training images (the first N of the train split; 0 = all) and test images for PSNR.
+    pub train_size: usize,
+    pub test_size: usize,
+    /// Channels C of the 7x7 latent tokens (LlamaGen's codes: 8).
+    pub channels: usize,
+    /// Codebook size K (`vq` only).
+    pub codebook_size: usize,
+    /// KL weight (`vae` only; the loss is per latent element) and commitment weight (`vq` only).
+    pub kl_weight: f64,
+    pub commitment: f64,
+    pub steps: usize,
+    pub batch: usize,
+    pub lr: f64,
+    /// Training images whose latents are the `vae` features (0 = all training images).
+    pub feature_images: usize,
+    pub seed: u64,
+    pub backend: BackendKind,
+}
+
+impl Default for LatentAeConfig {
+    fn default() -> Self {
+        LatentAeConfig {
+            dataset: DatasetId::FashionMnist,
+            train_size: 0,
+            test_size: 2000,
+            channels: 8,
+            codebook_size: 256,
+            kl_weight: 1e-3,
+            commitment: 0.25,
+            steps: 3000,
+            batch: 128,
+            lr: 1e-3,
+            feature_images: 10_000,
+            seed: 0,
+            backend: BackendKind::Flex,
+        }
+    }
+}
+
+impl LatentAeConfig {
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        positive_counts(&[
+            ("test_size", self.test_size),
+            ("channels", self.channels),
+            ("codebook_size", self.codebook_size),
+            ("steps", self.steps),
+            ("batch", self.batch),
+        ])?;
+        positive_rates(&[("lr", self.lr)])?;
+        if !(self.kl_weight >= 0.0 && self.commitment >= 0.0) {
+            return Err("`kl_weight` and `commitment` must be non-negative".into());
+        }
+        Ok(())
+    }
+
+    pub fn run_spec(&self, kind: AeKind) -> RunSpec {
+        let stage = stage_name(kind);
+        RunSpec {
+            stage: stage.into(),
+            name: format!("{stage}/{}-c{}", self.dataset.name(), self.channels),
+            config: serde_json::to_value(self).unwrap_or_default(),
+            seed: Some(self.seed as i64),
+        }
+    }
+}
+
+pub fn stage_name(kind: AeKind) -> &'static str {
+    match kind {
+        AeKind::Vae => VAE,
+        AeKind::Vq => VQ,
+    }
+}
+
+/// The job.
+pub struct LatentAeJob<'a> {
+    pub kind: AeKind,
+    pub config: LatentAeConfig,
+    pub data_dir: PathBuf,
+    pub store: &'a Store,
+    pub claim: Claim,
+}
+
+impl BackendJob for LatentAeJob<'_> {
+    type Output = Result<JobRun<i64>>;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<JobRun<i64>> {
+        let spec = self.config.run_spec(self.kind);
+        let backend = self.config.backend.name();
+        super::run_or_reuse(self.store, &spec, backend, self.claim, |run| {
+            train::<B>(&self, run, &device)
+        })
+    }
+}
+
+fn images<B: burn::tensor::backend::Backend>(x: Vec<f32>, device: &B::Device) -> Tensor<B, 2> {
+    let b = x.len() / 784;
+    Tensor::from_data(TensorData::new(x, [b, 784]), device)
+}
+
+fn train<B: AutodiffBackend>(
+    job: &LatentAeJob<'_>,
+    run: &mut ActiveRun<'_>,
+    device: &B::Device,
+) -> Result<i64> {
+    let cfg = &job.config;
+    B::seed(device, cfg.seed);
+    let mut train = cfg.dataset.load(&job.data_dir, Split::Train)?;
+    if cfg.train_size > 0 {
+        train = train.take(cfg.train_size);
+    }
+    let test = cfg
+        .dataset
+        .load(&job.data_dir, Split::Test)?
+        .take(cfg.test_size);
+    if train.dim() != 784 {
+        return Err(Error::Input {
+            path: job.data_dir.clone(),
+            message: format!(
+                "the {} autoencoder needs 28x28 images, {} has {}x{}",
+                stage_name(job.kind),
+                train.name,
+                train.height,
+                train.width
+            ),
+        });
+    }
+    let mut model = LatentAe::<B>::new(job.kind, cfg.channels, cfg.codebook_size, device);
+    let mut optim = AdamConfig::new().init::<B, LatentAe<B>>();
+    let bar = super::progress_bar(cfg.steps as u64, stage_name(job.kind));
+    let log_every = (cfg.steps / 100).max(1);
+    let started = Instant::now();
+    let mut used = vec![0u64; cfg.codebook_size];
+    for (step, idx) in train
+        .batches(cfg.batch, cfg.seed)
+        .take(cfg.steps)
+        .enumerate()
+    {
+        let (x, _) = train.gather(&idx);
+        let l = model.losses(images::<B>(x, device), cfg.kl_weight, cfg.commitment);
+        if step % log_every == 0 || step + 1 == cfg.steps {
+            let total = scalar(l.total.clone());
+            run.log("ae/loss", step as i64, total)?;
+            run.log("ae/recon_mse", step as i64, scalar(l.recon.clone()))?;
+            run.log(
+                if job.kind == AeKind::Vq {
+                    "ae/vq_loss"
+                } else {
+                    "ae/kl"
+                },
+                step as i64,
+                scalar(l.reg.clone()),
+            )?;
+            if !total.is_finite() {
+                return Err(Error::Diverged {
+                    step,
+                    key: "ae/loss".into(),
+                    value: total,
+                });
+            }
+        }
+        if let Some(codes) = &l.codes
+            && step + 1 >= cfg.steps.saturating_sub(50)
+        {
+            for c in codes.clone().into_data().iter::<i64>() {
+                used[c as usize] += 1;
+            }
+        }
+        let grads = GradientsParams::from_grads(l.total.backward(), &model);
+        model = optim.step(cfg.lr, model, grads);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let steps_per_s = cfg.steps as f64 / started.elapsed().as_secs_f64().max(1e-9);
+    run.log("ae/steps_per_s", cfg.steps as i64, steps_per_s)?;
+
+    // Test reconstruction PSNR (images in [0, 1]).
+    let model = model.valid();
+    let all: Vec<usize> = (0..test.len()).collect();
+    let mut se = 0f64;
+    for chunk in all.chunks(500) {
+        let (x, _) = test.gather(chunk);
+        let xt = images::<B::InnerBackend>(x.clone(), device);
+        let rec = to_host(model.reconstruct(xt));
+        se += rec
+            .iter()
+            .zip(&x)
+            .map(|(r, t)| (r - f64::from(*t)).powi(2))
+            .sum::<f64>();
+    }
+    let mse = se / (test.len() * 784).max(1) as f64;
+    run.log(
+        "test/psnr",
+        cfg.steps as i64,
+        10.0 * (1.0 / mse.max(1e-12)).log10(),
+    )?;
+    if job.kind == AeKind::Vq {
+        let total: u64 = used.iter().sum();
+        let entropy: f64 = used
+            .iter()
+            .filter(|&&c| c > 0)
+            .map(|&c| {
+                let p = c as f64 / total as f64;
+                -p * p.ln()
+            })
+            .sum();
+        run.log(
+            "vq/codes_used",
+            cfg.steps as i64,
+            used.iter().filter(|&&c| c > 0).count() as f64,
+        )?;
+        run.log("vq/perplexity", cfg.steps as i64, entropy.exp())?;
+    }
+
+    // Artifacts: weights and the feature set.
+    let dir = super::run_dir(job.store, run.id())?;
+    let stem = dir.join(stage_name(job.kind));
+    model
+        .clone()
+        .save_file(
+            stem.clone(),
+            &NamedMpkFileRecorder::<FullPrecisionSettings>::new(),
+        )
+        .map_err(|e| Error::Write {
+            path: stem.clone(),
+            message: e.to_string(),
+        })?;
+    run.artifact("weights", &stem.with_extension("mpk"))?;
+    let features = dir.join("features.npy");
+    let write = |data: Vec<f32>, shape: &[usize]| {
+        write_npy(&features, &data, shape).map_err(|e| Error::Write {
+            path: features.clone(),
+            message: e.to_string(),
+        })
+    };
+    match job.kind {
+        AeKind::Vq => {
+            let cb: Vec<f32> = to_host(model.codebook.val())
+                .into_iter()
+                .map(|v| v as f32)
+                .collect();
+            write(cb, &[cfg.codebook_size, cfg.channels])?;
+        }
+        AeKind::Vae => {
+            let n = if cfg.feature_images == 0 {
+                train.len()
+            } else {
+                cfg.feature_images.min(train.len())
+            };
+            let mut data = Vec::with_capacity(n * 49 * cfg.channels);
+            let idx: Vec<usize> = (0..n).collect();
+            for chunk in idx.chunks(500) {
+                let (x, _) = train.gather(chunk);
+                data.extend(
+                    to_host(model.latents(images::<B::InnerBackend>(x, device)))
+                        .into_iter()
+                        .map(|v| v as f32),
+                );
+            }
+            write(data, &[n, 49, cfg.channels])?;
+        }
+    }
+    run.artifact(FEATURES, &features)?;
+    Ok(run.id())
+}
