@@ -162,6 +162,12 @@ fn train<B: AutodiffBackend>(
         });
     }
     let mut model = LatentAe::<B>::new(job.kind, cfg.channels, cfg.codebook_size, device);
+    if job.kind == AeKind::Vq {
+        // Codes start on encoder outputs of a first batch (a remedy for unused codes).
+        let idx: Vec<usize> = (0..train.len().min(256)).collect();
+        let (x, _) = train.gather(&idx);
+        model = model.init_codebook_from(images::<B>(x, device), cfg.seed);
+    }
     let mut optim = AdamConfig::new().init::<B, LatentAe<B>>();
     let bar = super::progress_bar(cfg.steps as u64, stage_name(job.kind));
     let log_every = (cfg.steps / 100).max(1);

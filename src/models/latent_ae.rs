@@ -92,6 +92,29 @@ impl<B: Backend> LatentAe<B> {
         self.enc_out.forward(h)
     }
 
+    /// Data-dependent codebook initialisation (VQ): the codes become encoder outputs of `x` [B, 784]
+    /// (tokens taken in a seeded random order, repeated when there are fewer tokens than codes), so
+    /// that every code starts where the encoder puts tokens instead of in an unused corner.
+    pub fn init_codebook_from(mut self, x: Tensor<B, 2>, seed: u64) -> Self {
+        use rand::SeedableRng;
+        use rand::seq::SliceRandom;
+        if !self.vq {
+            return self;
+        }
+        let h = self.encode_raw(x);
+        let [b, c, hh, ww] = h.dims();
+        let tokens = h.swap_dims(1, 3).reshape([b * hh * ww, c]);
+        let k = self.codebook.val().dims()[0];
+        let mut order: Vec<usize> = (0..b * hh * ww).collect();
+        order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
+        let pick: Vec<i64> = (0..k).map(|i| order[i % order.len()] as i64).collect();
+        let device = tokens.device();
+        let idx = Tensor::<B, 1, Int>::from_data(burn::tensor::TensorData::new(pick, [k]), &device);
+        let codes = tokens.select(0, idx).detach();
+        self.codebook = Param::from_tensor(codes);
+        self
+    }
+
     /// Decoder: latents [B, C, 7, 7] to images [B, 784].
     pub fn decode(&self, z: Tensor<B, 4>) -> Tensor<B, 2> {
         let [b, _, _, _] = z.dims();
@@ -221,6 +244,20 @@ mod tests {
                 &flat_q[t * 4..t * 4 + 4],
                 &cb[idx[t] as usize * 4..idx[t] as usize * 4 + 4]
             );
+        }
+        // After a data-dependent initialisation every code is one of the encoder's tokens.
+        let x = Tensor::<B, 2>::random([2, 784], Distribution::Uniform(0.0, 1.0), &device);
+        let h: Vec<f32> = ae
+            .encode_raw(x.clone())
+            .swap_dims(1, 3)
+            .reshape([98, 4])
+            .into_data()
+            .to_vec()
+            .expect("f32");
+        let ae = ae.init_codebook_from(x, 3);
+        let cb: Vec<f32> = ae.codebook.val().into_data().to_vec().expect("f32");
+        for code in cb.chunks_exact(4) {
+            assert!(h.chunks_exact(4).any(|t| t == code));
         }
         let vae = LatentAe::<B>::new(AeKind::Vae, 4, 16, &device);
         let x = Tensor::<B, 2>::random([2, 784], Distribution::Uniform(0.0, 1.0), &device);
