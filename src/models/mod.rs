@@ -1,4 +1,5 @@
 //! Neural networks used by the pipeline's stages.
 
 pub mod classifier;
+pub mod efficientnet;
 pub mod latent_ae;
