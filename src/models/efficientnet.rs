@@ -152,14 +152,14 @@ impl<B: Backend> EfficientNetLite0<B> {
         model
             .load_from(&mut store)
             .map_err(|e| format!("{}: {e}", path.display()))?;
-        Ok(model.from_tf_layout())
+        Ok(model.relaid_from_tf_layout())
     }
 
     /// The package's tensors are TensorFlow-converted views: each conv kernel is stored in memory as
     /// [kh, kw, in, out] and the classifier as [in, out], exposed to PyTorch through strides. The
     /// legacy-pickle reader takes the storage in memory order and ignores those strides, so the
     /// loaded buffers are re-laid-out here (checked against the PyTorch reference in the tests).
-    fn from_tf_layout(mut self) -> Self {
+    fn relaid_from_tf_layout(mut self) -> Self {
         fn fix<B: Backend>(mut c: Conv2d<B>) -> Conv2d<B> {
             let [o, i, kh, kw] = c.weight.val().dims();
             c.weight = c
