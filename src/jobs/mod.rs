@@ -2,6 +2,7 @@
 
 pub mod bench_prior;
 pub mod classifier;
+pub mod dino;
 pub mod latent_ae;
 pub mod prior;
 pub mod toy;

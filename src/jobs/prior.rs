@@ -53,6 +53,8 @@ pub enum SourceKind {
     Vae,
     /// The codebook of the sweep's `vq` stage (a VQ-VAE trained in-project; discrete prior).
     Vq,
+    /// The image features of the sweep's `dino` stage (EfficientNet-Lite0 here; semantic prior).
+    Dino,
 }
 
 /// The MiniLM token table fetched by `just data` (the stand-in for Qwen's).
@@ -180,7 +182,7 @@ impl PriorConfig {
                     &self.key
                 },
             ),
-            SourceKind::File | SourceKind::Vae | SourceKind::Vq => {
+            SourceKind::File | SourceKind::Vae | SourceKind::Vq | SourceKind::Dino => {
                 (self.path.as_str(), self.key.as_str())
             }
         };
@@ -205,6 +207,9 @@ impl PriorConfig {
             }
             SourceKind::Vq => {
                 "vq: codebook of a VQ-VAE trained in-project (stand-in for LlamaGen's)".into()
+            }
+            SourceKind::Dino => {
+                "dino: EfficientNet-Lite0 ImageNet features (stand-in for DINOv2)".into()
             }
             SourceKind::File => format!(
                 "file: {}{}",
@@ -249,28 +254,24 @@ impl PriorConfig {
         }
     }
 
-    /// The stage whose features this configuration reads, if any.
-    pub fn source_stage(&self) -> Option<crate::models::latent_ae::AeKind> {
-        use crate::models::latent_ae::AeKind;
+    /// The stage whose `features` artifact this configuration reads, if any.
+    pub fn source_stage(&self) -> Option<&'static str> {
         match self.source {
-            SourceKind::Vae => Some(AeKind::Vae),
-            SourceKind::Vq => Some(AeKind::Vq),
+            SourceKind::Vae => Some(super::latent_ae::VAE),
+            SourceKind::Vq => Some(super::latent_ae::VQ),
+            SourceKind::Dino => Some(super::dino::DINO),
             SourceKind::Qwen | SourceKind::File => None,
         }
     }
 
-    /// The run of this configuration on the features of the `kind` run whose hash is `input_hash`.
-    pub fn run_spec_on_stage(
-        &self,
-        kind: crate::models::latent_ae::AeKind,
-        input_hash: &str,
-    ) -> RunSpec {
+    /// The run of this configuration on the features of the `stage` run whose hash is `input_hash`.
+    pub fn run_spec_on_stage(&self, stage: &str, input_hash: &str) -> RunSpec {
         let mut spec = self.run_spec("");
         if let Some(obj) = spec.config.as_object_mut() {
             obj.remove(SOURCE_KEY);
             obj.insert(
                 super::INPUTS_KEY.into(),
-                serde_json::json!({ super::latent_ae::stage_name(kind): input_hash }),
+                serde_json::json!({ stage: input_hash }),
             );
         }
         spec
@@ -303,10 +304,11 @@ fn source_name(s: SourceKind) -> &'static str {
         SourceKind::File => "file",
         SourceKind::Vae => "vae",
         SourceKind::Vq => "vq",
+        SourceKind::Dino => "dino",
     }
 }
 
-/// The finished `vae` / `vq` run a prior reads, and that run's configuration hash.
+/// The finished `vae` / `vq` / `dino` run a prior reads, and that run's configuration hash.
 pub struct PriorInput {
     pub run: i64,
     pub hash: String,
@@ -327,7 +329,7 @@ impl BackendJob for PriorJob<'_> {
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<JobRun<i64>> {
         let spec = match (self.config.source_stage(), &self.input) {
-            (Some(kind), Some(input)) => self.config.run_spec_on_stage(kind, &input.hash),
+            (Some(stage), Some(input)) => self.config.run_spec_on_stage(stage, &input.hash),
             (Some(_), None) => {
                 return Err(Error::Input {
                     path: self.data_dir.clone(),

@@ -272,6 +272,7 @@ pub fn work(
             .filter_map(|&j| {
                 runs[j].as_ref().map(|r| StageInput {
                     config: &plan.nodes[j].config,
+                    hash: &plan.nodes[j].hash,
                     run: r.id,
                 })
             })

@@ -15,7 +15,8 @@ use super::spec::Scale;
 use crate::backend::{BackendKind, DeviceSpec, run_job};
 use crate::error::{Error, Result};
 use crate::jobs::classifier::{ClassifierConfig, TrainClassifier};
-use crate::jobs::latent_ae::{LatentAeConfig, LatentAeJob, stage_name};
+use crate::jobs::dino::{DinoConfig, DinoJob};
+use crate::jobs::latent_ae::{LatentAeConfig, LatentAeJob};
 use crate::jobs::prior::{PriorConfig, PriorInput, PriorJob};
 use crate::jobs::toy::{ToyAlignConfig, ToyAlignJob, ToyPreset, ToyPriorConfig, ToyPriorJob};
 use crate::jobs::{Claim, JobRun};
@@ -37,6 +38,8 @@ pub enum StageKind {
     Vae,
     /// A small VQ-VAE on an image dataset; its codebook is the `vq` prior source.
     Vq,
+    /// Image features of a pretrained visual encoder (EfficientNet-Lite0 here): the `dino` source.
+    Dino,
     /// A flow prior trained on projected target features (qwen / file / vae / vq sources).
     Prior,
 }
@@ -101,9 +104,11 @@ impl From<JobRun<i64>> for StageRun {
     }
 }
 
-/// A finished upstream run a stage reads: its plan configuration (without inputs) and its run id.
+/// A finished upstream run a stage reads: its plan configuration (without inputs), its configuration
+/// hash and its run id.
 pub struct StageInput<'a> {
     pub config: &'a Value,
+    pub hash: &'a str,
     pub run: i64,
 }
 
@@ -124,12 +129,13 @@ fn toy_preset(s: Scale) -> ToyPreset {
 }
 
 impl StageKind {
-    pub const ALL: [StageKind; 6] = [
+    pub const ALL: [StageKind; 7] = [
         StageKind::Classifier,
         StageKind::ToyPrior,
         StageKind::ToyAlign,
         StageKind::Vae,
         StageKind::Vq,
+        StageKind::Dino,
         StageKind::Prior,
     ];
 
@@ -140,6 +146,7 @@ impl StageKind {
             StageKind::ToyAlign => crate::jobs::toy::TOY_ALIGN,
             StageKind::Vae => crate::jobs::latent_ae::VAE,
             StageKind::Vq => crate::jobs::latent_ae::VQ,
+            StageKind::Dino => crate::jobs::dino::DINO,
             StageKind::Prior => crate::jobs::prior::PRIOR,
         }
     }
@@ -157,8 +164,12 @@ impl StageKind {
     pub fn inputs(self) -> &'static [StageKind] {
         match self {
             StageKind::ToyAlign => &[StageKind::ToyPrior],
-            StageKind::Prior => &[StageKind::Vae, StageKind::Vq],
-            StageKind::Classifier | StageKind::ToyPrior | StageKind::Vae | StageKind::Vq => &[],
+            StageKind::Prior => &[StageKind::Vae, StageKind::Vq, StageKind::Dino],
+            StageKind::Classifier
+            | StageKind::ToyPrior
+            | StageKind::Vae
+            | StageKind::Vq
+            | StageKind::Dino => &[],
         }
     }
 
@@ -166,11 +177,12 @@ impl StageKind {
     /// is its source, nothing otherwise.
     pub fn inputs_for(self, cfg: &Value) -> Vec<StageKind> {
         match self {
-            StageKind::Prior => match cfg.get("source").and_then(Value::as_str) {
-                Some("vae") => vec![StageKind::Vae],
-                Some("vq") => vec![StageKind::Vq],
-                _ => vec![],
-            },
+            StageKind::Prior => typed::<PriorConfig>(cfg)
+                .ok()
+                .and_then(|p| p.source_stage())
+                .and_then(StageKind::parse)
+                .into_iter()
+                .collect(),
             k => k.inputs().to_vec(),
         }
     }
@@ -240,6 +252,20 @@ impl StageKind {
                     },
                 })
             }
+            StageKind::Dino => {
+                let base = DinoConfig::default();
+                to_json(&match scale {
+                    Scale::Smoke => DinoConfig {
+                        images: 150,
+                        ..base
+                    },
+                    Scale::Small => base,
+                    Scale::Paper => DinoConfig {
+                        images: 10_000,
+                        ..base
+                    },
+                })
+            }
             StageKind::Prior => {
                 let base = PriorConfig::default();
                 to_json(&match scale {
@@ -283,6 +309,7 @@ impl StageKind {
             StageKind::ToyPrior => typed::<ToyPriorConfig>(cfg).map(drop),
             StageKind::ToyAlign => typed::<ToyAlignConfig>(cfg).map(drop),
             StageKind::Vae | StageKind::Vq => typed::<LatentAeConfig>(cfg).map(drop),
+            StageKind::Dino => typed::<DinoConfig>(cfg).map(drop),
             StageKind::Prior => typed::<PriorConfig>(cfg).map(drop),
         }
     }
@@ -294,6 +321,7 @@ impl StageKind {
             StageKind::ToyPrior => typed::<ToyPriorConfig>(cfg)?.validate(),
             StageKind::ToyAlign => typed::<ToyAlignConfig>(cfg)?.validate(),
             StageKind::Vae | StageKind::Vq => typed::<LatentAeConfig>(cfg)?.validate(),
+            StageKind::Dino => typed::<DinoConfig>(cfg)?.validate(),
             StageKind::Prior => typed::<PriorConfig>(cfg)?.validate(),
         }
     }
@@ -324,15 +352,22 @@ impl StageKind {
             }
             StageKind::Vae => typed::<LatentAeConfig>(cfg)?.run_spec(AeKind::Vae),
             StageKind::Vq => typed::<LatentAeConfig>(cfg)?.run_spec(AeKind::Vq),
+            StageKind::Dino => {
+                let d = typed::<DinoConfig>(cfg)?;
+                d.run_spec(&env.file_identity(&d.weights_file(env.data_dir)))
+            }
             StageKind::Prior => {
                 let p = typed::<PriorConfig>(cfg)?;
-                match (p.source_stage(), inputs.first()) {
+                match (
+                    p.source_stage().and_then(StageKind::parse),
+                    inputs.first(),
+                ) {
                     (Some(kind), Some(input)) => {
-                        let ae = typed::<LatentAeConfig>(input)?;
-                        p.run_spec_on_stage(kind, &ae.run_spec(kind).hash())
+                        let hash = kind.run_spec(input, &[], env)?.hash();
+                        p.run_spec_on_stage(kind.name(), &hash)
                     }
                     (Some(kind), None) => {
-                        return Err(format!("needs the `{}` stage", stage_name(kind)));
+                        return Err(format!("needs the `{}` stage", kind.name()));
                     }
                     (None, _) => {
                         let (file, _) = p.source_file(env.data_dir);
@@ -374,6 +409,10 @@ impl StageKind {
             StageKind::ToyAlign => vec![(
                 "feature network",
                 "none (toy NLL: analytic for mixtures, Gaussian KDE otherwise)".to_string(),
+            )],
+            StageKind::Dino => vec![(
+                "feature network",
+                "EfficientNet-Lite0, ImageNet weights (stand-in for DINOv2)".to_string(),
             )],
             StageKind::Vae | StageKind::Vq => vec![(
                 "dataset",
@@ -443,18 +482,24 @@ impl StageKind {
                 };
                 Ok(run_job(backend, device, job)??.into())
             }
+            StageKind::Dino => {
+                let job = DinoJob {
+                    config: typed(cfg).map_err(bad)?,
+                    data_dir: ctx.data_dir.clone(),
+                    store: ctx.store,
+                    claim: ctx.claim,
+                };
+                Ok(run_job(backend, device, job)??.into())
+            }
             StageKind::Prior => {
                 let config: PriorConfig = typed(cfg).map_err(bad)?;
                 let input = match (config.source_stage(), inputs.first()) {
-                    (Some(kind), Some(i)) => {
-                        let ae: LatentAeConfig = typed(i.config).map_err(bad)?;
-                        Some(PriorInput {
-                            run: i.run,
-                            hash: ae.run_spec(kind).hash(),
-                        })
-                    }
-                    (Some(kind), None) => {
-                        return Err(bad(format!("needs its `{}` run", stage_name(kind))));
+                    (Some(_), Some(i)) => Some(PriorInput {
+                        run: i.run,
+                        hash: i.hash.to_string(),
+                    }),
+                    (Some(stage), None) => {
+                        return Err(bad(format!("needs its `{stage}` run")));
                     }
                     (None, _) => None,
                 };

@@ -182,7 +182,7 @@ toy_prior.seed = [1, 2]
         problems(text),
         vec![
             "sweeps/demo.toml: `stages`: unknown stage `gan`; expected one of classifier, toy_prior, \
-             toy_align, vae, vq, prior",
+             toy_align, vae, vq, dino, prior",
             "sweeps/demo.toml: `stages`: stage `toy_align` needs `toy_prior`: add it to the list",
             "sweeps/demo.toml: `seeds`: expected at least one seed",
         ]

@@ -160,3 +160,62 @@ prior.projection = ["random", "pca"]
     );
     assert_eq!(inputs, "4");
 }
+
+#[test]
+fn dino_stage_feeds_a_prior_with_efficientnet_features() {
+    let sb = Sandbox::new();
+    crate::common::write_tiny_fashion_mnist(&sb.data(), 64, 16);
+    // The real EfficientNet-Lite0 weights (fetched by `just data`, part of the set-up).
+    let real = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("data/weights/efficientnet-lite0-57934424.pth");
+    assert!(
+        real.exists(),
+        "{} is missing: run `just data` first",
+        real.display()
+    );
+    std::fs::create_dir_all(sb.data().join("weights")).expect("mkdir");
+    std::os::unix::fs::symlink(
+        &real,
+        sb.data().join("weights/efficientnet-lite0-57934424.pth"),
+    )
+    .expect("link");
+    let sweep = r#"
+stages = ["dino", "prior"]
+preset = "smoke"
+[fixed]
+dino.images = 40
+dino.batch = 8
+prior.source = "dino"
+prior.dim = 8
+prior.steps = 20
+prior.warmup = 2
+prior.holdout = 100
+prior.eval_samples = 64
+prior.diag_rows = 200
+[axes]
+dino.pooled = [false, true]
+"#;
+    let f = sb.dir.path().join("dino.toml");
+    std::fs::write(&f, sweep).expect("write sweep");
+    sb.ok(&["sweep", "run", f.to_str().unwrap()]);
+    assert_eq!(
+        sb.sql_value("SELECT COUNT(*) FROM runs WHERE status = 'finished'"),
+        "4"
+    );
+    // 40 images: 40 pooled vectors, or 40 x 49 spatial tokens, of 1280 dims.
+    let got = sb.ok(&[
+        "sql",
+        "SELECT CAST(value AS INTEGER) FROM summary WHERE key = 'source/rows' ORDER BY value",
+        "--format",
+        "csv",
+    ]);
+    assert_eq!(
+        got.lines().skip(1).collect::<Vec<_>>(),
+        vec!["40", "1960"],
+        "{got}"
+    );
+    assert_eq!(
+        sb.sql_value("SELECT COUNT(*) FROM summary WHERE key = 'source/dim' AND value = 1280"),
+        "2"
+    );
+}
