@@ -9,7 +9,7 @@ use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 use serde::{Deserialize, Serialize};
 
-use crate::linalg::{mean_cov, sym_eigen};
+use crate::linalg::{mean_cov, sym_eigen, top_eigenvectors};
 
 /// Kinds of projection, as sweep values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -86,12 +86,20 @@ impl Projection {
                     return Err("PCA needs at least two feature rows".into());
                 }
                 let (mean, cov) = mean_cov(rows, d_in);
-                let (_, vecs) = sym_eigen(&cov, d_in);
-                // Eigenvalues ascend: the last d_out columns, largest first.
-                for k in 0..d_out {
-                    let col = d_in - 1 - k;
-                    for i in 0..d_in {
-                        matrix[i * d_out + k] = vecs[i * d_in + col] as f32;
+                if d_in <= 128 {
+                    let (_, vecs) = sym_eigen(&cov, d_in);
+                    // Eigenvalues ascend: the last d_out columns, largest first.
+                    for k in 0..d_out {
+                        let col = d_in - 1 - k;
+                        for i in 0..d_in {
+                            matrix[i * d_out + k] = vecs[i * d_in + col] as f32;
+                        }
+                    }
+                } else {
+                    // Wide features: only the leading directions, by subspace iteration.
+                    let top = top_eigenvectors(&cov, d_in, d_out, 200, seed);
+                    for (m, t) in matrix.iter_mut().zip(&top) {
+                        *m = *t as f32;
                     }
                 }
                 offset = mean.iter().map(|&m| m as f32).collect();

@@ -358,10 +358,7 @@ impl StageKind {
             }
             StageKind::Prior => {
                 let p = typed::<PriorConfig>(cfg)?;
-                match (
-                    p.source_stage().and_then(StageKind::parse),
-                    inputs.first(),
-                ) {
+                match (p.source_stage().and_then(StageKind::parse), inputs.first()) {
                     (Some(kind), Some(input)) => {
                         let hash = kind.run_spec(input, &[], env)?.hash();
                         p.run_spec_on_stage(kind.name(), &hash)
