@@ -39,8 +39,8 @@ pub struct DinoConfig {
     /// Images per forward pass.
     pub batch: usize,
     /// EfficientNet-Lite0 weights (relative: in the data folder); "" = the file `just data` fetches.
+    /// (No seed: extraction is deterministic, so every seed of a sweep shares one run.)
     pub weights: String,
-    pub seed: u64,
     pub backend: BackendKind,
 }
 
@@ -52,7 +52,6 @@ impl Default for DinoConfig {
             pooled: false,
             batch: 16,
             weights: String::new(),
-            seed: 0,
             backend: BackendKind::Flex,
         }
     }
@@ -90,7 +89,7 @@ impl DinoConfig {
                 if self.pooled { "pooled" } else { "tokens" }
             ),
             config,
-            seed: Some(self.seed as i64),
+            seed: None,
         }
     }
 }

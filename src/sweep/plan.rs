@@ -150,7 +150,10 @@ impl Plan {
                     let obj = cfg.as_object_mut().ok_or_else(|| {
                         SweepError::Invalid(vec![format!("stage {} has no settings", stage.name())])
                     })?;
-                    obj.insert("seed".into(), Value::from(seed));
+                    // A deterministic stage has no seed: the seeds of a sweep share its one run.
+                    if obj.contains_key("seed") {
+                        obj.insert("seed".into(), Value::from(seed));
+                    }
                     obj.insert(
                         "backend".into(),
                         Value::from(sweep.backend.name().to_string()),

@@ -370,3 +370,23 @@ fn a_prior_on_vae_latents_needs_the_vae_stage() {
         vec![0, 1]
     );
 }
+
+#[test]
+fn a_stage_without_a_seed_is_shared_by_every_seed() {
+    let text = "stages = [\"dino\", \"prior\"]\npreset = \"smoke\"\nseeds = [0, 1, 2]\n[fixed]\nprior.source = \"dino\"\n";
+    let plan = Plan::expand(&parse(text).expect("valid"), Path::new("data")).expect("plan");
+    let dino: Vec<&Node> = plan
+        .nodes
+        .iter()
+        .filter(|n| n.stage == StageKind::Dino)
+        .collect();
+    assert_eq!(dino.len(), 1, "deterministic feature extraction runs once");
+    assert_eq!(dino[0].users, 3);
+    assert_eq!(
+        plan.nodes
+            .iter()
+            .filter(|n| n.stage == StageKind::Prior)
+            .count(),
+        3
+    );
+}
