@@ -27,4 +27,14 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// `map_err` adapter: any displayable failure to write `path`.
+    pub fn write<E: std::fmt::Display>(path: &std::path::Path) -> impl Fn(E) -> Error + '_ {
+        move |e| Error::Write {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        }
+    }
+}
+
 pub type Result<T> = std::result::Result<T, Error>;

@@ -200,18 +200,12 @@ fn train<B: AutodiffBackend>(
     run.log("test/accuracy", last, accuracy)?;
     run.log("test/loss", last, test_loss)?;
     let dir = artifacts_dir.join(format!("run-{}", run.id()));
-    std::fs::create_dir_all(&dir).map_err(|e| Error::Write {
-        path: dir.clone(),
-        message: e.to_string(),
-    })?;
+    std::fs::create_dir_all(&dir).map_err(Error::write(&dir))?;
     let stem = dir.join("classifier");
     let recorder = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
     model
         .save_file(stem.clone(), &recorder)
-        .map_err(|e| Error::Write {
-            path: stem.clone(),
-            message: e.to_string(),
-        })?;
+        .map_err(Error::write(&stem))?;
     let file = stem.with_extension("mpk");
     run.artifact("checkpoint", &file)?;
     tracing::info!(

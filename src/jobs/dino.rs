@@ -173,10 +173,7 @@ fn extract<B: Backend>(
     } else {
         vec![n, 49, 1280]
     };
-    write_npy(&file, &data, &shape).map_err(|e| Error::Write {
-        path: file.clone(),
-        message: e.to_string(),
-    })?;
+    write_npy(&file, &data, &shape).map_err(Error::write(&file))?;
     run.artifact(super::latent_ae::FEATURES, &file)?;
     Ok(run.id())
 }

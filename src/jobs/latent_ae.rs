@@ -263,17 +263,11 @@ fn train<B: AutodiffBackend>(
             stem.clone(),
             &NamedMpkFileRecorder::<FullPrecisionSettings>::new(),
         )
-        .map_err(|e| Error::Write {
-            path: stem.clone(),
-            message: e.to_string(),
-        })?;
+        .map_err(Error::write(&stem))?;
     run.artifact("weights", &stem.with_extension("mpk"))?;
     let features = dir.join("features.npy");
     let write = |data: Vec<f32>, shape: &[usize]| {
-        write_npy(&features, &data, shape).map_err(|e| Error::Write {
-            path: features.clone(),
-            message: e.to_string(),
-        })
+        write_npy(&features, &data, shape).map_err(Error::write(&features))
     };
     match job.kind {
         AeKind::Vq => {

@@ -36,10 +36,7 @@ impl Claim {
 /// The run's own artifact folder (`<db>.artifacts/run-<id>`), created.
 pub fn run_dir(store: &Store, run: i64) -> Result<PathBuf> {
     let dir = store.artifacts_dir().join(format!("run-{run}"));
-    std::fs::create_dir_all(&dir).map_err(|e| Error::Write {
-        path: dir.clone(),
-        message: e.to_string(),
-    })?;
+    std::fs::create_dir_all(&dir).map_err(Error::write(&dir))?;
     Ok(dir)
 }
 

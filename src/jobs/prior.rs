@@ -358,13 +358,6 @@ fn gather(rows: &[f32], d: usize, idx: &[usize]) -> Vec<f32> {
         .collect()
 }
 
-fn write_err(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
-    move |e| Error::Write {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    }
-}
-
 fn run_prior<B: AutodiffBackend>(
     job: &PriorJob<'_>,
     run: &mut ActiveRun<'_>,
@@ -542,18 +535,15 @@ fn run_prior<B: AutodiffBackend>(
     // Artifacts: the prior, the projection, the projected training rows.
     let dir = super::run_dir(job.store, run.id())?;
     let stem = dir.join("prior");
-    let file = save_prior(&prior, &stem).map_err(|message| Error::Write {
-        path: stem.clone(),
-        message,
-    })?;
+    let file = save_prior(&prior, &stem).map_err(Error::write(&stem))?;
     run.artifact("prior", &file)?;
     let (m, o) = proj
         .save(&dir.join("projection"))
-        .map_err(write_err(&dir))?;
+        .map_err(Error::write(&dir))?;
     run.artifact("projection_matrix", &m)?;
     run.artifact("projection_offset", &o)?;
     let targets = dir.join("targets.npy");
-    write_npy(&targets, &train, &[n_train, d]).map_err(write_err(&targets))?;
+    write_npy(&targets, &train, &[n_train, d]).map_err(Error::write(&targets))?;
     run.artifact("targets", &targets)?;
     Ok(run.id())
 }

@@ -388,10 +388,7 @@ impl BackendJob for ToyPriorJob<'_> {
             let prior = train_toy_prior::<B>(cfg, run, &device, &mut rng)?;
             let dir = super::run_dir(self.store, run.id())?;
             let stem = dir.join("prior");
-            let file = save_prior(&prior, &stem).map_err(|message| Error::Write {
-                path: stem.clone(),
-                message,
-            })?;
+            let file = save_prior(&prior, &stem).map_err(Error::write(&stem))?;
             run.artifact("prior", &file)?;
             Ok(run.id())
         })
@@ -702,10 +699,7 @@ fn run_toy_align<B: AutodiffBackend>(
         Some(d) => d.join(target.name()),
         None => super::run_dir(job.store, run.id())?.join("figures"),
     };
-    std::fs::create_dir_all(&out).map_err(|e| Error::Write {
-        path: out.clone(),
-        message: e.to_string(),
-    })?;
+    std::fs::create_dir_all(&out).map_err(Error::write(&out))?;
     let extent = (-3.0, 3.0, -3.0, 3.0);
     let perr = |e: plot::PlotError| Error::Write {
         path: PathBuf::from(&e.path),
