@@ -307,3 +307,41 @@ pub fn lines(
     root.present().map_err(|x| e(x.to_string()))?;
     Ok(())
 }
+
+/// A grid of grey images (each `side x side`, values in [0, 1], row-major, `images.len() / (side *
+/// side)` of them) drawn `cols` per row, each pixel `scale x scale` on screen, with a 2-pixel gap.
+pub fn image_grid(
+    path: &Path,
+    images: &[f32],
+    side: usize,
+    cols: usize,
+    scale: u32,
+) -> Result<(), PlotError> {
+    let e = err(path);
+    let n = images.len() / (side * side).max(1);
+    let cols = cols.clamp(1, n.max(1));
+    let rows = n.div_ceil(cols).max(1);
+    let cell = side as u32 * scale + 2;
+    let root = BitMapBackend::new(path, (cols as u32 * cell + 2, rows as u32 * cell + 2))
+        .into_drawing_area();
+    root.fill(&WHITE).map_err(|x| e(x.to_string()))?;
+    for (k, img) in images.chunks_exact(side * side).enumerate() {
+        let (ox, oy) = (2 + (k % cols) as u32 * cell, 2 + (k / cols) as u32 * cell);
+        for (p, v) in img.iter().enumerate() {
+            let g = (v.clamp(0.0, 1.0) * 255.0).round() as u8;
+            let (x, y) = (
+                ox + (p % side) as u32 * scale,
+                oy + (p / side) as u32 * scale,
+            );
+            root.draw(&Rectangle::new(
+                [
+                    (x as i32, y as i32),
+                    ((x + scale) as i32, (y + scale) as i32),
+                ],
+                RGBColor(g, g, g).filled(),
+            ))
+            .map_err(|x| e(x.to_string()))?;
+        }
+    }
+    root.present().map_err(|x| e(x.to_string()))
+}

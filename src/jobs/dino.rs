@@ -115,7 +115,7 @@ impl BackendJob for DinoJob<'_> {
 }
 
 /// Grey 28x28 images in [0, 1] (row-major [b, 784]) to [b, 3, 224, 224] in [0, 255].
-fn to_rgb224<B: Backend>(x: Vec<f32>, device: &B::Device) -> Tensor<B, 4> {
+pub fn to_rgb224<B: Backend>(x: Vec<f32>, device: &B::Device) -> Tensor<B, 4> {
     let b = x.len() / 784;
     let t = Tensor::<B, 4>::from_data(TensorData::new(x, [b, 1, 28, 28]), device) * 255.0;
     let up = interpolate(

@@ -5,6 +5,7 @@ pub mod classifier;
 pub mod dino;
 pub mod latent_ae;
 pub mod prior;
+pub mod tokenizer;
 pub mod toy;
 
 use std::path::PathBuf;

@@ -2,5 +2,6 @@
 //! search and what is built on it (the k-NN NLL proxy, precision/recall), intrinsic dimension.
 
 pub mod frechet;
+pub mod image;
 pub mod intrinsic;
 pub mod knn;

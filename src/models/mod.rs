@@ -3,3 +3,4 @@
 pub mod classifier;
 pub mod efficientnet;
 pub mod latent_ae;
+pub mod tokenizer;

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::SweepError;
 use super::spec::Sweep;
-use super::stages::StageKind;
+use super::stages::{SpecInput, StageKind};
 use crate::store::RunSpec;
 
 /// One stage run of the plan.
@@ -91,8 +91,8 @@ fn node_name(sweep: &Sweep, stage: StageKind, point: &Point) -> String {
         .axes
         .iter()
         .zip(&point.labels)
-        .filter(|(a, _)| up.contains(&a.stage))
-        .map(|(a, (_, v))| format!("{}={}", a.field, value_text(v)))
+        .filter(|(a, _)| a.stages().iter().any(|s| up.contains(s)))
+        .map(|(a, (_, v))| format!("{}={}", a.short_name(), value_text(v)))
         .collect();
     parts.push(format!("seed={}", point.seed));
     format!("{} {}", stage.name(), parts.join(" "))
@@ -101,6 +101,50 @@ fn node_name(sweep: &Sweep, stage: StageKind, point: &Point) -> String {
 /// A TOML value (from a sweep file's `where`) as the same text as [`value_text`] of its JSON form.
 pub fn toml_text(v: &toml::Value) -> String {
     value_text(&serde_json::to_value(v).unwrap_or_default())
+}
+
+/// Drops from a point the runs nothing at that point reads, among stages that some listed stage
+/// could read: an AE row's tokenizer reads no prior, so that point trains none; a prior on `qwen`
+/// reads no `vae` run. A stage that no listed stage reads is always kept (it is a result itself).
+fn prune_unread(sweep: &Sweep, point: &mut Point, nodes: &mut [Node]) {
+    let readable = |k: StageKind| sweep.stages.iter().any(|t| t.inputs().contains(&k));
+    for &stage in sweep.stages.iter().rev() {
+        let Some(&node) = point.nodes.get(&stage) else {
+            continue;
+        };
+        let read = point
+            .nodes
+            .values()
+            .any(|&other| nodes[other].inputs.contains(&node));
+        if readable(stage) && !read {
+            point.nodes.remove(&stage);
+            nodes[node].users -= 1;
+        }
+    }
+}
+
+/// Removes nodes no point uses and renumbers the rest (inputs of a used node are used).
+fn drop_unused(plan: Plan) -> Plan {
+    let mut new_index = vec![usize::MAX; plan.nodes.len()];
+    let mut nodes = Vec::new();
+    for (i, n) in plan.nodes.into_iter().enumerate() {
+        if n.users > 0 {
+            new_index[i] = nodes.len();
+            nodes.push(n);
+        }
+    }
+    for n in &mut nodes {
+        for i in &mut n.inputs {
+            *i = new_index[*i];
+        }
+    }
+    let mut points = plan.points;
+    for p in &mut points {
+        for i in p.nodes.values_mut() {
+            *i = new_index[*i];
+        }
+    }
+    Plan { nodes, points }
 }
 
 /// The DAG of a sweep.
@@ -162,9 +206,8 @@ impl Plan {
                         obj.insert(s.field.clone(), s.value.clone());
                     }
                     for &(ai, vi) in combo {
-                        let a = &sweep.axes[ai];
-                        if a.stage == stage {
-                            obj.insert(a.field.clone(), a.values[vi].clone());
+                        for s in sweep.axes[ai].applied(vi, stage) {
+                            obj.insert(s.field.clone(), s.value.clone());
                         }
                     }
                     if let Err(m) = stage.check(&cfg) {
@@ -191,12 +234,25 @@ impl Plan {
                         .iter()
                         .filter_map(|k| point.nodes.get(k).copied())
                         .collect();
-                    let input_cfgs: Vec<&Value> =
-                        inputs.iter().map(|&i| &nodes[i].config).collect();
-                    let mut spec = stage.run_spec(&cfg, &input_cfgs, &env).map_err(|m| {
-                        SweepError::Invalid(vec![format!("stage {}: {m}", stage.name())])
-                    })?;
-                    spec.name = node_name(sweep, stage, &point);
+                    let input_specs: Vec<SpecInput<'_>> = inputs
+                        .iter()
+                        .map(|&i| SpecInput {
+                            config: &nodes[i].config,
+                            hash: &nodes[i].hash,
+                        })
+                        .collect();
+                    let spec = match stage.run_spec(&cfg, &input_specs, &env) {
+                        Ok(spec) => spec,
+                        Err(m) => {
+                            problems.push(format!(
+                                "{}: the combination {} is impossible for stage `{}`: {m}",
+                                sweep.file.display(),
+                                point.describe(),
+                                stage.name()
+                            ));
+                            break;
+                        }
+                    };
                     let hash = spec.hash();
                     let id = *index.entry((stage, hash.clone())).or_insert_with(|| {
                         nodes.push(Node {
@@ -212,6 +268,7 @@ impl Plan {
                     nodes[id].users += 1;
                     point.nodes.insert(stage, id);
                 }
+                prune_unread(sweep, &mut point, &mut nodes);
                 points.push(point);
             }
         }
@@ -219,7 +276,17 @@ impl Plan {
             problems.truncate(20);
             return Err(SweepError::Invalid(problems));
         }
-        Ok(Plan { nodes, points })
+        // Names come from the first point that keeps a node (a pruned point may have made it).
+        let mut named = vec![false; nodes.len()];
+        for point in &points {
+            for (&stage, &node) in &point.nodes {
+                if !named[node] {
+                    named[node] = true;
+                    nodes[node].spec.name = node_name(sweep, stage, point);
+                }
+            }
+        }
+        Ok(drop_unused(Plan { nodes, points }))
     }
 
     /// The node of `stage` at every point, in point order.

@@ -171,6 +171,8 @@ struct RawSweep {
     #[serde(default)]
     axes: toml::Table,
     #[serde(default)]
+    variants: toml::Table,
+    #[serde(default)]
     report: ReportSpec,
 }
 
@@ -186,18 +188,71 @@ pub struct Setting {
     pub value: serde_json::Value,
 }
 
-/// One axis: a stage setting and the values crossed into the grid (in file order).
+/// One axis of the grid: a stage setting and its values (`[axes]`), or a variant table
+/// (`[variants.NAME]`) whose named values each set several settings at once (Table 1's rows: "AE"
+/// sets no prior, "Dino" sets the prior's source and lambda). Values are crossed into the grid in
+/// file order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Axis {
-    pub stage: StageKind,
-    pub field: String,
+    name: String,
+    /// The values: the setting's values, or the variants' names (strings).
     pub values: Vec<serde_json::Value>,
+    /// The settings each value applies (one for a setting axis).
+    pub settings: Vec<Vec<Setting>>,
+    /// Whether the axis is a variant table.
+    pub variant: bool,
 }
 
 impl Axis {
-    /// `<stage>.<setting>`, as written in the file.
+    /// A setting axis.
+    pub fn of_setting(stage: StageKind, field: &str, values: Vec<serde_json::Value>) -> Axis {
+        Axis {
+            name: format!("{}.{field}", stage.name()),
+            settings: values
+                .iter()
+                .map(|v| {
+                    vec![Setting {
+                        stage,
+                        field: field.to_string(),
+                        value: v.clone(),
+                    }]
+                })
+                .collect(),
+            values,
+            variant: false,
+        }
+    }
+
+    /// `<stage>.<setting>` or the variant table's name, as written in the file.
     pub fn name(&self) -> String {
-        format!("{}.{}", self.stage.name(), self.field)
+        self.name.clone()
+    }
+
+    /// What run names show: the setting's name, or the variant table's.
+    pub fn short_name(&self) -> &str {
+        if self.variant {
+            &self.name
+        } else {
+            self.name
+                .split_once('.')
+                .map_or(self.name.as_str(), |(_, f)| f)
+        }
+    }
+
+    /// The stages some value of the axis sets.
+    pub fn stages(&self) -> Vec<StageKind> {
+        let mut out: Vec<StageKind> = Vec::new();
+        for s in self.settings.iter().flatten() {
+            if !out.contains(&s.stage) {
+                out.push(s.stage);
+            }
+        }
+        out
+    }
+
+    /// The settings value `vi` applies to `stage`.
+    pub fn applied(&self, vi: usize, stage: StageKind) -> impl Iterator<Item = &Setting> {
+        self.settings[vi].iter().filter(move |s| s.stage == stage)
     }
 }
 
@@ -341,25 +396,39 @@ impl Sweep {
                     {
                         p.add(&key, "a value is listed twice");
                     }
-                    axes.push(Axis {
-                        stage,
-                        field,
-                        values,
-                    })
+                    axes.push(Axis::of_setting(stage, &field, values))
                 }
                 serde_json::Value::Array(_) => p.add(&key, "expected a non-empty list of values"),
                 other => p.add(&key, format!("expected a list of values, got {other}")),
             }
         }
+        axes.extend(variant_axes(&raw.variants, &stages, &mut p));
+        // A setting is fixed, or set by one axis: never two of them.
+        let mut seen: Vec<(StageKind, &str, String)> = fixed
+            .iter()
+            .map(|f| (f.stage, f.field.as_str(), "[fixed]".to_string()))
+            .collect();
         for a in &axes {
-            if fixed
-                .iter()
-                .any(|f| f.stage == a.stage && f.field == a.field)
-            {
-                p.add(
-                    &format!("axes.{}", a.name()),
-                    "also set in [fixed]; a setting is either fixed or an axis",
-                );
+            let mut mine: Vec<(StageKind, &str)> = Vec::new();
+            for s in a.settings.iter().flatten() {
+                if !mine.contains(&(s.stage, s.field.as_str())) {
+                    mine.push((s.stage, s.field.as_str()));
+                }
+            }
+            for (stage, field) in mine {
+                if let Some((_, _, other)) =
+                    seen.iter().find(|(st, f, _)| *st == stage && *f == field)
+                {
+                    p.add(
+                        &format!("{}.{}", section_of(a), a.name()),
+                        format!(
+                            "`{}.{field}` is also set in {other}; a setting is either fixed or set by one axis",
+                            stage.name()
+                        ),
+                    );
+                } else {
+                    seen.push((stage, field, format!("`{}.{}`", section_of(a), a.name())));
+                }
             }
         }
 
@@ -389,15 +458,28 @@ impl Sweep {
                 broken.push(stage);
             }
         }
-        for a in axes.iter().filter(|a| !broken.contains(&a.stage)) {
+        for a in &axes {
             for (i, v) in a.values.iter().enumerate() {
-                let cfg = configured(
-                    a.stage,
-                    preset,
-                    fixed_of(a.stage).chain([(a.field.as_str(), v)]),
-                );
-                if let Err(m) = a.stage.check(&cfg) {
-                    p.add(&format!("axes.{}[{i}]", a.name()), m);
+                for stage in a.stages().into_iter().filter(|s| !broken.contains(s)) {
+                    let cfg = configured(
+                        stage,
+                        preset,
+                        fixed_of(stage)
+                            .chain(a.applied(i, stage).map(|s| (s.field.as_str(), &s.value))),
+                    );
+                    if let Err(m) = stage.check(&cfg) {
+                        let at = if a.variant {
+                            format!(
+                                "{}.{}.{}",
+                                section_of(a),
+                                a.name(),
+                                super::plan::value_text(v)
+                            )
+                        } else {
+                            format!("{}.{}[{i}]", section_of(a), a.name())
+                        };
+                        p.add(&at, m);
+                    }
                 }
             }
         }
@@ -433,6 +515,58 @@ impl Sweep {
             .or_else(|| self.stages.last().copied())
             .unwrap_or(StageKind::ToyAlign)
     }
+}
+
+/// The file section an axis comes from.
+fn section_of(a: &Axis) -> &'static str {
+    if a.variant { "variants" } else { "axes" }
+}
+
+/// `[variants.NAME]` tables: `LABEL = { <stage>.<setting> = value, ... }` per variant, in file order.
+fn variant_axes(table: &toml::Table, stages: &[StageKind], p: &mut Problems<'_>) -> Vec<Axis> {
+    let mut out = Vec::new();
+    for (name, body) in table {
+        let key = format!("variants.{name}");
+        if name.is_empty() || name.contains('.') || StageKind::parse(name).is_some() {
+            p.add(
+                &key,
+                "a variant table's name is a plain word (not a stage, no '.'); it names the axis in reports",
+            );
+            continue;
+        }
+        let Some(variants) = body.as_table() else {
+            p.add(
+                &key,
+                "expected a table of variants: `LABEL = { <stage>.<setting> = value, ... }`",
+            );
+            continue;
+        };
+        if variants.is_empty() {
+            p.add(&key, "expected at least one variant");
+            continue;
+        }
+        let mut values = Vec::new();
+        let mut settings_per = Vec::new();
+        for (label, settings_table) in variants {
+            let vkey = format!("{key}.{label}");
+            let Some(t) = settings_table.as_table() else {
+                p.add(
+                    &vkey,
+                    "expected the variant's settings: `{ <stage>.<setting> = value, ... }`",
+                );
+                continue;
+            };
+            values.push(serde_json::Value::from(label.clone()));
+            settings_per.push(settings(t, &vkey, stages, p));
+        }
+        out.push(Axis {
+            name: name.clone(),
+            values,
+            settings: settings_per,
+            variant: true,
+        });
+    }
+    out
 }
 
 /// The preset's configuration of `stage` with `settings` replaced.

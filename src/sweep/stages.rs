@@ -18,6 +18,9 @@ use crate::jobs::classifier::{ClassifierConfig, TrainClassifier};
 use crate::jobs::dino::{DinoConfig, DinoJob};
 use crate::jobs::latent_ae::{LatentAeConfig, LatentAeJob};
 use crate::jobs::prior::{PriorConfig, PriorInput, PriorJob};
+use crate::jobs::tokenizer::{
+    FeatureNet, TokenizerConfig, TokenizerJob, Upstream, efficientnet_file,
+};
 use crate::jobs::toy::{ToyAlignConfig, ToyAlignJob, ToyPreset, ToyPriorConfig, ToyPriorJob};
 use crate::jobs::{Claim, JobRun};
 use crate::models::latent_ae::AeKind;
@@ -42,6 +45,15 @@ pub enum StageKind {
     Dino,
     /// A flow prior trained on projected target features (qwen / file / vae / vq sources).
     Prior,
+    /// An image tokenizer (autoencoder), aligned to the prior or with a baseline regulariser.
+    Tokenizer,
+}
+
+/// An input's configuration and hash, as identifying a dependent run needs them.
+#[derive(Clone, Copy)]
+pub struct SpecInput<'a> {
+    pub config: &'a Value,
+    pub hash: &'a str,
 }
 
 /// What identifying a stage run needs beyond its settings: the data folder, to name the content of
@@ -129,7 +141,7 @@ fn toy_preset(s: Scale) -> ToyPreset {
 }
 
 impl StageKind {
-    pub const ALL: [StageKind; 7] = [
+    pub const ALL: [StageKind; 8] = [
         StageKind::Classifier,
         StageKind::ToyPrior,
         StageKind::ToyAlign,
@@ -137,6 +149,7 @@ impl StageKind {
         StageKind::Vq,
         StageKind::Dino,
         StageKind::Prior,
+        StageKind::Tokenizer,
     ];
 
     pub fn name(self) -> &'static str {
@@ -148,6 +161,7 @@ impl StageKind {
             StageKind::Vq => crate::jobs::latent_ae::VQ,
             StageKind::Dino => crate::jobs::dino::DINO,
             StageKind::Prior => crate::jobs::prior::PRIOR,
+            StageKind::Tokenizer => crate::jobs::tokenizer::TOKENIZER,
         }
     }
 
@@ -165,6 +179,7 @@ impl StageKind {
         match self {
             StageKind::ToyAlign => &[StageKind::ToyPrior],
             StageKind::Prior => &[StageKind::Vae, StageKind::Vq, StageKind::Dino],
+            StageKind::Tokenizer => &[StageKind::Classifier, StageKind::Prior],
             StageKind::Classifier
             | StageKind::ToyPrior
             | StageKind::Vae
@@ -173,8 +188,8 @@ impl StageKind {
         }
     }
 
-    /// The stages a configuration of this stage reads: a prior reads the `vae` or `vq` stage when that
-    /// is its source, nothing otherwise.
+    /// The stages a configuration of this stage reads: a prior reads the `vae` / `vq` / `dino` stage
+    /// when that is its source; a tokenizer reads the classifier, and the prior when `prior` is set.
     pub fn inputs_for(self, cfg: &Value) -> Vec<StageKind> {
         match self {
             StageKind::Prior => typed::<PriorConfig>(cfg)
@@ -183,6 +198,13 @@ impl StageKind {
                 .and_then(StageKind::parse)
                 .into_iter()
                 .collect(),
+            StageKind::Tokenizer => {
+                let mut v = vec![StageKind::Classifier];
+                if typed::<TokenizerConfig>(cfg).is_ok_and(|t| t.prior) {
+                    v.push(StageKind::Prior);
+                }
+                v
+            }
             k => k.inputs().to_vec(),
         }
     }
@@ -190,7 +212,7 @@ impl StageKind {
     /// Whether the stage always reads all of `inputs()` (checkable from `stages` alone); otherwise the
     /// inputs depend on the configuration and are checked per grid point.
     pub fn is_static_inputs(self) -> bool {
-        self != StageKind::Prior
+        !matches!(self, StageKind::Prior | StageKind::Tokenizer)
     }
 
     /// This stage and every stage it may read, directly or not.
@@ -299,6 +321,47 @@ impl StageKind {
                     Scale::Paper => base,
                 })
             }
+            StageKind::Tokenizer => {
+                let base = TokenizerConfig::default();
+                to_json(&match scale {
+                    Scale::Smoke => TokenizerConfig {
+                        train_size: 2000,
+                        test_size: 200,
+                        width: 32,
+                        depth: 1,
+                        heads: 2,
+                        steps: 60,
+                        batch: 32,
+                        warmup: 5,
+                        disc_start: 30,
+                        eval_every: 20,
+                        eval_images: 64,
+                        exact_tokens: 16,
+                        exact_steps: 4,
+                        rfid: vec![FeatureNet::Classifier],
+                        latent_images: 500,
+                        ..base
+                    },
+                    Scale::Small => base,
+                    Scale::Paper => TokenizerConfig {
+                        tokens: 64,
+                        channels: 32,
+                        width: 192,
+                        depth: 4,
+                        heads: 6,
+                        steps: 50_000,
+                        batch: 256,
+                        lr: 4e-4,
+                        warmup: 1000,
+                        disc_start: 10_000,
+                        eval_every: 1000,
+                        eval_images: 1000,
+                        test_size: 10_000,
+                        latent_images: 0,
+                        ..base
+                    },
+                })
+            }
         }
     }
 
@@ -311,6 +374,7 @@ impl StageKind {
             StageKind::Vae | StageKind::Vq => typed::<LatentAeConfig>(cfg).map(drop),
             StageKind::Dino => typed::<DinoConfig>(cfg).map(drop),
             StageKind::Prior => typed::<PriorConfig>(cfg).map(drop),
+            StageKind::Tokenizer => typed::<TokenizerConfig>(cfg).map(drop),
         }
     }
 
@@ -323,6 +387,7 @@ impl StageKind {
             StageKind::Vae | StageKind::Vq => typed::<LatentAeConfig>(cfg)?.validate(),
             StageKind::Dino => typed::<DinoConfig>(cfg)?.validate(),
             StageKind::Prior => typed::<PriorConfig>(cfg)?.validate(),
+            StageKind::Tokenizer => typed::<TokenizerConfig>(cfg)?.validate(),
         }
     }
 
@@ -339,7 +404,7 @@ impl StageKind {
     pub fn run_spec(
         self,
         cfg: &Value,
-        inputs: &[&Value],
+        inputs: &[SpecInput<'_>],
         env: &SpecEnv<'_>,
     ) -> std::result::Result<RunSpec, String> {
         Ok(match self {
@@ -347,7 +412,7 @@ impl StageKind {
             StageKind::ToyPrior => typed::<ToyPriorConfig>(cfg)?.run_spec(),
             StageKind::ToyAlign => {
                 let prior =
-                    typed::<ToyPriorConfig>(inputs.first().copied().unwrap_or(&Value::Null))?;
+                    typed::<ToyPriorConfig>(inputs.first().map_or(&Value::Null, |i| i.config))?;
                 typed::<ToyAlignConfig>(cfg)?.run_spec(&prior)
             }
             StageKind::Vae => typed::<LatentAeConfig>(cfg)?.run_spec(AeKind::Vae),
@@ -359,10 +424,7 @@ impl StageKind {
             StageKind::Prior => {
                 let p = typed::<PriorConfig>(cfg)?;
                 match (p.source_stage().and_then(StageKind::parse), inputs.first()) {
-                    (Some(kind), Some(input)) => {
-                        let hash = kind.run_spec(input, &[], env)?.hash();
-                        p.run_spec_on_stage(kind.name(), &hash)
-                    }
+                    (Some(kind), Some(input)) => p.run_spec_on_stage(kind.name(), input.hash),
                     (Some(kind), None) => {
                         return Err(format!("needs the `{}` stage", kind.name()));
                     }
@@ -371,6 +433,20 @@ impl StageKind {
                         p.run_spec(&env.file_identity(&file))
                     }
                 }
+            }
+            StageKind::Tokenizer => {
+                let t = typed::<TokenizerConfig>(cfg)?;
+                let Some(classifier) = inputs.first() else {
+                    return Err("needs the `classifier` stage".into());
+                };
+                let prior = inputs.get(1);
+                let prior_cfg = prior.map(|p| typed::<PriorConfig>(p.config)).transpose()?;
+                t.check_inputs(&typed(classifier.config)?, prior_cfg.as_ref())?;
+                let effnet = t
+                    .rfid
+                    .contains(&FeatureNet::Efficientnet)
+                    .then(|| env.file_identity(&efficientnet_file(env.data_dir)));
+                t.run_spec(classifier.hash, prior.map(|p| p.hash), effnet.as_deref())
             }
         })
     }
@@ -418,6 +494,34 @@ impl StageKind {
                     .unwrap_or("?")
                     .to_string(),
             )],
+            StageKind::Tokenizer => match typed::<TokenizerConfig>(cfg) {
+                Ok(t) => vec![
+                    (
+                        "tokenizer",
+                        format!(
+                            "ViT encoder/decoder, {} latent tokens x {} dims, width {}, depth {}; {} steps",
+                            t.tokens, t.channels, t.width, t.depth, t.steps
+                        ),
+                    ),
+                    (
+                        "feature network",
+                        format!(
+                            "rFID on {}",
+                            t.rfid
+                                .iter()
+                                .map(|n| match n {
+                                    FeatureNet::Classifier =>
+                                        "the project's MLP classifier (penultimate layer)",
+                                    FeatureNet::Efficientnet =>
+                                        "EfficientNet-Lite0 pooled features (ImageNet weights)",
+                                })
+                                .collect::<Vec<_>>()
+                                .join(" and ")
+                        ),
+                    ),
+                ],
+                Err(_) => vec![],
+            },
             StageKind::Prior => match typed::<PriorConfig>(cfg) {
                 Ok(p) => vec![
                     ("prior source", p.source_label()),
@@ -503,6 +607,35 @@ impl StageKind {
                 let job = PriorJob {
                     config,
                     input,
+                    data_dir: ctx.data_dir.clone(),
+                    store: ctx.store,
+                    claim: ctx.claim,
+                };
+                Ok(run_job(backend, device, job)??.into())
+            }
+            StageKind::Tokenizer => {
+                let config: TokenizerConfig = typed(cfg).map_err(bad)?;
+                let Some(c) = inputs.first() else {
+                    return Err(bad("needs its classifier run".into()));
+                };
+                let classifier = Upstream {
+                    run: c.run,
+                    hash: c.hash.to_string(),
+                    config: typed(c.config).map_err(bad)?,
+                };
+                let prior = match (config.prior, inputs.get(1)) {
+                    (true, Some(p)) => Some(Upstream {
+                        run: p.run,
+                        hash: p.hash.to_string(),
+                        config: typed(p.config).map_err(bad)?,
+                    }),
+                    (true, None) => return Err(bad("needs its prior run".into())),
+                    (false, _) => None,
+                };
+                let job = TokenizerJob {
+                    config,
+                    classifier,
+                    prior,
                     data_dir: ctx.data_dir.clone(),
                     store: ctx.store,
                     claim: ctx.claim,

@@ -145,7 +145,7 @@ fn validation_messages_name_the_file_the_key_and_what_was_expected() {
         p,
         vec![
             "sweeps/demo.toml: line 1: unknown field `colour`, expected one of `description`, \
-             `stages`, `preset`, `seeds`, `backend`, `fixed`, `axes`, `report`"
+             `stages`, `preset`, `seeds`, `backend`, `fixed`, `axes`, `variants`, `report`"
         ]
     );
     // Unknown setting, wrong type, empty axis, fixed and axis at once, unknown stage.
@@ -171,8 +171,8 @@ toy_prior.seed = [1, 2]
             "sweeps/demo.toml: `fixed.toy_align`: this stage is not in `stages`",
             "sweeps/demo.toml: `axes.toy_prior.seed`: set with the top-level `seeds` key",
             "sweeps/demo.toml: `axes.toy_prior.width`: expected a non-empty list of values",
-            "sweeps/demo.toml: `axes.toy_prior.prior_lr`: also set in [fixed]; a setting is either \
-             fixed or an axis",
+            "sweeps/demo.toml: `axes.toy_prior.prior_lr`: `toy_prior.prior_lr` is also set in \
+             [fixed]; a setting is either fixed or set by one axis",
             "sweeps/demo.toml: `fixed.toy_prior.depth`: invalid type: string \"deep\", expected usize",
         ]
     );
@@ -182,7 +182,7 @@ toy_prior.seed = [1, 2]
         problems(text),
         vec![
             "sweeps/demo.toml: `stages`: unknown stage `gan`; expected one of classifier, toy_prior, \
-             toy_align, vae, vq, dino, prior",
+             toy_align, vae, vq, dino, prior, tokenizer",
             "sweeps/demo.toml: `stages`: stage `toy_align` needs `toy_prior`: add it to the list",
             "sweeps/demo.toml: `seeds`: expected at least one seed",
         ]
@@ -389,4 +389,100 @@ fn a_stage_without_a_seed_is_shared_by_every_seed() {
             .count(),
         3
     );
+}
+
+const VARIANTS: &str = r#"
+stages = ["classifier", "prior", "tokenizer"]
+preset = "smoke"
+seeds = [0, 1]
+
+[fixed]
+prior.dim = 16
+
+[variants.autoencoder]
+AE = { tokenizer.lambda = 0.0, tokenizer.prior = false }
+KL = { tokenizer.lambda = 0.0, tokenizer.prior = false, tokenizer.regulariser = "kl" }
+"Text" = { prior.source = "qwen" }
+"Text, PCA" = { prior.source = "qwen", prior.projection = "pca" }
+
+[axes]
+tokenizer.width = [32, 64]
+"#;
+
+#[test]
+fn variants_set_several_settings_and_unread_stages_are_pruned() {
+    let sweep = parse(VARIANTS).expect("valid");
+    let a = sweep.axis("autoencoder").expect("variant axis");
+    assert!(a.variant);
+    assert_eq!(a.values.len(), 4);
+    let plan = Plan::expand(&sweep, Path::new("data")).expect("expands");
+    // 4 variants x 2 widths x 2 seeds.
+    assert_eq!(plan.points.len(), 16);
+    let count = |k: StageKind| plan.nodes.iter().filter(|n| n.stage == k).count();
+    // Priors: two projections x two seeds, shared over widths; none for AE / KL points.
+    assert_eq!(count(StageKind::Prior), 4);
+    assert_eq!(count(StageKind::Tokenizer), 16);
+    assert_eq!(count(StageKind::Classifier), 2);
+    for p in &plan.points {
+        let label = p.label("autoencoder").expect("label");
+        let tok = &plan.nodes[p.nodes[&StageKind::Tokenizer]];
+        let has_prior = p.nodes.contains_key(&StageKind::Prior);
+        assert_eq!(has_prior, label.starts_with("Text"), "{label}");
+        // The tokenizer reads the prior exactly where the variant aligns.
+        assert_eq!(tok.inputs.len(), if has_prior { 2 } else { 1 });
+        let cfg = &tok.config;
+        match label.as_str() {
+            "KL" => assert_eq!(cfg["regulariser"], "kl"),
+            "AE" => assert_eq!(cfg["lambda"], 0.0),
+            _ => assert_eq!(cfg["lambda"], 0.01),
+        }
+        if label == "Text, PCA" {
+            let prior = &plan.nodes[p.nodes[&StageKind::Prior]];
+            assert_eq!(prior.config["projection"], "pca");
+            assert!(
+                prior.spec.name.contains("autoencoder=Text, PCA"),
+                "{}",
+                prior.spec.name
+            );
+        }
+    }
+    for n in &plan.nodes {
+        assert!(n.users > 0);
+        for &j in &n.inputs {
+            assert!(j < plan.nodes.len());
+        }
+    }
+}
+
+#[test]
+fn variant_problems_are_named() {
+    let text = VARIANTS.replace(
+        "[axes]\ntokenizer.width = [32, 64]",
+        "[axes]\ntokenizer.lambda = [0.1, 0.2]\n[variants.prior]\nx = { prior.dim = 8 }\n[variants.bad]\ny = 3\nz = { tokenizer.colour = 1 }\nw = { tokenizer.heads = 0 }",
+    );
+    let p = problems(&text);
+    let want = [
+        "sweeps/demo.toml: `variants.prior`: a variant table's name is a plain word (not a stage, no '.'); it names the axis in reports",
+        "sweeps/demo.toml: `variants.bad.y`: expected the variant's settings: `{ <stage>.<setting> = value, ... }`",
+        "sweeps/demo.toml: `variants.bad.z.tokenizer.colour`: unknown setting of stage `tokenizer`",
+        "sweeps/demo.toml: `variants.autoencoder`: `tokenizer.lambda` is also set in `axes.tokenizer.lambda`; a setting is either fixed or set by one axis",
+        "sweeps/demo.toml: `variants.bad.w`: `heads` must be at least 1",
+    ];
+    for w in want {
+        assert!(
+            p.iter().any(|m| m.starts_with(w)),
+            "missing {w:?} in {p:#?}"
+        );
+    }
+    // A tokenizer whose latent size differs from the prior's is an impossible combination.
+    let text = VARIANTS.replace("prior.dim = 16", "prior.dim = 8");
+    let sweep = parse(&text).expect("each setting valid on its own");
+    match Plan::expand(&sweep, Path::new("data")) {
+        Err(SweepError::Invalid(p)) => assert!(
+            p.iter()
+                .any(|m| m.contains("set `prior.dim` = `tokenizer.channels`")),
+            "{p:#?}"
+        ),
+        other => panic!("expected an impossible combination, got {other:?}"),
+    }
 }

@@ -6,4 +6,5 @@ mod common;
 mod prior;
 mod store_processes;
 mod sweep;
+mod tokenizer;
 mod toy;
