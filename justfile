@@ -67,11 +67,12 @@ sql QUERY:
     cargo run --locked -- --db {{db}} sql "{{QUERY}}"
 
 # Benchmarks (release build; references: `just torch` for PyTorch, `just faiss` for faiss-cpu): prior
-# training vs PyTorch, store writes, exact k-NN vs faiss IndexFlatL2.
+# training vs PyTorch, store writes, exact k-NN vs faiss IndexFlatL2, the step-time cost of L_align.
 bench threads="1":
     CARGO_TARGET_DIR=target/release-build cargo run --locked --release -- bench prior --threads {{threads}}
     CARGO_TARGET_DIR=target/release-build cargo run --locked --release -- --db target/bench.db bench store --processes 4 --points 5000 --batch 50
     CARGO_TARGET_DIR=target/release-build cargo run --locked --release -- bench knn --threads {{threads}}
+    CARGO_TARGET_DIR=target/release-build cargo run --locked --release -- bench align --threads {{threads}}
 
 # faiss-cpu in .venv-bench: the reference of the k-NN benchmark.
 faiss:

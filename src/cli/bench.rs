@@ -64,6 +64,19 @@ pub enum BenchCommand {
         #[arg(long)]
         faiss_python: Option<std::path::PathBuf>,
     },
+    /// The cost of alignment: tokenizer training steps/s with lambda = 0 and lambda > 0 under a frozen
+    /// prior, for the tokenizer and prior sizes of the sweeps' presets (target: at most 10% more).
+    Align {
+        #[arg(long, default_value_t = 3)]
+        steps: usize,
+        #[arg(long, default_value_t = 1)]
+        warmup: usize,
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Backend (default: flex).
+        #[arg(long, value_enum, default_value = "flex")]
+        backend: crate::backend::BackendKind,
+    },
     /// One writer: a run that logs `points` metric points in batches of `batch`.
     StoreWriter {
         /// Run name (distinct writers need distinct names).
@@ -107,6 +120,12 @@ pub fn run(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
             points,
             batch,
         } => store_bench(cli, *processes, *points, *batch),
+        BenchCommand::Align {
+            steps,
+            warmup,
+            threads,
+            backend,
+        } => align_bench(*steps, *warmup, *threads, *backend),
         BenchCommand::Prior {
             size,
             steps,
@@ -440,6 +459,94 @@ fn prior_bench(
     }
     println!(
         "flow-prior training step (flow-matching loss + Adam), {threads} thread(s), {steps} timed steps after {warmup} warm-up, flowprior {profile}"
+    );
+    println!("{}", b.build().with(tabled::settings::Style::sharp()));
+    Ok(())
+}
+
+fn align_bench(
+    steps: usize,
+    warmup: usize,
+    threads: usize,
+    backend: crate::backend::BackendKind,
+) -> anyhow::Result<()> {
+    use crate::backend::{DeviceSpec, run_job};
+    use crate::jobs::bench_align::AlignBench;
+    use crate::jobs::tokenizer::TokenizerConfig;
+    use crate::sweep::{Scale, StageKind};
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .build_global();
+    let preset = |s: Scale| -> anyhow::Result<TokenizerConfig> {
+        Ok(serde_json::from_value(StageKind::Tokenizer.defaults(s))?)
+    };
+    // (label, tokenizer preset, prior width, prior depth): the sweeps' small tokenizer with the small
+    // and the paper prior, and the paper-proportioned tokenizer (64 x 32 tokens) with both.
+    let small = TokenizerConfig {
+        disc_start: 0,
+        ..preset(Scale::Small)?
+    };
+    let paper = TokenizerConfig {
+        disc_start: 0,
+        batch: 32,
+        ..preset(Scale::Paper)?
+    };
+    let cases = [
+        ("small", &small, 256, 3),
+        ("small", &small, 1024, 6),
+        ("paper (batch 32)", &paper, 256, 3),
+        ("paper (batch 32)", &paper, 1024, 6),
+    ];
+    let mut b = tabled::builder::Builder::default();
+    b.push_record([
+        "tokenizer",
+        "prior",
+        "lambda = 0 steps/s",
+        "lambda > 0 steps/s",
+        "overhead",
+        "<= 10%",
+    ]);
+    for (name, tok, width, depth) in cases {
+        let device = DeviceSpec::parse(backend, None)?;
+        let measure = |lambda: f64| {
+            run_job(
+                backend,
+                device,
+                AlignBench {
+                    tokenizer: TokenizerConfig {
+                        lambda,
+                        ..tok.clone()
+                    },
+                    prior_width: width,
+                    prior_depth: depth,
+                    steps,
+                    warmup,
+                },
+            )
+        };
+        let plain = measure(0.0)?;
+        let aligned = measure(0.01)?;
+        let overhead = plain / aligned - 1.0;
+        b.push_record([
+            format!(
+                "{name}: {} x {} tokens, width {}, depth {}, batch {}",
+                tok.tokens, tok.channels, tok.width, tok.depth, tok.batch
+            ),
+            format!("d {}, width {width}, {depth} blocks", tok.channels),
+            format!("{plain:.2}"),
+            format!("{aligned:.2}"),
+            format!("{:+.1}%", 100.0 * overhead),
+            if overhead <= 0.10 { "yes" } else { "no" }.into(),
+        ]);
+    }
+    let profile = if cfg!(debug_assertions) {
+        "dev profile"
+    } else {
+        "release profile"
+    };
+    println!(
+        "tokenizer training step with and without lambda * L_align (flow_mul 4; pixel + perceptual + adversarial terms and the discriminator step in both), {} backend, {threads} thread(s), {steps} timed steps after {warmup} warm-up, flowprior {profile}",
+        backend.name()
     );
     println!("{}", b.build().with(tabled::settings::Style::sharp()));
     Ok(())

@@ -53,6 +53,9 @@ pub struct RunArgs {
     /// Backend, overriding the file's `backend`.
     #[arg(long, value_enum)]
     pub backend: Option<BackendKind>,
+    /// Seeds, overriding the file's `seeds`, e.g. --seeds 0 or --seeds 0,1.
+    #[arg(long, value_delimiter = ',')]
+    pub seeds: Option<Vec<u64>>,
     /// Device: cpu, cuda, cuda:N.
     #[arg(long)]
     pub device: Option<String>,
@@ -187,6 +190,10 @@ fn spawn_workers(cli: &Cli, args: &RunArgs, n: usize) -> anyhow::Result<Vec<std:
         if let Some(b) = args.backend {
             c.args(["--backend", b.name()]);
         }
+        if let Some(seeds) = &args.seeds {
+            let list: Vec<String> = seeds.iter().map(u64::to_string).collect();
+            c.args(["--seeds", &list.join(",")]);
+        }
         if let Some(d) = &args.device {
             c.args(["--device", d]);
         }
@@ -208,6 +215,7 @@ fn run_sweep(cli: &Cli, args: &RunArgs) -> anyhow::Result<()> {
     let overrides = Overrides {
         preset: args.preset,
         backend: args.backend,
+        seeds: args.seeds.clone(),
     };
     let sweep = Sweep::load(&args.file, overrides)?;
     let plan = Plan::expand(&sweep, &cli.data_dir())?;

@@ -1,8 +1,10 @@
 //! Jobs: units of work that run on a backend and record themselves in the run store.
 
+pub mod bench_align;
 pub mod bench_prior;
 pub mod classifier;
 pub mod dino;
+pub mod feature_nets;
 pub mod latent_ae;
 pub mod prior;
 pub mod tokenizer;

@@ -16,10 +16,13 @@ use burn::module::{AutodiffModule, Module};
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::classifier::ClassifierConfig;
+use super::dino::DinoConfig;
+pub use super::feature_nets::FeatureNet;
+use super::feature_nets::{LoadedNet, weights_identity};
 use super::prior::PriorConfig;
 use super::{Claim, JobRun};
 use crate::backend::{BackendJob, BackendKind};
@@ -47,28 +50,8 @@ pub const TOKENIZER: &str = "tokenizer";
 /// Artifacts a generator reads: latent tokens [N, L, C] and labels [N] of training images.
 pub const LATENTS: &str = "latents";
 pub const LABELS: &str = "labels";
-/// The key under which a run's identity records the EfficientNet weights' content (rFID).
-const EFFNET_KEY: &str = "efficientnet_sha256";
-
-/// A feature network for rFID (and, for the generator, FID).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FeatureNet {
-    /// The project's MLP classifier (the sweep's `classifier` stage), penultimate layer.
-    Classifier,
-    /// EfficientNet-Lite0 (ImageNet weights from `just data`), pooled 1280-d features of the image
-    /// resized to 224x224 (bilinear), grey repeated over RGB, values in [0, 255].
-    Efficientnet,
-}
-
-impl FeatureNet {
-    pub fn name(self) -> &'static str {
-        match self {
-            FeatureNet::Classifier => "classifier",
-            FeatureNet::Efficientnet => "efficientnet",
-        }
-    }
-}
+/// The key under which a run's identity records the content of its feature networks' weights.
+const WEIGHTS_KEY: &str = "feature_weights";
 
 /// Configuration of a tokenizer run. Every field is part of its identity.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -92,6 +75,11 @@ pub struct TokenizerConfig {
     pub codebook_size: usize,
     pub tau: f64,
     pub entropy_weight: f64,
+    /// Weight of the sample-level alignment (SoftVQ's REPA-style loss, any regulariser): an MLP maps
+    /// the mean latent token to the image's semantic feature (the sweep's `dino` stage, its tokens
+    /// averaged), loss `-mean cos`; only images with a feature (the first `dino.images` training
+    /// images) contribute. 0: off, the `dino` stage is not read.
+    pub semantic_weight: f64,
     /// Weight of L_align (0: a plain autoencoder) and (t, x0) draws per token.
     pub lambda: f64,
     pub flow_mul: usize,
@@ -143,6 +131,7 @@ impl Default for TokenizerConfig {
             codebook_size: 256,
             tau: 0.07,
             entropy_weight: 0.01,
+            semantic_weight: 0.0,
             lambda: 0.01,
             flow_mul: 4,
             prior: true,
@@ -202,6 +191,7 @@ impl TokenizerConfig {
             ("lambda", self.lambda),
             ("kl_weight", self.kl_weight),
             ("entropy_weight", self.entropy_weight),
+            ("semantic_weight", self.semantic_weight),
             ("l2_weight", self.l2_weight),
             ("l1_weight", self.l1_weight),
             ("perceptual_weight", self.perceptual_weight),
@@ -230,7 +220,17 @@ impl TokenizerConfig {
         &self,
         classifier: &ClassifierConfig,
         prior: Option<&PriorConfig>,
+        semantic: Option<&DinoConfig>,
     ) -> std::result::Result<(), String> {
+        if let Some(d) = semantic
+            && d.dataset != self.dataset
+        {
+            return Err(format!(
+                "the semantic features are of {}, the tokenizer trains on {}: set `dino.dataset`",
+                d.dataset.name(),
+                self.dataset.name()
+            ));
+        }
         if classifier.dataset != self.dataset {
             return Err(format!(
                 "the classifier is trained on {}, the tokenizer on {}: set `classifier.dataset`",
@@ -250,12 +250,13 @@ impl TokenizerConfig {
     }
 
     /// The run: this configuration, the hashes of its classifier and prior runs, and the content of
-    /// the EfficientNet weights when rFID uses them.
+    /// the feature networks' weights files (`weights`, by network name).
     pub fn run_spec(
         &self,
         classifier_hash: &str,
         prior_hash: Option<&str>,
-        efficientnet: Option<&str>,
+        semantic_hash: Option<&str>,
+        weights: &std::collections::BTreeMap<String, String>,
     ) -> RunSpec {
         let mut config = serde_json::to_value(self).unwrap_or_default();
         let mut inputs = serde_json::Map::new();
@@ -263,10 +264,16 @@ impl TokenizerConfig {
         if let Some(h) = prior_hash {
             inputs.insert(super::prior::PRIOR.into(), h.into());
         }
+        if let Some(h) = semantic_hash {
+            inputs.insert(super::dino::DINO.into(), h.into());
+        }
         if let Some(obj) = config.as_object_mut() {
             obj.insert(super::INPUTS_KEY.into(), serde_json::Value::Object(inputs));
-            if let Some(sha) = efficientnet {
-                obj.insert(EFFNET_KEY.into(), sha.into());
+            if !weights.is_empty() {
+                obj.insert(
+                    WEIGHTS_KEY.into(),
+                    serde_json::to_value(weights).unwrap_or_default(),
+                );
             }
         }
         RunSpec {
@@ -282,7 +289,35 @@ impl TokenizerConfig {
         }
     }
 
-    fn shape(&self) -> TokenizerShape {
+    /// The stages this configuration reads, in order: the classifier, the prior (`prior`), the dino
+    /// stage (`semantic_weight > 0`).
+    pub fn inputs(&self) -> Vec<crate::sweep::StageKind> {
+        use crate::sweep::StageKind;
+        let mut v = vec![StageKind::Classifier];
+        if self.prior {
+            v.push(StageKind::Prior);
+        }
+        if self.semantic_weight > 0.0 {
+            v.push(StageKind::Dino);
+        }
+        v
+    }
+
+    /// `inputs` (in [`TokenizerConfig::inputs`] order) as (classifier, prior, dino) slots.
+    pub fn input_slots<'i, T>(&self, inputs: &'i [T]) -> [Option<&'i T>; 3] {
+        let mut it = inputs.iter();
+        let classifier = it.next();
+        let prior = if self.prior { it.next() } else { None };
+        let dino = if self.semantic_weight > 0.0 {
+            it.next()
+        } else {
+            None
+        };
+        [classifier, prior, dino]
+    }
+
+    /// The model's sizes; `semantic_dim` is the semantic features' dimension (0 without them).
+    pub fn shape(&self, semantic_dim: usize) -> TokenizerShape {
         TokenizerShape {
             tokens: self.tokens,
             channels: self.channels,
@@ -292,13 +327,9 @@ impl TokenizerConfig {
             codebook_size: self.codebook_size,
             regulariser: self.regulariser,
             tau: self.tau,
+            semantic_dim,
         }
     }
-}
-
-/// The EfficientNet-Lite0 weights rFID reads (the file `just data` fetches).
-pub fn efficientnet_file(data_dir: &Path) -> PathBuf {
-    data_dir.join(super::dino::LITE0_FILE)
 }
 
 /// A finished upstream run: its id, configuration hash and configuration.
@@ -313,6 +344,8 @@ pub struct TokenizerJob<'a> {
     pub config: TokenizerConfig,
     pub classifier: Upstream<ClassifierConfig>,
     pub prior: Option<Upstream<PriorConfig>>,
+    /// The `dino` run whose features the sample-level alignment reads (semantic_weight > 0).
+    pub semantic: Option<Upstream<DinoConfig>>,
     pub data_dir: PathBuf,
     pub store: &'a Store,
     pub claim: Claim,
@@ -320,15 +353,16 @@ pub struct TokenizerJob<'a> {
 
 impl TokenizerJob<'_> {
     pub fn spec(&self) -> RunSpec {
-        let effnet = self
-            .config
-            .rfid
-            .contains(&FeatureNet::Efficientnet)
-            .then(|| crate::util::file_identity(&efficientnet_file(&self.data_dir)));
+        let weights = weights_identity(
+            &self.config.rfid,
+            &self.data_dir,
+            crate::util::file_identity,
+        );
         self.config.run_spec(
             &self.classifier.hash,
             self.prior.as_ref().map(|p| p.hash.as_str()),
-            effnet.as_deref(),
+            self.semantic.as_ref().map(|p| p.hash.as_str()),
+            &weights,
         )
     }
 }
@@ -387,6 +421,59 @@ fn load_frozen_prior<B: AutodiffBackend>(
         net,
         targets: targets.rows().to_vec(),
     })
+}
+
+/// Per-image semantic features (rows of the first training images), for the sample-level alignment.
+struct Semantic {
+    rows: Vec<f32>,
+    n: usize,
+    dim: usize,
+}
+
+impl Semantic {
+    /// The batch's rows that have a feature (positions in the batch) and their features.
+    fn batch<B: Backend>(
+        &self,
+        idx: &[usize],
+        device: &B::Device,
+    ) -> Option<(Tensor<B, 1, Int>, Tensor<B, 2>)> {
+        let pos: Vec<i64> = (0..idx.len())
+            .filter(|&p| idx[p] < self.n)
+            .map(|p| p as i64)
+            .collect();
+        if pos.is_empty() {
+            return None;
+        }
+        let feats: Vec<f32> = pos
+            .iter()
+            .flat_map(|&p| {
+                let i = idx[p as usize];
+                self.rows[i * self.dim..(i + 1) * self.dim].iter().copied()
+            })
+            .collect();
+        let m = pos.len();
+        Some((
+            Tensor::from_data(TensorData::new(pos, [m]), device),
+            Tensor::from_data(TensorData::new(feats, [m, self.dim]), device),
+        ))
+    }
+}
+
+/// The `dino` run's features, averaged over each image's tokens.
+fn load_semantic(job: &TokenizerJob<'_>, up: &Upstream<DinoConfig>) -> Result<Semantic> {
+    let file = super::input_artifact(job.store, up.run, super::latent_ae::FEATURES)?;
+    let set = read_features(&file, None)?;
+    let (n, t, d) = (set.n, set.tokens, set.dim);
+    let mut rows = vec![0f32; n * d];
+    for i in 0..n {
+        for j in 0..t {
+            let src = &set.data[(i * t + j) * d..(i * t + j + 1) * d];
+            for (r, v) in rows[i * d..(i + 1) * d].iter_mut().zip(src) {
+                *r += v / t as f32;
+            }
+        }
+    }
+    Ok(Semantic { rows, n, dim: d })
 }
 
 fn load_classifier<B: Backend>(
@@ -462,34 +549,6 @@ fn log_curves<B: AutodiffBackend>(
     Ok(())
 }
 
-/// rFID features of images [N, 784] under `net`.
-fn rfid_features<B: Backend>(
-    net: FeatureNet,
-    x: &[f32],
-    classifier: &MlpClassifier<B>,
-    effnet: Option<&crate::models::efficientnet::EfficientNetLite0<B>>,
-    device: &B::Device,
-) -> (Vec<f32>, usize) {
-    let mut out = Vec::new();
-    let mut dim = 0;
-    let chunk = match net {
-        FeatureNet::Classifier => 500,
-        FeatureNet::Efficientnet => 16,
-    };
-    for part in x.chunks(chunk * 784) {
-        let f = match (net, effnet) {
-            (FeatureNet::Efficientnet, Some(e)) => {
-                e.forward(super::dino::to_rgb224::<B>(part.to_vec(), device))
-                    .1
-            }
-            _ => classifier.features(images::<B>(part.to_vec(), device)),
-        };
-        dim = f.dims()[1];
-        out.extend(to_host(f).into_iter().map(|v| v as f32));
-    }
-    (out, dim)
-}
-
 fn flat_params<B: Backend, M: Module<B>>(m: &M) -> Vec<f32> {
     struct Collect(Vec<f32>);
     impl<B: Backend> burn::module::ModuleVisitor<B> for Collect {
@@ -507,6 +566,9 @@ pub struct Frozen<'a, B: AutodiffBackend> {
     pub classifier: &'a MlpClassifier<B>,
     pub disc: &'a Discriminator<B>,
     pub prior: Option<&'a SimpleMlpAdaLn<B>>,
+    /// The sample-level alignment's targets: rows of the batch that have a semantic feature, and
+    /// those features [rows, D].
+    pub semantic: Option<(Tensor<B, 1, Int>, Tensor<B, 2>)>,
 }
 
 /// The losses of one training step; `total` is what the tokenizer's optimiser minimises.
@@ -521,12 +583,14 @@ pub struct StepLosses<B: Backend> {
     pub adv: Option<Tensor<B, 1>>,
     /// L_align of the batch's latent tokens (lambda > 0), unweighted.
     pub align: Option<Tensor<B, 1>>,
+    /// The sample-level alignment loss (semantic_weight > 0 and rows with features), unweighted.
+    pub semantic: Option<Tensor<B, 1>>,
     /// The batch's reconstructions.
     pub recon: Tensor<B, 2>,
 }
 
 /// `l2_weight * L2 + l1_weight * L1 + perceptual_weight * P + adv_weight * G + reg_weight * R +
-/// lambda * L_align` of a batch `x` [B, 784] at `step`.
+/// semantic_weight * S + lambda * L_align` of a batch `x` [B, 784] at `step`.
 pub fn step_losses<B: AutodiffBackend>(
     cfg: &TokenizerConfig,
     model: &Tokenizer<B>,
@@ -560,6 +624,15 @@ pub fn step_losses<B: AutodiffBackend>(
     if let Some(r) = &reg {
         total = total + r.clone() * reg_weight;
     }
+    let semantic = match &frozen.semantic {
+        Some((rows, f)) if cfg.semantic_weight > 0.0 => {
+            model.semantic_loss(out.latents.clone().select(0, rows.clone()), f.clone())
+        }
+        _ => None,
+    };
+    if let Some(s) = &semantic {
+        total = total + s.clone() * cfg.semantic_weight;
+    }
     let align = frozen
         .prior
         .filter(|_| cfg.lambda > 0.0)
@@ -575,6 +648,7 @@ pub fn step_losses<B: AutodiffBackend>(
         reg,
         adv,
         align,
+        semantic,
         recon: out.recon,
     }
 }
@@ -588,6 +662,7 @@ fn train<B: AutodiffBackend>(
     cfg.check_inputs(
         &job.classifier.config,
         job.prior.as_ref().map(|p| &p.config),
+        job.semantic.as_ref().map(|p| &p.config),
     )
     .map_err(|m| bad_input(Path::new(TOKENIZER), m))?;
     B::seed(device, cfg.seed);
@@ -621,7 +696,18 @@ fn train<B: AutodiffBackend>(
     let prior_before = prior.as_ref().map(|p| flat_params(&p.net));
     let classifier = load_classifier::<B>(job, train.classes, device)?.no_grad();
 
-    let mut model = Tokenizer::<B>::new(cfg.shape(), device);
+    let semantic = match &job.semantic {
+        Some(up) if cfg.semantic_weight > 0.0 => Some(load_semantic(job, up)?),
+        None if cfg.semantic_weight > 0.0 => {
+            return Err(bad_input(
+                Path::new(TOKENIZER),
+                "semantic_weight > 0 needs the dino stage's run".into(),
+            ));
+        }
+        _ => None,
+    };
+    let semantic_dim = semantic.as_ref().map_or(0, |s| s.dim);
+    let mut model = Tokenizer::<B>::new(cfg.shape(semantic_dim), device);
     let mut disc = Discriminator::<B>::new(device);
     let mut optim = AdamConfig::new().init::<B, Tokenizer<B>>();
     let mut optim_d = AdamConfig::new()
@@ -662,6 +748,7 @@ fn train<B: AutodiffBackend>(
             classifier: &classifier,
             disc: &disc,
             prior: prior.as_ref().map(|p| &p.net),
+            semantic: semantic.as_ref().and_then(|s| s.batch::<B>(&idx, device)),
         };
         let l = step_losses(cfg, &model, &parts, x.clone(), step);
         let log_now = step.is_multiple_of(log_every) || step + 1 == cfg.steps;
@@ -675,6 +762,7 @@ fn train<B: AutodiffBackend>(
                 ("ae/reg", l.reg.as_ref()),
                 ("ae/adv", l.adv.as_ref()),
                 ("ae/l_align", l.align.as_ref()),
+                ("ae/semantic", l.semantic.as_ref()),
             ] {
                 if let Some(t) = t {
                     run.log(key, s, scalar(t.clone()))?;
@@ -726,20 +814,9 @@ fn train<B: AutodiffBackend>(
     run.log("test/ssim", last, ssim(&orig, &rec, 28, 28))?;
     let cls_inner = classifier.valid();
     for &net in &cfg.rfid {
-        let effnet = match net {
-            FeatureNet::Efficientnet => {
-                let file = efficientnet_file(&job.data_dir);
-                Some(
-                    crate::models::efficientnet::EfficientNetLite0::<B::InnerBackend>::load(
-                        &file, device,
-                    )
-                    .map_err(|m| bad_input(&file, m))?,
-                )
-            }
-            FeatureNet::Classifier => None,
-        };
-        let (fa, d) = rfid_features(net, &orig, &cls_inner, effnet.as_ref(), device);
-        let (fb, _) = rfid_features(net, &rec, &cls_inner, effnet.as_ref(), device);
+        let loaded = LoadedNet::load(net, &job.data_dir, &cls_inner, device)?;
+        let (fa, d) = loaded.features(&orig, device);
+        let (fb, _) = loaded.features(&rec, device);
         run.log(
             &format!("rfid/{}", net.name()),
             last,
@@ -856,7 +933,7 @@ mod tests {
         };
         let classifier = MlpClassifier::<B>::new(784, 8, 10, &device).no_grad();
         let disc = Discriminator::<B>::new(&device);
-        let mut model = Tokenizer::<B>::new(cfg.shape(), &device);
+        let mut model = Tokenizer::<B>::new(cfg.shape(0), &device);
         let prior_before = flat_params(&prior);
         let model_before = flat_params(&model);
         let mut optim = AdamConfig::new().init::<B, Tokenizer<B>>();
@@ -866,6 +943,7 @@ mod tests {
                 classifier: &classifier,
                 disc: &disc,
                 prior: Some(&prior),
+                semantic: None,
             };
             let l = step_losses(&cfg, &model, &frozen, x, step);
             assert!(l.align.is_some() && l.adv.is_some() && l.reg.is_none());
@@ -915,11 +993,12 @@ mod tests {
         .no_grad();
         let classifier = MlpClassifier::<B>::new(784, 8, 10, &device).no_grad();
         let disc = Discriminator::<B>::new(&device);
-        let model = Tokenizer::<B>::new(cfg.shape(), &device);
+        let model = Tokenizer::<B>::new(cfg.shape(0), &device);
         let frozen = Frozen {
             classifier: &classifier,
             disc: &disc,
             prior: Some(&prior),
+            semantic: None,
         };
         let x = Tensor::<B, 2>::random([3, 784], Distribution::Uniform(0.0, 1.0), &device);
         let l = step_losses(&cfg, &model, &frozen, x, 5);

@@ -102,45 +102,32 @@ pub fn frechet_from_samples(a: &[f32], b: &[f32], d: usize) -> f64 {
             1,
         );
     }
+    // The smaller Gram matrix: M M^T (n1 <= n2) or M^T M, as A B with A = M or M^T.
     let k = n1.min(n2);
+    let (inner, a_rs, a_cs) = if n1 <= n2 {
+        (n2, n2 as isize, 1)
+    } else {
+        (n1, 1, n2 as isize)
+    };
     let mut gram = vec![0f64; k * k];
-    // SAFETY: as above; gram is k x k.
+    // SAFETY: M holds n1 x n2 values; A is k x inner and B = A^T inner x k over it; gram is k x k.
     unsafe {
-        if n1 <= n2 {
-            matrixmultiply::dgemm(
-                n1,
-                n2,
-                n1,
-                1.0,
-                m.as_ptr(),
-                n2 as isize,
-                1,
-                m.as_ptr(),
-                1,
-                n2 as isize,
-                0.0,
-                gram.as_mut_ptr(),
-                k as isize,
-                1,
-            );
-        } else {
-            matrixmultiply::dgemm(
-                n2,
-                n1,
-                n2,
-                1.0,
-                m.as_ptr(),
-                1,
-                n2 as isize,
-                m.as_ptr(),
-                n2 as isize,
-                1,
-                0.0,
-                gram.as_mut_ptr(),
-                k as isize,
-                1,
-            );
-        }
+        matrixmultiply::dgemm(
+            k,
+            inner,
+            k,
+            1.0,
+            m.as_ptr(),
+            a_rs,
+            a_cs,
+            m.as_ptr(),
+            a_cs,
+            a_rs,
+            0.0,
+            gram.as_mut_ptr(),
+            k as isize,
+            1,
+        );
     }
     let (vals, _) = sym_eigen(&gram, k);
     let tr_sqrt: f64 = vals.iter().map(|v| v.max(0.0).sqrt()).sum::<f64>() / (s1 * s2).sqrt();

@@ -2,5 +2,6 @@
 
 pub mod classifier;
 pub mod efficientnet;
+pub mod inception;
 pub mod latent_ae;
 pub mod tokenizer;

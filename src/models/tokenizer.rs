@@ -60,6 +60,8 @@ pub struct TokenizerShape {
     pub regulariser: Regulariser,
     /// SoftVQ temperature of the soft assignment.
     pub tau: f64,
+    /// Dimension of the semantic features the sample-level alignment predicts (0: no such head).
+    pub semantic_dim: usize,
 }
 
 /// What a training forward pass gives.
@@ -88,6 +90,9 @@ pub struct Tokenizer<B: Backend> {
     to_pixels: Linear<B>,
     /// SoftVQ's codebook [K, C] (one unused row for the other regularisers).
     pub codebook: Param<Tensor<B, 2>>,
+    /// Sample-level alignment head (SoftVQ's REPA-style loss): mean latent token -> semantic feature.
+    semantic_in: Option<Linear<B>>,
+    semantic_out: Option<Linear<B>>,
     tokens: usize,
     channels: usize,
     #[module(skip)]
@@ -175,6 +180,7 @@ impl<B: Backend> Tokenizer<B> {
             codebook_size,
             regulariser,
             tau,
+            semantic_dim,
         } = shape;
         let out = if regulariser == Regulariser::Kl {
             2 * channels
@@ -204,11 +210,28 @@ impl<B: Backend> Tokenizer<B> {
                 Distribution::Normal(0.0, 1.0),
                 device,
             )),
+            semantic_in: (semantic_dim > 0)
+                .then(|| LinearConfig::new(channels, width).init(device)),
+            semantic_out: (semantic_dim > 0)
+                .then(|| LinearConfig::new(width, semantic_dim).init(device)),
             tokens,
             channels,
             regulariser,
             tau,
         }
+    }
+
+    /// The sample-level alignment loss: `-mean_b cos(MLP(mean_l z_b), f_b)` for latent tokens `z`
+    /// [B, L, C] and semantic features `f` [B, D] (None without the head).
+    pub fn semantic_loss(&self, z: Tensor<B, 3>, f: Tensor<B, 2>) -> Option<Tensor<B, 1>> {
+        let (Some(a), Some(b)) = (&self.semantic_in, &self.semantic_out) else {
+            return None;
+        };
+        let [n, _, c] = z.dims();
+        let pooled = z.mean_dim(1).reshape([n, c]);
+        let h = b.forward(burn::tensor::activation::silu(a.forward(pooled)));
+        let cos = (l2_normalise(h) * l2_normalise(f)).sum_dim(1);
+        Some(cos.mean().neg())
     }
 
     pub fn regulariser(&self) -> Regulariser {
@@ -360,6 +383,7 @@ mod tests {
             codebook_size: 7,
             regulariser,
             tau: 0.5,
+            semantic_dim: 0,
         }
     }
 
@@ -450,6 +474,46 @@ mod tests {
         let want = (h(&wa) + h(&wb)) / 2.0 - h(&mean);
         let got = host(ent)[0] as f64;
         assert!((got - want).abs() < 1e-6, "{got} vs {want}");
+    }
+
+    #[test]
+    fn semantic_loss_is_minus_the_mean_cosine() {
+        let device = Default::default();
+        let t = Tokenizer::<B>::new(
+            TokenizerShape {
+                semantic_dim: 4,
+                ..shape(Regulariser::Softvq)
+            },
+            &device,
+        );
+        let z = Tensor::<B, 3>::random([2, 5, 3], Distribution::Normal(0.0, 1.0), &device);
+        let f = Tensor::<B, 2>::random([2, 4], Distribution::Normal(0.0, 1.0), &device);
+        let got = host(t.semantic_loss(z.clone(), f.clone()).expect("head"))[0] as f64;
+        // Independently: the head's prediction, then cosines by hand.
+        let (a, b) = (
+            t.semantic_in.as_ref().expect("in"),
+            t.semantic_out.as_ref().expect("out"),
+        );
+        let h = host(b.forward(burn::tensor::activation::silu(
+            a.forward(z.mean_dim(1).reshape([2, 3])),
+        )));
+        let f = host(f);
+        let cos = |u: &[f32], v: &[f32]| {
+            let dot: f64 = u.iter().zip(v).map(|(x, y)| f64::from(x * y)).sum();
+            let n = |w: &[f32]| w.iter().map(|x| f64::from(x * x)).sum::<f64>().sqrt();
+            dot / (n(u) * n(v))
+        };
+        let want = -(cos(&h[..4], &f[..4]) + cos(&h[4..], &f[4..])) / 2.0;
+        assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+        assert!((-1.0..=1.0).contains(&got));
+        // Without the head there is no loss.
+        let plain = Tokenizer::<B>::new(shape(Regulariser::Softvq), &device);
+        let z = Tensor::<B, 3>::random([2, 5, 3], Distribution::Normal(0.0, 1.0), &device);
+        assert!(
+            plain
+                .semantic_loss(z, Tensor::zeros([2, 4], &device))
+                .is_none()
+        );
     }
 
     #[test]

@@ -62,7 +62,7 @@ pub fn register(store: &Store, sweep: &Sweep, plan: &Plan) -> Result<Vec<i64>, S
     let spec = StoredSpec {
         file: sweep.file.clone(),
         toml: sweep.text.clone(),
-        overrides: sweep.overrides,
+        overrides: sweep.overrides.clone(),
     };
     let spec =
         serde_json::to_string(&spec).map_err(|e| SweepError::Invalid(vec![e.to_string()]))?;

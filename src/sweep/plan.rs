@@ -103,6 +103,16 @@ pub fn toml_text(v: &toml::Value) -> String {
     value_text(&serde_json::to_value(v).unwrap_or_default())
 }
 
+/// The message of a grid point that a stage rejects.
+fn impossible(sweep: &Sweep, point: &Point, stage: StageKind, why: &str) -> String {
+    format!(
+        "{}: the combination {} is impossible for stage `{}`: {why}",
+        sweep.file.display(),
+        point.describe(),
+        stage.name()
+    )
+}
+
 /// Drops from a point the runs nothing at that point reads, among stages that some listed stage
 /// could read: an AE row's tokenizer reads no prior, so that point trains none; a prior on `qwen`
 /// reads no `vae` run. A stage that no listed stage reads is always kept (it is a result itself).
@@ -211,12 +221,7 @@ impl Plan {
                         }
                     }
                     if let Err(m) = stage.check(&cfg) {
-                        problems.push(format!(
-                            "{}: the combination {} is impossible for stage `{}`: {m}",
-                            sweep.file.display(),
-                            point.describe(),
-                            stage.name()
-                        ));
+                        problems.push(impossible(sweep, &point, stage, &m));
                         break;
                     }
                     let needs = stage.inputs_for(&cfg);
@@ -244,12 +249,7 @@ impl Plan {
                     let spec = match stage.run_spec(&cfg, &input_specs, &env) {
                         Ok(spec) => spec,
                         Err(m) => {
-                            problems.push(format!(
-                                "{}: the combination {} is impossible for stage `{}`: {m}",
-                                sweep.file.display(),
-                                point.describe(),
-                                stage.name()
-                            ));
+                            problems.push(impossible(sweep, &point, stage, &m));
                             break;
                         }
                     };

@@ -18,9 +18,7 @@ use crate::jobs::classifier::{ClassifierConfig, TrainClassifier};
 use crate::jobs::dino::{DinoConfig, DinoJob};
 use crate::jobs::latent_ae::{LatentAeConfig, LatentAeJob};
 use crate::jobs::prior::{PriorConfig, PriorInput, PriorJob};
-use crate::jobs::tokenizer::{
-    FeatureNet, TokenizerConfig, TokenizerJob, Upstream, efficientnet_file,
-};
+use crate::jobs::tokenizer::{FeatureNet, TokenizerConfig, TokenizerJob, Upstream};
 use crate::jobs::toy::{ToyAlignConfig, ToyAlignJob, ToyPreset, ToyPriorConfig, ToyPriorJob};
 use crate::jobs::{Claim, JobRun};
 use crate::models::latent_ae::AeKind;
@@ -128,6 +126,15 @@ fn typed<T: DeserializeOwned>(cfg: &Value) -> std::result::Result<T, String> {
     serde_json::from_value(cfg.clone()).map_err(|e| e.to_string())
 }
 
+/// A finished input run with its configuration typed.
+fn upstream<C: DeserializeOwned>(i: &StageInput<'_>) -> std::result::Result<Upstream<C>, String> {
+    Ok(Upstream {
+        run: i.run,
+        hash: i.hash.to_string(),
+        config: typed(i.config)?,
+    })
+}
+
 fn to_json<T: serde::Serialize>(v: &T) -> Value {
     serde_json::to_value(v).unwrap_or_default()
 }
@@ -179,7 +186,7 @@ impl StageKind {
         match self {
             StageKind::ToyAlign => &[StageKind::ToyPrior],
             StageKind::Prior => &[StageKind::Vae, StageKind::Vq, StageKind::Dino],
-            StageKind::Tokenizer => &[StageKind::Classifier, StageKind::Prior],
+            StageKind::Tokenizer => &[StageKind::Classifier, StageKind::Prior, StageKind::Dino],
             StageKind::Classifier
             | StageKind::ToyPrior
             | StageKind::Vae
@@ -198,13 +205,10 @@ impl StageKind {
                 .and_then(StageKind::parse)
                 .into_iter()
                 .collect(),
-            StageKind::Tokenizer => {
-                let mut v = vec![StageKind::Classifier];
-                if typed::<TokenizerConfig>(cfg).is_ok_and(|t| t.prior) {
-                    v.push(StageKind::Prior);
-                }
-                v
-            }
+            StageKind::Tokenizer => match typed::<TokenizerConfig>(cfg) {
+                Ok(t) => t.inputs(),
+                Err(_) => vec![StageKind::Classifier],
+            },
             k => k.inputs().to_vec(),
         }
     }
@@ -436,17 +440,29 @@ impl StageKind {
             }
             StageKind::Tokenizer => {
                 let t = typed::<TokenizerConfig>(cfg)?;
-                let Some(classifier) = inputs.first() else {
+                let [classifier, prior, semantic] = t.input_slots(inputs);
+                let Some(classifier) = classifier else {
                     return Err("needs the `classifier` stage".into());
                 };
-                let prior = inputs.get(1);
                 let prior_cfg = prior.map(|p| typed::<PriorConfig>(p.config)).transpose()?;
-                t.check_inputs(&typed(classifier.config)?, prior_cfg.as_ref())?;
-                let effnet = t
-                    .rfid
-                    .contains(&FeatureNet::Efficientnet)
-                    .then(|| env.file_identity(&efficientnet_file(env.data_dir)));
-                t.run_spec(classifier.hash, prior.map(|p| p.hash), effnet.as_deref())
+                let dino_cfg = semantic
+                    .map(|p| typed::<DinoConfig>(p.config))
+                    .transpose()?;
+                t.check_inputs(
+                    &typed(classifier.config)?,
+                    prior_cfg.as_ref(),
+                    dino_cfg.as_ref(),
+                )?;
+                let weights =
+                    crate::jobs::feature_nets::weights_identity(&t.rfid, env.data_dir, |f| {
+                        env.file_identity(f)
+                    });
+                t.run_spec(
+                    classifier.hash,
+                    prior.map(|p| p.hash),
+                    semantic.map(|p| p.hash),
+                    &weights,
+                )
             }
         })
     }
@@ -509,12 +525,7 @@ impl StageKind {
                             "rFID on {}",
                             t.rfid
                                 .iter()
-                                .map(|n| match n {
-                                    FeatureNet::Classifier =>
-                                        "the project's MLP classifier (penultimate layer)",
-                                    FeatureNet::Efficientnet =>
-                                        "EfficientNet-Lite0 pooled features (ImageNet weights)",
-                                })
+                                .map(|n| n.describe())
                                 .collect::<Vec<_>>()
                                 .join(" and ")
                         ),
@@ -615,27 +626,25 @@ impl StageKind {
             }
             StageKind::Tokenizer => {
                 let config: TokenizerConfig = typed(cfg).map_err(bad)?;
-                let Some(c) = inputs.first() else {
-                    return Err(bad("needs its classifier run".into()));
+                let [classifier, prior, semantic] = config.input_slots(inputs);
+                let need = |what: &str| bad(format!("needs its {what} run"));
+                let classifier =
+                    upstream(classifier.ok_or_else(|| need("classifier"))?).map_err(bad)?;
+                let prior = match (config.prior, prior) {
+                    (true, Some(p)) => Some(upstream(p).map_err(bad)?),
+                    (true, None) => return Err(need("prior")),
+                    (false, _) => None,
                 };
-                let classifier = Upstream {
-                    run: c.run,
-                    hash: c.hash.to_string(),
-                    config: typed(c.config).map_err(bad)?,
-                };
-                let prior = match (config.prior, inputs.get(1)) {
-                    (true, Some(p)) => Some(Upstream {
-                        run: p.run,
-                        hash: p.hash.to_string(),
-                        config: typed(p.config).map_err(bad)?,
-                    }),
-                    (true, None) => return Err(bad("needs its prior run".into())),
+                let semantic = match (config.semantic_weight > 0.0, semantic) {
+                    (true, Some(p)) => Some(upstream(p).map_err(bad)?),
+                    (true, None) => return Err(need("dino")),
                     (false, _) => None,
                 };
                 let job = TokenizerJob {
                     config,
                     classifier,
                     prior,
+                    semantic,
                     data_dir: ctx.data_dir.clone(),
                     store: ctx.store,
                     claim: ctx.claim,

@@ -115,12 +115,36 @@ seeds_dummy = 0
         Path::new("sweeps/demo.toml"),
         Overrides {
             preset: Some(Scale::Small),
-            backend: None,
+            ..Default::default()
         },
     )
     .expect("valid");
     let e = Plan::expand(&small, Path::new("data")).expect("plan");
     assert!(hashes(&a).iter().all(|h| !hashes(&e).contains(h)));
+    // `--seeds` replaces the file's seeds.
+    let one = Sweep::parse(
+        BASE,
+        Path::new("sweeps/demo.toml"),
+        Overrides {
+            seeds: Some(vec![7]),
+            ..Default::default()
+        },
+    )
+    .expect("valid");
+    let plan = Plan::expand(&one, Path::new("data")).expect("plan");
+    assert_eq!(plan.points.len(), 6);
+    assert!(plan.points.iter().all(|p| p.seed == 7));
+    let twice = Sweep::parse(
+        BASE,
+        Path::new("sweeps/demo.toml"),
+        Overrides {
+            seeds: Some(vec![1, 1]),
+            ..Default::default()
+        },
+    );
+    assert!(
+        matches!(twice, Err(SweepError::Invalid(p)) if p == vec!["sweeps/demo.toml: `--seeds`: a seed is listed twice".to_string()])
+    );
 }
 
 #[test]

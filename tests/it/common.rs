@@ -58,6 +58,24 @@ impl Sandbox {
         out
     }
 
+    /// Links the real EfficientNet-Lite0 weights (fetched by `just data`, part of the set-up) into the
+    /// sandbox's data folder.
+    pub fn link_efficientnet(&self) {
+        let real = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("data/weights/efficientnet-lite0-57934424.pth");
+        assert!(
+            real.exists(),
+            "{} is missing: run `just data` first",
+            real.display()
+        );
+        std::fs::create_dir_all(self.data().join("weights")).expect("mkdir");
+        std::os::unix::fs::symlink(
+            &real,
+            self.data().join("weights/efficientnet-lite0-57934424.pth"),
+        )
+        .expect("link");
+    }
+
     /// One value from a read-only SQL query (CSV output, first data row, first column).
     pub fn sql_value(&self, q: &str) -> String {
         let out = self.ok(&["sql", q, "--format", "csv"]);

@@ -165,20 +165,7 @@ prior.projection = ["random", "pca"]
 fn dino_stage_feeds_a_prior_with_efficientnet_features() {
     let sb = Sandbox::new();
     crate::common::write_tiny_fashion_mnist(&sb.data(), 64, 16);
-    // The real EfficientNet-Lite0 weights (fetched by `just data`, part of the set-up).
-    let real = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("data/weights/efficientnet-lite0-57934424.pth");
-    assert!(
-        real.exists(),
-        "{} is missing: run `just data` first",
-        real.display()
-    );
-    std::fs::create_dir_all(sb.data().join("weights")).expect("mkdir");
-    std::os::unix::fs::symlink(
-        &real,
-        sb.data().join("weights/efficientnet-lite0-57934424.pth"),
-    )
-    .expect("link");
+    sb.link_efficientnet();
     let sweep = r#"
 stages = ["dino", "prior"]
 preset = "smoke"

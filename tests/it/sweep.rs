@@ -246,8 +246,9 @@ fn failed_stages_are_recorded_and_the_rest_carries_on() {
     );
 }
 
-/// Polls until `q` returns at least `n` (or panics after `secs`); before the store exists it counts -1.
-fn wait_for(sb: &Sandbox, q: &str, n: i64, secs: u64) {
+/// Polls until `q` returns at least `n` (or panics after `secs`, or when `child`, the sweep being
+/// watched, has exited: its stderr, inherited, says why); before the store exists it counts -1.
+fn wait_for(sb: &Sandbox, child: &mut std::process::Child, q: &str, n: i64, secs: u64) {
     let t = Instant::now();
     let poll = || {
         let (ok, out, _) = sb.run(&["sql", q, "--format", "csv"]);
@@ -261,6 +262,9 @@ fn wait_for(sb: &Sandbox, q: &str, n: i64, secs: u64) {
         }
     };
     while poll() < n {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the sweep exited ({status}) before `{q}` reached {n}");
+        }
         assert!(
             t.elapsed() < Duration::from_secs(secs),
             "timed out waiting for {q}"
@@ -275,20 +279,17 @@ fn a_killed_sweep_resumes_with_every_run_exactly_once() {
     let f = write(
         &sb,
         "resume",
-        &sweep_text(r#"["mixture", "moons"]"#, "[0.01]", "[0, 1]", 400, ""),
+        &sweep_text(r#"["mixture", "moons"]"#, "[0.01]", "[0, 1]", 800, ""),
     );
     let f = f.to_str().unwrap();
     let mut child = sb.cmd().args(["sweep", "run", f]).spawn().expect("spawn");
-    // Kill it while a stage is running, after at least one has finished.
+    // Kill it while a stage is running, after at least one has finished (one query, so that the
+    // state seen is one moment's).
     wait_for(
         &sb,
-        "SELECT COUNT(*) FROM runs WHERE status = 'finished'",
-        1,
-        120,
-    );
-    wait_for(
-        &sb,
-        "SELECT COUNT(*) FROM runs WHERE status = 'running'",
+        &mut child,
+        "SELECT (SELECT COUNT(*) FROM runs WHERE status = 'finished') >= 1 \
+         AND (SELECT COUNT(*) FROM runs WHERE status = 'running') >= 1",
         1,
         120,
     );

@@ -17,6 +17,7 @@ fn summary(sb: &Sandbox, variant: &str, key: &str) -> f64 {
 fn aligned_tokenizer_ends_closer_to_its_prior_than_a_plain_one() {
     let sb = Sandbox::new();
     write_tiny_fashion_mnist(&sb.data(), 400, 60);
+    sb.link_efficientnet();
     // Target features: four Gaussian clusters (std 0.3) in 4-D, centre i at 1.5 e_i - 0.5 (1 - e_i).
     use rand::{Rng, SeedableRng};
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
@@ -32,19 +33,21 @@ fn aligned_tokenizer_ends_closer_to_its_prior_than_a_plain_one() {
     flowprior::features::write_npy(&feats, &data, &[n, d]).expect("write features");
     let sweep = format!(
         r#"
-stages = ["classifier", "prior", "tokenizer"]
+stages = ["classifier", "dino", "prior", "tokenizer"]
 preset = "smoke"
 seeds = [0]
 [fixed]
 classifier.train_size = 400
 classifier.test_size = 60
+dino.images = 48
+dino.pooled = true
+dino.batch = 8
 prior.source = "file"
 prior.path = "{}"
 prior.dim = 4
 prior.projection = "identity"
 prior.holdout = 200
 prior.steps = 600
-tokenizer.train_size = 400
 tokenizer.test_size = 40
 tokenizer.tokens = 4
 tokenizer.channels = 4
@@ -61,7 +64,7 @@ tokenizer.latent_images = 50
 AE = {{ tokenizer.lambda = 0.0 }}
 Aligned = {{ tokenizer.lambda = 1.0 }}
 KL = {{ tokenizer.lambda = 0.0, tokenizer.prior = false, tokenizer.regulariser = "kl" }}
-SoftVQ = {{ tokenizer.lambda = 0.0, tokenizer.prior = false, tokenizer.regulariser = "softvq", tokenizer.codebook_size = 16 }}
+SoftVQ = {{ tokenizer.lambda = 0.0, tokenizer.prior = false, tokenizer.regulariser = "softvq", tokenizer.codebook_size = 16, tokenizer.semantic_weight = 1.0, tokenizer.train_size = 48 }}
 [[report.tables]]
 title = "Reconstruction"
 rows = ["autoencoder"]
@@ -102,6 +105,26 @@ columns = [
     for v in ["KL", "SoftVQ"] {
         assert!(summary(&sb, v, "ae/reg").is_finite(), "{v}");
     }
+    // SoftVQ's sample-level alignment reads the dino run (the only variant that does) and its loss,
+    // -mean cos(head(mean token), feature), falls as the head learns.
+    assert_eq!(
+        sb.sql_value("SELECT COUNT(*) FROM runs WHERE stage = 'dino'"),
+        "1"
+    );
+    let semantic = |agg: &str| -> f64 {
+        sb.sql_value(&format!(
+            "SELECT m.value FROM metrics m JOIN runs r ON r.id = m.run_id \
+             WHERE r.name LIKE '%autoencoder=SoftVQ %' AND m.key = 'ae/semantic' \
+             ORDER BY m.step {agg} LIMIT 1"
+        ))
+        .parse()
+        .expect("ae/semantic logged")
+    };
+    let (first, last) = (semantic("ASC"), semantic("DESC"));
+    assert!(
+        (-1.0..=1.0).contains(&first) && last < first - 0.1,
+        "semantic loss {first} -> {last}"
+    );
     // Curves every 10 steps (0..40 and the end), adversarial loss after step 20.
     assert_eq!(
         sb.sql_value(
