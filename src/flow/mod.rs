@@ -10,6 +10,7 @@
 //! The two describe the same loss under `t -> 1 - t, v -> -v`; [`ReversedTime`] wraps a field
 //! trained that way so that it can be used here unchanged.
 
+pub mod cond;
 pub mod ema;
 pub mod likelihood;
 pub mod loss;

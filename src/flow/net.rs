@@ -43,14 +43,19 @@ impl FlowNetConfig {
     }
 }
 
-enum Init {
+pub(crate) enum Init {
     Xavier,
     Normal(f64),
     Zeros,
 }
 
 /// A Linear layer (weights stored [d_in, d_out] as Burn does) with the given weight init and zero bias.
-fn linear<B: Backend>(d_in: usize, d_out: usize, init: Init, device: &B::Device) -> Linear<B> {
+pub(crate) fn linear<B: Backend>(
+    d_in: usize,
+    d_out: usize,
+    init: Init,
+    device: &B::Device,
+) -> Linear<B> {
     let shape = [d_in, d_out];
     let weight = match init {
         Init::Xavier => {

@@ -118,30 +118,53 @@ impl<'a, B: Backend> LoadedNet<'a, B> {
 
     /// Features (n x d, row-major) and d of grey 28x28 images `x` ([n * 784] in [0, 1]).
     pub fn features(&self, x: &[f32], device: &B::Device) -> (Vec<f32>, usize) {
+        let out = self.features_and_logits(x, device);
+        (out.features, out.dim)
+    }
+
+    /// Features and class logits (for the Inception Score) of grey 28x28 images `x`.
+    pub fn features_and_logits(&self, x: &[f32], device: &B::Device) -> NetOutput {
         let chunk = match self {
             LoadedNet::Classifier(_) => 500,
             LoadedNet::Efficientnet(_) | LoadedNet::Inception(_) => 16,
         };
-        let mut out = Vec::new();
-        let mut dim = 0;
+        let mut out = NetOutput {
+            features: Vec::new(),
+            dim: 0,
+            logits: Vec::new(),
+            classes: 0,
+        };
         for part in x.chunks(chunk * 784) {
             let b = part.len() / 784;
             let t = Tensor::<B, 2>::from_data(TensorData::new(part.to_vec(), [b, 784]), device);
-            let f = match self {
-                LoadedNet::Classifier(c) => c.features(t),
+            let (f, l) = match self {
+                LoadedNet::Classifier(c) => {
+                    let f = c.features(t);
+                    (f.clone(), c.head(f))
+                }
                 LoadedNet::Efficientnet(e) => {
-                    e.forward(super::dino::to_rgb224::<B>(part.to_vec(), device))
-                        .1
+                    let (_, pooled, logits) =
+                        e.forward(super::dino::to_rgb224::<B>(part.to_vec(), device));
+                    (pooled, logits)
                 }
-                LoadedNet::Inception(n) => {
-                    n.forward(inception::grey_to_input(t, inception::INPUT)).0
-                }
+                LoadedNet::Inception(n) => n.forward(inception::grey_to_input(t, inception::INPUT)),
             };
-            dim = f.dims()[1];
-            out.extend(to_host(f).into_iter().map(|v| v as f32));
+            out.dim = f.dims()[1];
+            out.classes = l.dims()[1];
+            out.features
+                .extend(to_host(f).into_iter().map(|v| v as f32));
+            out.logits.extend(to_host(l));
         }
-        (out, dim)
+        out
     }
+}
+
+/// Features (n x dim) and logits (n x classes) of a batch of images.
+pub struct NetOutput {
+    pub features: Vec<f32>,
+    pub dim: usize,
+    pub logits: Vec<f64>,
+    pub classes: usize,
 }
 
 #[cfg(test)]

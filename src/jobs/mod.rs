@@ -5,6 +5,7 @@ pub mod bench_prior;
 pub mod classifier;
 pub mod dino;
 pub mod feature_nets;
+pub mod generator;
 pub mod latent_ae;
 pub mod prior;
 pub mod tokenizer;

@@ -47,7 +47,7 @@ use crate::tensors::{scalar, to_host};
 
 /// Stage name.
 pub const TOKENIZER: &str = "tokenizer";
-/// Artifacts a generator reads: latent tokens [N, L, C] and labels [N] of training images.
+/// Artifacts a generator reads: latent tokens [N, L, C] and labels [N, 1] (as f32) of training images.
 pub const LATENTS: &str = "latents";
 pub const LABELS: &str = "labels";
 /// The key under which a run's identity records the content of its feature networks' weights.
@@ -883,7 +883,7 @@ fn save_latents<B: Backend>(
     write_npy(&latents, &data, &[n, cfg.tokens, cfg.channels]).map_err(Error::write(&latents))?;
     run.artifact(LATENTS, &latents)?;
     let lab = dir.join("labels.npy");
-    write_npy(&lab, &labels, &[n]).map_err(Error::write(&lab))?;
+    write_npy(&lab, &labels, &[n, 1]).map_err(Error::write(&lab))?;
     run.artifact(LABELS, &lab)?;
     Ok(())
 }

@@ -3,5 +3,6 @@
 
 pub mod frechet;
 pub mod image;
+pub mod inception_score;
 pub mod intrinsic;
 pub mod knn;

@@ -32,6 +32,11 @@ impl<B: Backend> MlpClassifier<B> {
 
     /// Class logits.
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        self.head.forward(self.features(x))
+        self.head(self.features(x))
+    }
+
+    /// Class logits of penultimate features.
+    pub fn head(&self, features: Tensor<B, 2>) -> Tensor<B, 2> {
+        self.head.forward(features)
     }
 }

@@ -1,6 +1,7 @@
 //! Neural networks used by the pipeline's stages.
 
 pub mod classifier;
+pub mod dit;
 pub mod efficientnet;
 pub mod inception;
 pub mod latent_ae;

@@ -16,6 +16,7 @@ use crate::backend::{BackendKind, DeviceSpec, run_job};
 use crate::error::{Error, Result};
 use crate::jobs::classifier::{ClassifierConfig, TrainClassifier};
 use crate::jobs::dino::{DinoConfig, DinoJob};
+use crate::jobs::generator::{GeneratorConfig, GeneratorJob};
 use crate::jobs::latent_ae::{LatentAeConfig, LatentAeJob};
 use crate::jobs::prior::{PriorConfig, PriorInput, PriorJob};
 use crate::jobs::tokenizer::{FeatureNet, TokenizerConfig, TokenizerJob, Upstream};
@@ -45,6 +46,8 @@ pub enum StageKind {
     Prior,
     /// An image tokenizer (autoencoder), aligned to the prior or with a baseline regulariser.
     Tokenizer,
+    /// A class-conditional generator on the tokenizer's latents, scored with and without CFG.
+    Generator,
 }
 
 /// An input's configuration and hash, as identifying a dependent run needs them.
@@ -148,7 +151,7 @@ fn toy_preset(s: Scale) -> ToyPreset {
 }
 
 impl StageKind {
-    pub const ALL: [StageKind; 8] = [
+    pub const ALL: [StageKind; 9] = [
         StageKind::Classifier,
         StageKind::ToyPrior,
         StageKind::ToyAlign,
@@ -157,6 +160,7 @@ impl StageKind {
         StageKind::Dino,
         StageKind::Prior,
         StageKind::Tokenizer,
+        StageKind::Generator,
     ];
 
     pub fn name(self) -> &'static str {
@@ -169,6 +173,7 @@ impl StageKind {
             StageKind::Dino => crate::jobs::dino::DINO,
             StageKind::Prior => crate::jobs::prior::PRIOR,
             StageKind::Tokenizer => crate::jobs::tokenizer::TOKENIZER,
+            StageKind::Generator => crate::jobs::generator::GENERATOR,
         }
     }
 
@@ -187,6 +192,7 @@ impl StageKind {
             StageKind::ToyAlign => &[StageKind::ToyPrior],
             StageKind::Prior => &[StageKind::Vae, StageKind::Vq, StageKind::Dino],
             StageKind::Tokenizer => &[StageKind::Classifier, StageKind::Prior, StageKind::Dino],
+            StageKind::Generator => &[StageKind::Classifier, StageKind::Tokenizer],
             StageKind::Classifier
             | StageKind::ToyPrior
             | StageKind::Vae
@@ -366,6 +372,38 @@ impl StageKind {
                     },
                 })
             }
+            StageKind::Generator => {
+                let base = GeneratorConfig::default();
+                to_json(&match scale {
+                    Scale::Smoke => GeneratorConfig {
+                        width: 32,
+                        depth: 1,
+                        heads: 2,
+                        steps: 150,
+                        batch: 64,
+                        lr: 1e-3,
+                        warmup: 10,
+                        ema_decay: 0.9,
+                        sample_steps: 10,
+                        samples: 200,
+                        test_size: 200,
+                        ..base
+                    },
+                    Scale::Small => base,
+                    Scale::Paper => GeneratorConfig {
+                        width: 384,
+                        depth: 8,
+                        heads: 6,
+                        steps: 100_000,
+                        batch: 256,
+                        lr: 1e-4,
+                        warmup: 2500,
+                        ema_decay: 0.9999,
+                        samples: 10_000,
+                        ..base
+                    },
+                })
+            }
         }
     }
 
@@ -379,6 +417,7 @@ impl StageKind {
             StageKind::Dino => typed::<DinoConfig>(cfg).map(drop),
             StageKind::Prior => typed::<PriorConfig>(cfg).map(drop),
             StageKind::Tokenizer => typed::<TokenizerConfig>(cfg).map(drop),
+            StageKind::Generator => typed::<GeneratorConfig>(cfg).map(drop),
         }
     }
 
@@ -392,6 +431,7 @@ impl StageKind {
             StageKind::Dino => typed::<DinoConfig>(cfg)?.validate(),
             StageKind::Prior => typed::<PriorConfig>(cfg)?.validate(),
             StageKind::Tokenizer => typed::<TokenizerConfig>(cfg)?.validate(),
+            StageKind::Generator => typed::<GeneratorConfig>(cfg)?.validate(),
         }
     }
 
@@ -464,6 +504,18 @@ impl StageKind {
                     &weights,
                 )
             }
+            StageKind::Generator => {
+                let g = typed::<GeneratorConfig>(cfg)?;
+                let (Some(classifier), Some(tokenizer)) = (inputs.first(), inputs.get(1)) else {
+                    return Err("needs the `classifier` and `tokenizer` stages".into());
+                };
+                g.check_inputs(&typed(classifier.config)?, &typed(tokenizer.config)?)?;
+                let weights =
+                    crate::jobs::feature_nets::weights_identity(&g.metrics, env.data_dir, |f| {
+                        env.file_identity(f)
+                    });
+                g.run_spec(classifier.hash, tokenizer.hash, &weights)
+            }
         })
     }
 
@@ -524,6 +576,29 @@ impl StageKind {
                         format!(
                             "rFID on {}",
                             t.rfid
+                                .iter()
+                                .map(|n| n.describe())
+                                .collect::<Vec<_>>()
+                                .join(" and ")
+                        ),
+                    ),
+                ],
+                Err(_) => vec![],
+            },
+            StageKind::Generator => match typed::<GeneratorConfig>(cfg) {
+                Ok(g) => vec![
+                    (
+                        "generator",
+                        format!(
+                            "DiT (adaLN-Zero), width {}, depth {}, {} steps; Euler {} steps; CFG scale {}; {} samples",
+                            g.width, g.depth, g.steps, g.sample_steps, g.cfg_scale, g.samples
+                        ),
+                    ),
+                    (
+                        "feature network",
+                        format!(
+                            "FID / IS / precision-recall on {}",
+                            g.metrics
                                 .iter()
                                 .map(|n| n.describe())
                                 .collect::<Vec<_>>()
@@ -645,6 +720,20 @@ impl StageKind {
                     classifier,
                     prior,
                     semantic,
+                    data_dir: ctx.data_dir.clone(),
+                    store: ctx.store,
+                    claim: ctx.claim,
+                };
+                Ok(run_job(backend, device, job)??.into())
+            }
+            StageKind::Generator => {
+                let (Some(c), Some(t)) = (inputs.first(), inputs.get(1)) else {
+                    return Err(bad("needs its classifier and tokenizer runs".into()));
+                };
+                let job = GeneratorJob {
+                    config: typed(cfg).map_err(bad)?,
+                    classifier: upstream(c).map_err(bad)?,
+                    tokenizer: upstream(t).map_err(bad)?,
                     data_dir: ctx.data_dir.clone(),
                     store: ctx.store,
                     claim: ctx.claim,

@@ -206,7 +206,7 @@ toy_prior.seed = [1, 2]
         problems(text),
         vec![
             "sweeps/demo.toml: `stages`: unknown stage `gan`; expected one of classifier, toy_prior, \
-             toy_align, vae, vq, dino, prior, tokenizer",
+             toy_align, vae, vq, dino, prior, tokenizer, generator",
             "sweeps/demo.toml: `stages`: stage `toy_align` needs `toy_prior`: add it to the list",
             "sweeps/demo.toml: `seeds`: expected at least one seed",
         ]

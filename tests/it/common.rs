@@ -76,6 +76,14 @@ impl Sandbox {
         .expect("link");
     }
 
+    /// Writes the sweep file `<stem>.toml` in the sandbox and runs it to the end (asserting success).
+    pub fn run_sweep(&self, stem: &str, text: &str) -> PathBuf {
+        let f = self.dir.path().join(format!("{stem}.toml"));
+        std::fs::write(&f, text).expect("write sweep");
+        self.ok(&["sweep", "run", f.to_str().expect("utf-8 path")]);
+        f
+    }
+
     /// One value from a read-only SQL query (CSV output, first data row, first column).
     pub fn sql_value(&self, q: &str) -> String {
         let out = self.ok(&["sql", q, "--format", "csv"]);

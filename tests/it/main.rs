@@ -3,6 +3,7 @@
 
 mod cli_jobs;
 mod common;
+mod generator;
 mod prior;
 mod store_processes;
 mod sweep;

@@ -41,9 +41,7 @@ prior.projection = ["random", "pca", "avgpool"]
 "#,
         feats.display()
     );
-    let f = sb.dir.path().join("p.toml");
-    std::fs::write(&f, sweep).expect("write sweep");
-    sb.ok(&["sweep", "run", f.to_str().unwrap()]);
+    let f = sb.run_sweep("p", &sweep);
     assert_eq!(
         sb.sql_value("SELECT COUNT(*) FROM runs WHERE stage = 'prior' AND status = 'finished'"),
         "3"
@@ -128,9 +126,7 @@ prior.diag_rows = 200
 prior.source = ["vae", "vq"]
 prior.projection = ["random", "pca"]
 "#;
-    let f = sb.dir.path().join("lat.toml");
-    std::fs::write(&f, sweep).expect("write sweep");
-    sb.ok(&["sweep", "run", f.to_str().unwrap()]);
+    sb.run_sweep("lat", sweep);
     // One vae and one vq run serve two priors each.
     for (stage, n) in [("vae", "1"), ("vq", "1"), ("prior", "4")] {
         assert_eq!(
@@ -182,9 +178,7 @@ prior.diag_rows = 200
 [axes]
 dino.pooled = [false, true]
 "#;
-    let f = sb.dir.path().join("dino.toml");
-    std::fs::write(&f, sweep).expect("write sweep");
-    sb.ok(&["sweep", "run", f.to_str().unwrap()]);
+    sb.run_sweep("dino", sweep);
     assert_eq!(
         sb.sql_value("SELECT COUNT(*) FROM runs WHERE status = 'finished'"),
         "4"

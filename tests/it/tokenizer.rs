@@ -76,9 +76,7 @@ columns = [
 "#,
         feats.display()
     );
-    let f = sb.dir.path().join("t.toml");
-    std::fs::write(&f, sweep).expect("write sweep");
-    sb.ok(&["sweep", "run", f.to_str().unwrap()]);
+    sb.run_sweep("t", &sweep);
     assert_eq!(
         sb.sql_value("SELECT COUNT(*) FROM runs WHERE stage = 'tokenizer' AND status = 'finished'"),
         "4"

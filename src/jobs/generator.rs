@@ -1,0 +1,463 @@
+//! The `generator` stage (paper Table 1, right half): a class-conditional generator trained by flow
+//! matching on the latent tokens of the sweep's `tokenizer` run, sampled with and without
+//! classifier-free guidance, its samples decoded by that tokenizer and scored against real test images
+//! with FID-like Frechet distances, the Inception Score and k-NN precision/recall, each named by its
+//! feature network. `dit` (a small DiT with adaLN-Zero) is the generator implemented here.
+//!
+//! Latents are divided by their global standard deviation before training (the scaling factor MAR
+//! estimates from data) and multiplied back before decoding.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::{AutodiffModule, Module};
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Distribution, Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use super::classifier::ClassifierConfig;
+use super::feature_nets::{FeatureNet, LoadedNet, weights_identity};
+use super::tokenizer::{LABELS, LATENTS, TokenizerConfig, Upstream};
+use super::{Claim, JobRun};
+use crate::backend::{BackendJob, BackendKind};
+use crate::config::{positive_counts, positive_rates};
+use crate::data::Split;
+use crate::error::{Error, Result};
+use crate::features::read_features;
+use crate::flow::cond::{CondTrainConfig, train_dit};
+use crate::flow::schedule::LrSchedule;
+use crate::metrics::frechet::frechet_from_samples;
+use crate::metrics::inception_score::{inception_score, softmax_rows};
+use crate::metrics::knn::precision_recall;
+use crate::models::classifier::MlpClassifier;
+use crate::models::dit::{Dit, DitShape};
+use crate::models::tokenizer::Tokenizer;
+use crate::store::{ActiveRun, RunSpec, Store};
+use crate::tensors::to_host;
+
+/// Stage name.
+pub const GENERATOR: &str = "generator";
+/// Dimension of the `dino` stage's features (the tokenizer's semantic head predicts them).
+const SEMANTIC_DIM: usize = 1280;
+
+/// Which generator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GeneratorKind {
+    /// Class-conditional flow matching with a DiT over the latent tokens.
+    Dit,
+}
+
+/// Configuration of a generator run. Every field is part of its identity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GeneratorConfig {
+    pub generator: GeneratorKind,
+    pub width: usize,
+    pub depth: usize,
+    pub heads: usize,
+    /// Adam with linear warm-up and cosine decay to lr / 10; EMA of the weights (the sampler's).
+    pub steps: usize,
+    pub batch: usize,
+    pub lr: f64,
+    pub warmup: usize,
+    pub ema_decay: f64,
+    /// Probability of dropping a label in training (classifier-free guidance).
+    pub label_drop: f64,
+    /// Euler steps of sampling; the guidance scale of the CFG metrics (1 = no guidance).
+    pub sample_steps: usize,
+    pub cfg_scale: f64,
+    /// Samples scored (balanced over classes) and real test images they are compared with.
+    pub samples: usize,
+    pub test_size: usize,
+    /// k of precision/recall; splits of the Inception Score.
+    pub knn_k: usize,
+    pub is_splits: usize,
+    /// Feature networks of FID, IS and precision/recall.
+    pub metrics: Vec<FeatureNet>,
+    pub seed: u64,
+    pub backend: BackendKind,
+}
+
+impl Default for GeneratorConfig {
+    /// The `small` scale.
+    fn default() -> Self {
+        GeneratorConfig {
+            generator: GeneratorKind::Dit,
+            width: 128,
+            depth: 4,
+            heads: 4,
+            steps: 5000,
+            batch: 128,
+            lr: 5e-4,
+            warmup: 200,
+            ema_decay: 0.999,
+            label_drop: 0.1,
+            sample_steps: 100,
+            cfg_scale: 2.0,
+            samples: 10_000,
+            test_size: 10_000,
+            knn_k: 3,
+            is_splits: 10,
+            metrics: vec![FeatureNet::Classifier],
+            seed: 0,
+            backend: BackendKind::Flex,
+        }
+    }
+}
+
+impl GeneratorConfig {
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        positive_counts(&[
+            ("width", self.width),
+            ("depth", self.depth),
+            ("heads", self.heads),
+            ("steps", self.steps),
+            ("batch", self.batch),
+            ("sample_steps", self.sample_steps),
+            ("samples", self.samples),
+            ("test_size", self.test_size),
+            ("knn_k", self.knn_k),
+            ("is_splits", self.is_splits),
+        ])?;
+        positive_rates(&[("lr", self.lr), ("cfg_scale", self.cfg_scale)])?;
+        if !self.width.is_multiple_of(self.heads) {
+            return Err(format!(
+                "`width` ({}) must be a multiple of `heads` ({})",
+                self.width, self.heads
+            ));
+        }
+        if !(0.0..1.0).contains(&self.label_drop) {
+            return Err(format!(
+                "`label_drop` must be in [0, 1), got {}",
+                self.label_drop
+            ));
+        }
+        if !(0.0..1.0).contains(&self.ema_decay) {
+            return Err(format!(
+                "`ema_decay` must be in [0, 1), got {}",
+                self.ema_decay
+            ));
+        }
+        if self.samples <= self.knn_k || self.test_size <= self.knn_k {
+            return Err(format!(
+                "`samples` and `test_size` must exceed `knn_k` ({})",
+                self.knn_k
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks against the inputs: the classifier scores the tokenizer's dataset.
+    pub fn check_inputs(
+        &self,
+        classifier: &ClassifierConfig,
+        tokenizer: &TokenizerConfig,
+    ) -> std::result::Result<(), String> {
+        if classifier.dataset != tokenizer.dataset {
+            return Err(format!(
+                "the classifier is trained on {}, the tokenizer on {}",
+                classifier.dataset.name(),
+                tokenizer.dataset.name()
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn run_spec(
+        &self,
+        classifier_hash: &str,
+        tokenizer_hash: &str,
+        weights: &std::collections::BTreeMap<String, String>,
+    ) -> RunSpec {
+        let mut config = serde_json::to_value(self).unwrap_or_default();
+        if let Some(obj) = config.as_object_mut() {
+            obj.insert(
+                super::INPUTS_KEY.into(),
+                serde_json::json!({ "classifier": classifier_hash, "tokenizer": tokenizer_hash }),
+            );
+            if !weights.is_empty() {
+                obj.insert(
+                    "feature_weights".into(),
+                    serde_json::to_value(weights).unwrap_or_default(),
+                );
+            }
+        }
+        RunSpec {
+            stage: GENERATOR.into(),
+            name: format!("{GENERATOR}/dit-w{}-d{}", self.width, self.depth),
+            config,
+            seed: Some(self.seed as i64),
+        }
+    }
+}
+
+/// The job.
+pub struct GeneratorJob<'a> {
+    pub config: GeneratorConfig,
+    pub classifier: Upstream<ClassifierConfig>,
+    pub tokenizer: Upstream<TokenizerConfig>,
+    pub data_dir: PathBuf,
+    pub store: &'a Store,
+    pub claim: Claim,
+}
+
+impl BackendJob for GeneratorJob<'_> {
+    type Output = Result<JobRun<i64>>;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<JobRun<i64>> {
+        let weights = weights_identity(
+            &self.config.metrics,
+            &self.data_dir,
+            crate::util::file_identity,
+        );
+        let spec = self
+            .config
+            .run_spec(&self.classifier.hash, &self.tokenizer.hash, &weights);
+        let backend = self.config.backend.name();
+        super::run_or_reuse(self.store, &spec, backend, self.claim, |run| {
+            train::<B>(&self, run, &device).map(|()| run.id())
+        })
+    }
+}
+
+fn bad_input(path: &Path, message: String) -> Error {
+    Error::Input {
+        path: path.to_path_buf(),
+        message,
+    }
+}
+
+/// Scores of one set of samples under one feature network, logged under `prefix`.
+#[allow(clippy::too_many_arguments)]
+fn log_scores<B: Backend>(
+    run: &mut ActiveRun<'_>,
+    prefix: &str,
+    net: FeatureNet,
+    loaded: &LoadedNet<'_, B>,
+    real: &(Vec<f32>, usize),
+    samples: &[f32],
+    cfg: &GeneratorConfig,
+    device: &B::Device,
+) -> Result<()> {
+    let out = loaded.features_and_logits(samples, device);
+    let step = cfg.steps as i64;
+    let name = net.name();
+    let fid = frechet_from_samples(&real.0, &out.features, out.dim);
+    let probs = softmax_rows(&out.logits, out.classes);
+    let (is, is_std) = inception_score(&probs, out.classes, cfg.is_splits);
+    let (p, r) = precision_recall(&real.0, &out.features, out.dim, cfg.knn_k);
+    for (k, v) in [
+        ("fid", fid),
+        ("is", is),
+        ("is_std", is_std),
+        ("precision", p),
+        ("recall", r),
+    ] {
+        run.log(&format!("{prefix}/{k}_{name}"), step, v)?;
+    }
+    Ok(())
+}
+
+fn train<B: AutodiffBackend>(
+    job: &GeneratorJob<'_>,
+    run: &mut ActiveRun<'_>,
+    device: &B::Device,
+) -> Result<()> {
+    let cfg = &job.config;
+    let tcfg = &job.tokenizer.config;
+    cfg.check_inputs(&job.classifier.config, tcfg)
+        .map_err(|m| bad_input(Path::new(GENERATOR), m))?;
+    B::seed(device, cfg.seed);
+    let lat_file = super::input_artifact(job.store, job.tokenizer.run, LATENTS)?;
+    let lab_file = super::input_artifact(job.store, job.tokenizer.run, LABELS)?;
+    let set = read_features(&lat_file, None)?;
+    let labels: Vec<i64> = read_features(&lab_file, None)?
+        .data
+        .iter()
+        .map(|v| *v as i64)
+        .collect();
+    if labels.len() != set.n || set.n == 0 {
+        return Err(bad_input(
+            &lab_file,
+            format!("{} labels for {} latents", labels.len(), set.n),
+        ));
+    }
+    let test = tcfg
+        .dataset
+        .load(&job.data_dir, Split::Test)?
+        .take(cfg.test_size);
+    let classes = test.classes;
+    if let Some(bad) = labels.iter().find(|&&y| y < 0 || y as usize >= classes) {
+        return Err(bad_input(
+            &lab_file,
+            format!("label {bad} outside 0..{classes}"),
+        ));
+    }
+    // The scaling factor: 1 / std of every latent value.
+    let n_values = set.data.len() as f64;
+    let mean = set.data.iter().map(|v| f64::from(*v)).sum::<f64>() / n_values;
+    let std = (set
+        .data
+        .iter()
+        .map(|v| (f64::from(*v) - mean).powi(2))
+        .sum::<f64>()
+        / n_values)
+        .sqrt()
+        .max(1e-12);
+    let scale = 1.0 / std;
+    run.log("latent/scale", 0, scale)?;
+    let latents: Vec<f32> = set.data.iter().map(|v| v * scale as f32).collect();
+    let shape = DitShape {
+        tokens: set.tokens,
+        channels: set.dim,
+        width: cfg.width,
+        depth: cfg.depth,
+        heads: cfg.heads,
+        classes,
+    };
+    let train_cfg = CondTrainConfig {
+        steps: cfg.steps,
+        batch: cfg.batch,
+        schedule: LrSchedule::Cosine {
+            lr: cfg.lr,
+            warmup: cfg.warmup,
+            total: cfg.steps,
+            min_lr: cfg.lr / 10.0,
+        },
+        label_drop: cfg.label_drop,
+        ema_decay: cfg.ema_decay,
+        seed: cfg.seed,
+    };
+    tracing::info!(
+        run = run.id(),
+        latents = set.n,
+        tokens = set.tokens,
+        dim = set.dim,
+        "generator: training"
+    );
+    let bar = super::progress_bar(cfg.steps as u64, GENERATOR);
+    let log_every = (cfg.steps / 100).max(1);
+    let started = Instant::now();
+    let net = train_dit::<B, Error>(
+        shape,
+        &train_cfg,
+        &latents,
+        &labels,
+        device,
+        &mut |step, loss| {
+            if step.is_multiple_of(log_every) || step + 1 == cfg.steps {
+                run.log("gen/loss", step as i64, loss)?;
+            }
+            if !loss.is_finite() {
+                return Err(Error::Diverged {
+                    step,
+                    key: "gen/loss".into(),
+                    value: loss,
+                });
+            }
+            bar.inc(1);
+            Ok(())
+        },
+    )?;
+    bar.finish_and_clear();
+    run.log(
+        "gen/steps_per_s",
+        cfg.steps as i64,
+        cfg.steps as f64 / started.elapsed().as_secs_f64().max(1e-9),
+    )?;
+    let net: Dit<B::InnerBackend> = net.valid();
+
+    // The tokenizer that decodes, and the feature networks.
+    let tok_file = super::input_artifact(job.store, job.tokenizer.run, "weights")?;
+    let semantic_dim = if tcfg.semantic_weight > 0.0 {
+        SEMANTIC_DIM
+    } else {
+        0
+    };
+    let tokenizer = Tokenizer::<B::InnerBackend>::new(tcfg.shape(semantic_dim), device)
+        .load_file(
+            tok_file.clone(),
+            &NamedMpkFileRecorder::<FullPrecisionSettings>::new(),
+            device,
+        )
+        .map_err(|e| bad_input(&tok_file, format!("cannot load the tokenizer: {e}")))?;
+    let cls_file = super::input_artifact(job.store, job.classifier.run, "checkpoint")?;
+    let classifier =
+        MlpClassifier::<B::InnerBackend>::new(784, job.classifier.config.hidden, classes, device)
+            .load_file(
+                cls_file.clone(),
+                &NamedMpkFileRecorder::<FullPrecisionSettings>::new(),
+                device,
+            )
+            .map_err(|e| bad_input(&cls_file, format!("cannot load the classifier: {e}")))?;
+    let all: Vec<usize> = (0..test.len()).collect();
+    let (real_images, _) = test.gather(&all);
+
+    // Samples without and with guidance, from the same noise and labels.
+    let generate = |s: f64| -> Vec<f32> {
+        let mut images = Vec::with_capacity(cfg.samples * 784);
+        let ids: Vec<usize> = (0..cfg.samples).collect();
+        for chunk in ids.chunks(250) {
+            let b = chunk.len();
+            let y: Vec<i64> = chunk.iter().map(|i| (i % classes) as i64).collect();
+            let y = Tensor::<B::InnerBackend, 1, Int>::from_data(TensorData::new(y, [b]), device);
+            let x0 = Tensor::<B::InnerBackend, 3>::random(
+                [b, set.tokens, set.dim],
+                Distribution::Normal(0.0, 1.0),
+                device,
+            );
+            let z = net.sample(x0, y, cfg.sample_steps, s) / scale;
+            images.extend(to_host(tokenizer.decode(z)).into_iter().map(|v| v as f32));
+        }
+        images
+    };
+    B::seed(device, cfg.seed ^ 0x5eed);
+    let plain = generate(1.0);
+    B::seed(device, cfg.seed ^ 0x5eed);
+    let guided = generate(cfg.cfg_scale);
+    run.log("gen_cfg/scale", cfg.steps as i64, cfg.cfg_scale)?;
+    for &fnet in &cfg.metrics {
+        let loaded = LoadedNet::load(fnet, &job.data_dir, &classifier, device)?;
+        let real_out = loaded.features_and_logits(&real_images, device);
+        // The reference: the Inception Score of the real test images themselves.
+        let (is_real, _) = inception_score(
+            &softmax_rows(&real_out.logits, real_out.classes),
+            real_out.classes,
+            cfg.is_splits,
+        );
+        run.log(
+            &format!("ref/is_{}", fnet.name()),
+            cfg.steps as i64,
+            is_real,
+        )?;
+        let real = (real_out.features, real_out.dim);
+        for (prefix, images) in [("gen", &plain), ("gen_cfg", &guided)] {
+            log_scores(run, prefix, fnet, &loaded, &real, images, cfg, device)?;
+        }
+    }
+
+    // Artifacts: the generator's weights and a grid of guided samples (one row per class).
+    let dir = super::run_dir(job.store, run.id())?;
+    let stem = dir.join(GENERATOR);
+    net.save_file(
+        stem.clone(),
+        &NamedMpkFileRecorder::<FullPrecisionSettings>::new(),
+    )
+    .map_err(Error::write(&stem))?;
+    run.artifact("weights", &stem.with_extension("mpk"))?;
+    let per_class = (cfg.samples / classes).min(10);
+    let mut grid = Vec::with_capacity(classes * per_class * 784);
+    for c in 0..classes {
+        for j in 0..per_class {
+            let i = j * classes + c;
+            grid.extend_from_slice(&guided[i * 784..(i + 1) * 784]);
+        }
+    }
+    let png = dir.join("samples.png");
+    crate::plot::image_grid(&png, &grid, 28, per_class.max(1), 2)
+        .map_err(|e| Error::write(&png)(std::io::Error::other(e.to_string())))?;
+    run.artifact("figure", &png)?;
+    Ok(())
+}
