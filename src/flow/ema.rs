@@ -29,8 +29,11 @@ impl<B: Backend> ModuleMapper<B> for Blend<B> {
         let (id, tensor, mapper) = param.consume();
         let blended = match self.params.remove(&id) {
             Some(new) => {
+                // Detached: the average is not a function to differentiate, and on an autodiff
+                // backend an undetached blend would chain every step's graph onto the last one
+                // (training slowed down quadratically with the number of steps).
                 let shape = tensor.shape();
-                tensor * self.decay + new.reshape(shape) * (1.0 - self.decay)
+                tensor.detach() * self.decay + new.reshape(shape).detach() * (1.0 - self.decay)
             }
             None => tensor,
         };
