@@ -16,6 +16,9 @@ use crate::models::efficientnet::EfficientNetLite0;
 use crate::models::inception::{self, InceptionV3};
 use crate::tensors::to_host;
 
+/// The key under which a run's identity records the content of its feature networks' weights.
+pub const WEIGHTS_KEY: &str = "feature_weights";
+
 /// pytorch-fid's weights file, expected in the data folder.
 pub const INCEPTION_FILE: &str = "weights/pt_inception-2015-12-05-6726825d.pth";
 
@@ -72,6 +75,29 @@ pub fn weights_identity(
                 .map(|f| (n.name().to_string(), identity(&f)))
         })
         .collect()
+}
+
+/// The classifier of a finished `classifier` run (its checkpoint artifact, checked), for `classes`
+/// classes of 784-pixel images.
+pub fn load_classifier<B: Backend>(
+    store: &crate::store::Store,
+    up: &super::tokenizer::Upstream<super::classifier::ClassifierConfig>,
+    classes: usize,
+    device: &B::Device,
+) -> Result<MlpClassifier<B>> {
+    use burn::module::Module;
+    use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
+    let file = super::input_artifact(store, up.run, "checkpoint")?;
+    MlpClassifier::<B>::new(784, up.config.hidden, classes, device)
+        .load_file(
+            file.clone(),
+            &NamedMpkFileRecorder::<FullPrecisionSettings>::new(),
+            device,
+        )
+        .map_err(|e| Error::Input {
+            path: file,
+            message: format!("cannot load the classifier: {e}"),
+        })
 }
 
 /// A loaded feature network.

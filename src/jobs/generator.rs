@@ -17,7 +17,7 @@ use burn::tensor::{Distribution, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::classifier::ClassifierConfig;
-use super::feature_nets::{FeatureNet, LoadedNet, weights_identity};
+use super::feature_nets::{FeatureNet, LoadedNet, WEIGHTS_KEY, load_classifier, weights_identity};
 use super::tokenizer::{LABELS, LATENTS, TokenizerConfig, Upstream};
 use super::{Claim, JobRun};
 use crate::backend::{BackendJob, BackendKind};
@@ -30,7 +30,6 @@ use crate::flow::schedule::LrSchedule;
 use crate::metrics::frechet::frechet_from_samples;
 use crate::metrics::inception_score::{inception_score, softmax_rows};
 use crate::metrics::knn::precision_recall;
-use crate::models::classifier::MlpClassifier;
 use crate::models::dit::{Dit, DitShape};
 use crate::models::tokenizer::Tokenizer;
 use crate::store::{ActiveRun, RunSpec, Store};
@@ -179,7 +178,7 @@ impl GeneratorConfig {
             );
             if !weights.is_empty() {
                 obj.insert(
-                    "feature_weights".into(),
+                    WEIGHTS_KEY.into(),
                     serde_json::to_value(weights).unwrap_or_default(),
                 );
             }
@@ -383,15 +382,8 @@ fn train<B: AutodiffBackend>(
             device,
         )
         .map_err(|e| bad_input(&tok_file, format!("cannot load the tokenizer: {e}")))?;
-    let cls_file = super::input_artifact(job.store, job.classifier.run, "checkpoint")?;
     let classifier =
-        MlpClassifier::<B::InnerBackend>::new(784, job.classifier.config.hidden, classes, device)
-            .load_file(
-                cls_file.clone(),
-                &NamedMpkFileRecorder::<FullPrecisionSettings>::new(),
-                device,
-            )
-            .map_err(|e| bad_input(&cls_file, format!("cannot load the classifier: {e}")))?;
+        load_classifier::<B::InnerBackend>(job.store, &job.classifier, classes, device)?;
     let all: Vec<usize> = (0..test.len()).collect();
     let (real_images, _) = test.gather(&all);
 

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use super::classifier::ClassifierConfig;
 use super::dino::DinoConfig;
 pub use super::feature_nets::FeatureNet;
-use super::feature_nets::{LoadedNet, weights_identity};
+use super::feature_nets::{LoadedNet, WEIGHTS_KEY, load_classifier, weights_identity};
 use super::prior::PriorConfig;
 use super::{Claim, JobRun};
 use crate::backend::{BackendJob, BackendKind};
@@ -50,8 +50,6 @@ pub const TOKENIZER: &str = "tokenizer";
 /// Artifacts a generator reads: latent tokens [N, L, C] and labels [N, 1] (as f32) of training images.
 pub const LATENTS: &str = "latents";
 pub const LABELS: &str = "labels";
-/// The key under which a run's identity records the content of its feature networks' weights.
-const WEIGHTS_KEY: &str = "feature_weights";
 
 /// Configuration of a tokenizer run. Every field is part of its identity.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -476,21 +474,6 @@ fn load_semantic(job: &TokenizerJob<'_>, up: &Upstream<DinoConfig>) -> Result<Se
     Ok(Semantic { rows, n, dim: d })
 }
 
-fn load_classifier<B: Backend>(
-    job: &TokenizerJob<'_>,
-    classes: usize,
-    device: &B::Device,
-) -> Result<MlpClassifier<B>> {
-    let file = super::input_artifact(job.store, job.classifier.run, "checkpoint")?;
-    MlpClassifier::<B>::new(784, job.classifier.config.hidden, classes, device)
-        .load_file(
-            file.clone(),
-            &NamedMpkFileRecorder::<FullPrecisionSettings>::new(),
-            device,
-        )
-        .map_err(|e| bad_input(&file, format!("cannot load the classifier: {e}")))
-}
-
 /// What the alignment curves need: the fixed evaluation images and, with a prior, the prior.
 struct Curves<'p, B: AutodiffBackend> {
     x: Vec<f32>,
@@ -694,7 +677,8 @@ fn train<B: AutodiffBackend>(
         None => None,
     };
     let prior_before = prior.as_ref().map(|p| flat_params(&p.net));
-    let classifier = load_classifier::<B>(job, train.classes, device)?.no_grad();
+    let classifier =
+        load_classifier::<B>(job.store, &job.classifier, train.classes, device)?.no_grad();
 
     let semantic = match &job.semantic {
         Some(up) if cfg.semantic_weight > 0.0 => Some(load_semantic(job, up)?),
