@@ -24,3 +24,18 @@ pub fn from_host_f32<B: Backend>(v: Vec<f32>, d: usize, device: &B::Device) -> T
     let n = v.len() / d.max(1);
     Tensor::from_data(TensorData::new(v, [n, d]), device)
 }
+
+/// Grey 28x28 images ([B, 784], values in [0, 1]) as a vision network's input: values mapped linearly
+/// to [`lo`, `hi`], resized to `side` x `side` (bilinear), repeated over 3 channels.
+pub fn grey28_to_rgb<B: Backend>(x: Tensor<B, 2>, side: usize, lo: f64, hi: f64) -> Tensor<B, 4> {
+    use burn::tensor::module::interpolate;
+    use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+    let [b, _] = x.dims();
+    let t = x.reshape([b, 1, 28, 28]) * (hi - lo) + lo;
+    interpolate(
+        t,
+        [side, side],
+        InterpolateOptions::new(InterpolateMode::Bilinear),
+    )
+    .repeat_dim(1, 3)
+}

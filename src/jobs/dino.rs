@@ -6,10 +6,8 @@
 
 use std::path::{Path, PathBuf};
 
+use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::module::interpolate;
-use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
-use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::{Claim, JobRun};
@@ -114,16 +112,9 @@ impl BackendJob for DinoJob<'_> {
     }
 }
 
-/// Grey 28x28 images in [0, 1] (row-major [b, 784]) to [b, 3, 224, 224] in [0, 255].
-pub fn to_rgb224<B: Backend>(x: Vec<f32>, device: &B::Device) -> Tensor<B, 4> {
-    let b = x.len() / 784;
-    let t = Tensor::<B, 4>::from_data(TensorData::new(x, [b, 1, 28, 28]), device) * 255.0;
-    let up = interpolate(
-        t,
-        [IMAGE_SIZE, IMAGE_SIZE],
-        InterpolateOptions::new(InterpolateMode::Bilinear),
-    );
-    up.repeat_dim(1, 3)
+/// Grey 28x28 images in [0, 1] ([b, 784]) as EfficientNet-Lite0's input: [b, 3, 224, 224] in [0, 255].
+pub fn to_rgb224<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 4> {
+    crate::tensors::grey28_to_rgb(x, IMAGE_SIZE, 0.0, 255.0)
 }
 
 fn extract<B: Backend>(
@@ -155,7 +146,9 @@ fn extract<B: Backend>(
     let idx: Vec<usize> = (0..n).collect();
     for chunk in idx.chunks(cfg.batch) {
         let (x, _) = train.gather(chunk);
-        let (tokens, pooled, _) = model.forward(to_rgb224::<B>(x, device));
+        let (tokens, pooled, _) = model.forward(to_rgb224(crate::tensors::from_host_f32::<B>(
+            x, 784, device,
+        )));
         let out = if cfg.pooled {
             to_host(pooled)
         } else {

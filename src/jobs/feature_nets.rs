@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -81,7 +80,7 @@ pub fn weights_identity(
 /// classes of 784-pixel images.
 pub fn load_classifier<B: Backend>(
     store: &crate::store::Store,
-    up: &super::tokenizer::Upstream<super::classifier::ClassifierConfig>,
+    up: &super::Upstream<super::classifier::ClassifierConfig>,
     classes: usize,
     device: &B::Device,
 ) -> Result<MlpClassifier<B>> {
@@ -98,6 +97,18 @@ pub fn load_classifier<B: Backend>(
             path: file,
             message: format!("cannot load the classifier: {e}"),
         })
+}
+
+/// The identity entry of the weights files (none when no network reads a file).
+pub fn weights_entry(
+    weights: &BTreeMap<String, String>,
+) -> Option<(&'static str, serde_json::Value)> {
+    (!weights.is_empty()).then(|| {
+        (
+            WEIGHTS_KEY,
+            serde_json::to_value(weights).unwrap_or_default(),
+        )
+    })
 }
 
 /// A loaded feature network.
@@ -161,16 +172,14 @@ impl<'a, B: Backend> LoadedNet<'a, B> {
             classes: 0,
         };
         for part in x.chunks(chunk * 784) {
-            let b = part.len() / 784;
-            let t = Tensor::<B, 2>::from_data(TensorData::new(part.to_vec(), [b, 784]), device);
+            let t = crate::tensors::from_host_f32::<B>(part.to_vec(), 784, device);
             let (f, l) = match self {
                 LoadedNet::Classifier(c) => {
                     let f = c.features(t);
                     (f.clone(), c.head(f))
                 }
                 LoadedNet::Efficientnet(e) => {
-                    let (_, pooled, logits) =
-                        e.forward(super::dino::to_rgb224::<B>(part.to_vec(), device));
+                    let (_, pooled, logits) = e.forward(super::dino::to_rgb224(t));
                     (pooled, logits)
                 }
                 LoadedNet::Inception(n) => n.forward(inception::grey_to_input(t, inception::INPUT)),

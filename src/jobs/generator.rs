@@ -16,9 +16,12 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+use super::Upstream;
 use super::classifier::ClassifierConfig;
-use super::feature_nets::{FeatureNet, LoadedNet, WEIGHTS_KEY, load_classifier, weights_identity};
-use super::tokenizer::{LABELS, LATENTS, TokenizerConfig, Upstream};
+use super::feature_nets::{
+    FeatureNet, LoadedNet, load_classifier, weights_entry, weights_identity,
+};
+use super::tokenizer::{LABELS, LATENTS, TokenizerConfig};
 use super::{Claim, JobRun};
 use crate::backend::{BackendJob, BackendKind};
 use crate::config::{positive_counts, positive_rates};
@@ -170,19 +173,14 @@ impl GeneratorConfig {
         tokenizer_hash: &str,
         weights: &std::collections::BTreeMap<String, String>,
     ) -> RunSpec {
-        let mut config = serde_json::to_value(self).unwrap_or_default();
-        if let Some(obj) = config.as_object_mut() {
-            obj.insert(
-                super::INPUTS_KEY.into(),
-                serde_json::json!({ "classifier": classifier_hash, "tokenizer": tokenizer_hash }),
-            );
-            if !weights.is_empty() {
-                obj.insert(
-                    WEIGHTS_KEY.into(),
-                    serde_json::to_value(weights).unwrap_or_default(),
-                );
-            }
-        }
+        let config = super::identity(
+            self,
+            &[
+                ("classifier", classifier_hash),
+                ("tokenizer", tokenizer_hash),
+            ],
+            weights_entry(weights),
+        );
         RunSpec {
             stage: GENERATOR.into(),
             name: format!("{GENERATOR}/dit-w{}-d{}", self.width, self.depth),

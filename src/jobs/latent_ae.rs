@@ -11,7 +11,6 @@ use burn::module::{AutodiffModule, Module};
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::{Claim, JobRun};
@@ -22,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::features::write_npy;
 use crate::models::latent_ae::{AeKind, LatentAe};
 use crate::store::{ActiveRun, RunSpec, Store};
-use crate::tensors::{scalar, to_host};
+use crate::tensors::{from_host_f32, scalar, to_host};
 
 /// Stage names.
 pub const VAE: &str = "vae";
@@ -129,11 +128,6 @@ impl BackendJob for LatentAeJob<'_> {
     }
 }
 
-fn images<B: burn::tensor::backend::Backend>(x: Vec<f32>, device: &B::Device) -> Tensor<B, 2> {
-    let b = x.len() / 784;
-    Tensor::from_data(TensorData::new(x, [b, 784]), device)
-}
-
 fn train<B: AutodiffBackend>(
     job: &LatentAeJob<'_>,
     run: &mut ActiveRun<'_>,
@@ -166,7 +160,7 @@ fn train<B: AutodiffBackend>(
         // Codes start on encoder outputs of a first batch (a remedy for unused codes).
         let idx: Vec<usize> = (0..train.len().min(256)).collect();
         let (x, _) = train.gather(&idx);
-        model = model.init_codebook_from(images::<B>(x, device), cfg.seed);
+        model = model.init_codebook_from(from_host_f32::<B>(x, 784, device), cfg.seed);
     }
     let mut optim = AdamConfig::new().init::<B, LatentAe<B>>();
     let bar = super::progress_bar(cfg.steps as u64, stage_name(job.kind));
@@ -179,7 +173,11 @@ fn train<B: AutodiffBackend>(
         .enumerate()
     {
         let (x, _) = train.gather(&idx);
-        let l = model.losses(images::<B>(x, device), cfg.kl_weight, cfg.commitment);
+        let l = model.losses(
+            from_host_f32::<B>(x, 784, device),
+            cfg.kl_weight,
+            cfg.commitment,
+        );
         if step % log_every == 0 || step + 1 == cfg.steps {
             let total = scalar(l.total.clone());
             run.log("ae/loss", step as i64, total)?;
@@ -222,7 +220,7 @@ fn train<B: AutodiffBackend>(
     let mut se = 0f64;
     for chunk in all.chunks(500) {
         let (x, _) = test.gather(chunk);
-        let xt = images::<B::InnerBackend>(x.clone(), device);
+        let xt = from_host_f32::<B::InnerBackend>(x.clone(), 784, device);
         let rec = to_host(model.reconstruct(xt));
         se += rec
             .iter()
@@ -288,7 +286,7 @@ fn train<B: AutodiffBackend>(
             for chunk in idx.chunks(500) {
                 let (x, _) = train.gather(chunk);
                 data.extend(
-                    to_host(model.latents(images::<B::InnerBackend>(x, device)))
+                    to_host(model.latents(from_host_f32::<B::InnerBackend>(x, 784, device)))
                         .into_iter()
                         .map(|v| v as f32),
                 );

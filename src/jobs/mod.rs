@@ -20,6 +20,37 @@ use crate::store::{ActiveRun, DEFAULT_STALE_AFTER_S, RunInfo, RunSpec, Store, Su
 /// (`{"inputs": {"<stage>": "<hash>"}}`), so that a run's identity covers everything upstream.
 pub const INPUTS_KEY: &str = "inputs";
 
+/// A configuration as a run's identity: its settings, `inputs` (the hashes of the upstream runs it
+/// reads, by stage) under [`INPUTS_KEY`], and `extra` keys (e.g. the content identity of files it
+/// reads).
+pub fn identity<C: serde::Serialize>(
+    cfg: &C,
+    inputs: &[(&str, &str)],
+    extra: impl IntoIterator<Item = (&'static str, serde_json::Value)>,
+) -> serde_json::Value {
+    let mut config = serde_json::to_value(cfg).unwrap_or_default();
+    if let Some(obj) = config.as_object_mut() {
+        if !inputs.is_empty() {
+            let map: serde_json::Map<String, serde_json::Value> = inputs
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), serde_json::Value::from(*v)))
+                .collect();
+            obj.insert(INPUTS_KEY.into(), serde_json::Value::Object(map));
+        }
+        for (k, v) in extra {
+            obj.insert(k.into(), v);
+        }
+    }
+    config
+}
+
+/// A finished upstream run a job reads: its id, configuration hash and configuration.
+pub struct Upstream<C> {
+    pub run: i64,
+    pub hash: String,
+    pub config: C,
+}
+
 /// Which runs a job may claim: failed ones only when retrying; running ones whose heartbeat is older
 /// than `stale_after_s` (their process died).
 #[derive(Debug, Clone, Copy)]

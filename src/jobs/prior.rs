@@ -266,24 +266,16 @@ impl PriorConfig {
 
     /// The run of this configuration on the features of the `stage` run whose hash is `input_hash`.
     pub fn run_spec_on_stage(&self, stage: &str, input_hash: &str) -> RunSpec {
-        let mut spec = self.run_spec("");
-        if let Some(obj) = spec.config.as_object_mut() {
-            obj.remove(SOURCE_KEY);
-            obj.insert(
-                super::INPUTS_KEY.into(),
-                serde_json::json!({ stage: input_hash }),
-            );
-        }
-        spec
+        self.spec_with(super::identity(self, &[(stage, input_hash)], []))
     }
 
     /// The run of this configuration on the source file whose content identity is `source` (see
     /// [`crate::util::file_identity`]): a file changed under the same path is a different run.
     pub fn run_spec(&self, source: &str) -> RunSpec {
-        let mut config = serde_json::to_value(self).unwrap_or_default();
-        if let Some(obj) = config.as_object_mut() {
-            obj.insert(SOURCE_KEY.into(), serde_json::Value::from(source));
-        }
+        self.spec_with(super::identity(self, &[], [(SOURCE_KEY, source.into())]))
+    }
+
+    fn spec_with(&self, config: serde_json::Value) -> RunSpec {
         RunSpec {
             stage: PRIOR.into(),
             name: format!(

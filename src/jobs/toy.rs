@@ -324,13 +324,7 @@ impl ToyAlignConfig {
     /// The run of this stage under the prior whose run spec is `prior`: its identity includes the
     /// prior's configuration hash (`inputs.toy_prior`).
     pub fn run_spec(&self, prior: &ToyPriorConfig) -> RunSpec {
-        let mut config = serde_json::to_value(self).unwrap_or_default();
-        if let Some(obj) = config.as_object_mut() {
-            obj.insert(
-                super::INPUTS_KEY.into(),
-                serde_json::json!({ TOY_PRIOR: prior.run_spec().hash() }),
-            );
-        }
+        let config = super::identity(self, &[(TOY_PRIOR, &prior.run_spec().hash())], []);
         RunSpec {
             stage: TOY_ALIGN.into(),
             name: format!("{TOY_ALIGN}/{}", prior.target.name()),

@@ -15,8 +15,7 @@ use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d
 use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
 use burn::tensor::backend::Backend;
-use burn::tensor::module::{avg_pool2d, interpolate, max_pool2d};
-use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+use burn::tensor::module::{avg_pool2d, max_pool2d};
 
 /// Input side.
 pub const INPUT: usize = 299;
@@ -397,14 +396,7 @@ impl<B: Backend> InceptionV3<B> {
 /// Grey 28x28 images in [0, 1] ([B, 784]) as the FID network's input: resized to `side` x `side`
 /// (bilinear), repeated over RGB, mapped to [-1, 1].
 pub fn grey_to_input<B: Backend>(x: Tensor<B, 2>, side: usize) -> Tensor<B, 4> {
-    let [b, _] = x.dims();
-    let t = x.reshape([b, 1, 28, 28]);
-    let up = interpolate(
-        t,
-        [side, side],
-        InterpolateOptions::new(InterpolateMode::Bilinear),
-    );
-    (up * 2.0 - 1.0).repeat_dim(1, 3)
+    crate::tensors::grey28_to_rgb(x, side, -1.0, 1.0)
 }
 
 #[cfg(test)]

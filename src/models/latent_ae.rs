@@ -183,10 +183,8 @@ impl<B: Backend> LatentAe<B> {
             }
         } else {
             let mean = h.clone().narrow(1, 0, self.channels);
-            let logvar = h.narrow(1, self.channels, self.channels).clamp(-30.0, 20.0);
-            let eps = mean.random_like(Distribution::Normal(0.0, 1.0));
-            let z = mean.clone() + (logvar.clone() * 0.5).exp() * eps;
-            let kl = ((mean.powi_scalar(2) + logvar.clone().exp() - logvar - 1.0) * 0.5).mean();
+            let (z, kl) =
+                super::posterior::sample_with_kl(mean, h.narrow(1, self.channels, self.channels));
             let recon = (self.decode(z) - x).powi_scalar(2).mean();
             AeLosses {
                 total: recon.clone() + kl.clone() * kl_weight,

@@ -5,4 +5,5 @@ pub mod dit;
 pub mod efficientnet;
 pub mod inception;
 pub mod latent_ae;
+pub mod posterior;
 pub mod tokenizer;
