@@ -300,17 +300,12 @@ fn source_name(s: SourceKind) -> &'static str {
     }
 }
 
-/// The finished `vae` / `vq` / `dino` run a prior reads, and that run's configuration hash.
-pub struct PriorInput {
-    pub run: i64,
-    pub hash: String,
-}
-
 /// The job.
 pub struct PriorJob<'a> {
     pub config: PriorConfig,
-    /// The `vae` / `vq` run whose features are the source (those sources only).
-    pub input: Option<PriorInput>,
+    /// The `vae` / `vq` / `dino` run whose features are the source (those sources only; its
+    /// configuration is not needed, the features artifact is).
+    pub input: Option<super::Upstream<()>>,
     pub data_dir: PathBuf,
     pub store: &'a Store,
     pub claim: Claim,

@@ -19,7 +19,7 @@ use crate::jobs::classifier::{ClassifierConfig, TrainClassifier};
 use crate::jobs::dino::{DinoConfig, DinoJob};
 use crate::jobs::generator::{GeneratorConfig, GeneratorJob};
 use crate::jobs::latent_ae::{LatentAeConfig, LatentAeJob};
-use crate::jobs::prior::{PriorConfig, PriorInput, PriorJob};
+use crate::jobs::prior::{PriorConfig, PriorJob};
 use crate::jobs::tokenizer::{FeatureNet, TokenizerConfig, TokenizerJob};
 use crate::jobs::toy::{ToyAlignConfig, ToyAlignJob, ToyPreset, ToyPriorConfig, ToyPriorJob};
 use crate::jobs::{Claim, JobRun};
@@ -682,9 +682,10 @@ impl StageKind {
             StageKind::Prior => {
                 let config: PriorConfig = typed(cfg).map_err(bad)?;
                 let input = match (config.source_stage(), inputs.first()) {
-                    (Some(_), Some(i)) => Some(PriorInput {
+                    (Some(_), Some(i)) => Some(Upstream {
                         run: i.run,
                         hash: i.hash.to_string(),
+                        config: (),
                     }),
                     (Some(stage), None) => {
                         return Err(bad(format!("needs its `{stage}` run")));
