@@ -50,6 +50,12 @@ sweep NAME *ARGS:
     cargo run --locked -- --db {{db}} sweep run sweeps/{{NAME}}.toml {{ARGS}}
     cargo run --locked -- --db {{db}} report {{NAME}} --check
 
+# The same as `sweep`, with a release build (about 3x faster training; the first build takes a few
+# minutes). Runs are identified by their configuration, not by the build: either recipe resumes the other.
+sweep-release NAME *ARGS:
+    CARGO_TARGET_DIR=target/release-build cargo run --locked --release -- --db {{db}} sweep run sweeps/{{NAME}}.toml {{ARGS}}
+    CARGO_TARGET_DIR=target/release-build cargo run --locked --release -- --db {{db}} report {{NAME}} --check
+
 # Rebuild reports/NAME.md and its figures from the run store.
 report NAME *ARGS:
     cargo run --locked -- --db {{db}} report {{NAME}} {{ARGS}}

@@ -18,6 +18,7 @@ pub mod data;
 pub mod error;
 pub mod features;
 pub mod flow;
+pub mod heap;
 pub mod jobs;
 pub mod linalg;
 pub mod metrics;

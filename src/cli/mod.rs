@@ -130,6 +130,9 @@ fn init_logging(verbose: u8) {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
+    if !crate::heap::keep_freed_memory() {
+        tracing::debug!("the allocator's defaults stay (no glibc mallopt)");
+    }
     match dispatch(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -9,7 +9,7 @@ use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Distribution, Tensor};
 
-use super::tokenizer::{Frozen, TokenizerConfig, step_losses};
+use super::tokenizer::{StepContext, TokenizerConfig, step_losses};
 use crate::backend::BackendJob;
 use crate::flow::FlowNetConfig;
 use crate::models::classifier::MlpClassifier;
@@ -48,13 +48,13 @@ impl BackendJob for AlignBench {
         let mut optim_d = AdamConfig::new().init::<B, Discriminator<B>>();
         let x = Tensor::<B, 2>::random([cfg.batch, 784], Distribution::Uniform(0.0, 1.0), &device);
         let mut step = |model: Tokenizer<B>, disc: Discriminator<B>, i: usize| {
-            let frozen = Frozen {
+            let ctx = StepContext {
                 classifier: &classifier,
                 disc: &disc,
                 prior: Some(&prior),
                 semantic: None,
             };
-            let l = step_losses(cfg, &model, &frozen, x.clone(), i);
+            let l = step_losses(cfg, &model, &ctx, x.clone(), i);
             let recon = l.recon.clone().detach();
             let g = GradientsParams::from_grads(l.total.backward(), &model);
             let model = optim.step(1e-4, model, g);

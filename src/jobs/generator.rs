@@ -226,35 +226,41 @@ fn bad_input(path: &Path, message: String) -> Error {
     }
 }
 
-/// Scores of one set of samples under one feature network, logged under `prefix`.
-#[allow(clippy::too_many_arguments)]
-fn log_scores<B: Backend>(
-    run: &mut ActiveRun<'_>,
-    prefix: &str,
+/// One feature network's view of the real test images, against which samples are scored.
+struct Reference<'a, B: Backend> {
     net: FeatureNet,
-    loaded: &LoadedNet<'_, B>,
-    real: &(Vec<f32>, usize),
-    samples: &[f32],
-    cfg: &GeneratorConfig,
-    device: &B::Device,
-) -> Result<()> {
-    let out = loaded.features_and_logits(samples, device);
-    let step = cfg.steps as i64;
-    let name = net.name();
-    let fid = frechet_from_samples(&real.0, &out.features, out.dim);
-    let probs = softmax_rows(&out.logits, out.classes);
-    let (is, is_std) = inception_score(&probs, out.classes, cfg.is_splits);
-    let (p, r) = precision_recall(&real.0, &out.features, out.dim, cfg.knn_k);
-    for (k, v) in [
-        ("fid", fid),
-        ("is", is),
-        ("is_std", is_std),
-        ("precision", p),
-        ("recall", r),
-    ] {
-        run.log(&format!("{prefix}/{k}_{name}"), step, v)?;
+    loaded: LoadedNet<'a, B>,
+    features: Vec<f32>,
+    dim: usize,
+}
+
+impl<B: Backend> Reference<'_, B> {
+    /// Logs `{prefix}/{fid,is,is_std,precision,recall}_{net}` of the decoded `samples`.
+    fn log_scores(
+        &self,
+        run: &mut ActiveRun<'_>,
+        prefix: &str,
+        samples: &[f32],
+        cfg: &GeneratorConfig,
+        device: &B::Device,
+    ) -> Result<()> {
+        let out = self.loaded.features_and_logits(samples, device);
+        let fid = frechet_from_samples(&self.features, &out.features, out.dim);
+        let probs = softmax_rows(&out.logits, out.classes);
+        let (is, is_std) = inception_score(&probs, out.classes, cfg.is_splits);
+        let (p, r) = precision_recall(&self.features, &out.features, self.dim, cfg.knn_k);
+        let name = self.net.name();
+        for (k, v) in [
+            ("fid", fid),
+            ("is", is),
+            ("is_std", is_std),
+            ("precision", p),
+            ("recall", r),
+        ] {
+            run.log(&format!("{prefix}/{k}_{name}"), cfg.steps as i64, v)?;
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 fn train<B: AutodiffBackend>(
@@ -422,9 +428,14 @@ fn train<B: AutodiffBackend>(
             cfg.steps as i64,
             is_real,
         )?;
-        let real = (real_out.features, real_out.dim);
+        let reference = Reference {
+            net: fnet,
+            loaded,
+            features: real_out.features,
+            dim: real_out.dim,
+        };
         for (prefix, images) in [("gen", &plain), ("gen_cfg", &guided)] {
-            log_scores(run, prefix, fnet, &loaded, &real, images, cfg, device)?;
+            reference.log_scores(run, prefix, images, cfg, device)?;
         }
     }
 

@@ -512,8 +512,9 @@ fn log_curves<B: AutodiffBackend>(
     Ok(())
 }
 
-/// The frozen networks a training step reads (none of them is optimised by the tokenizer's step).
-pub struct Frozen<'a, B: AutodiffBackend> {
+/// What a training step reads besides the tokenizer and the batch: the networks it does not optimise
+/// (classifier, discriminator, prior) and the batch's semantic targets.
+pub struct StepContext<'a, B: AutodiffBackend> {
     pub classifier: &'a MlpClassifier<B>,
     pub disc: &'a Discriminator<B>,
     pub prior: Option<&'a SimpleMlpAdaLn<B>>,
@@ -545,7 +546,7 @@ pub struct StepLosses<B: Backend> {
 pub fn step_losses<B: AutodiffBackend>(
     cfg: &TokenizerConfig,
     model: &Tokenizer<B>,
-    frozen: &Frozen<'_, B>,
+    ctx: &StepContext<'_, B>,
     x: Tensor<B, 2>,
     step: usize,
 ) -> StepLosses<B> {
@@ -554,15 +555,15 @@ pub fn step_losses<B: AutodiffBackend>(
     let l2 = diff.clone().powi_scalar(2).mean();
     let l1 = diff.abs().mean();
     let mut total = l2.clone() * cfg.l2_weight + l1.clone() * cfg.l1_weight;
-    let perceptual = (frozen.classifier.features(out.recon.clone())
-        - frozen.classifier.features(x).detach())
+    let perceptual = (ctx.classifier.features(out.recon.clone())
+        - ctx.classifier.features(x).detach())
     .powi_scalar(2)
     .mean();
     if cfg.perceptual_weight > 0.0 {
         total = total + perceptual.clone() * cfg.perceptual_weight;
     }
     let adv = (step >= cfg.disc_start && cfg.adv_weight > 0.0)
-        .then(|| hinge_g_loss(frozen.disc.forward(out.recon.clone())));
+        .then(|| hinge_g_loss(ctx.disc.forward(out.recon.clone())));
     if let Some(g) = &adv {
         total = total + g.clone() * cfg.adv_weight;
     }
@@ -575,7 +576,7 @@ pub fn step_losses<B: AutodiffBackend>(
     if let Some(r) = &reg {
         total = total + r.clone() * reg_weight;
     }
-    let semantic = match &frozen.semantic {
+    let semantic = match &ctx.semantic {
         Some((rows, f)) if cfg.semantic_weight > 0.0 => {
             model.semantic_loss(out.latents.clone().select(0, rows.clone()), f.clone())
         }
@@ -584,7 +585,7 @@ pub fn step_losses<B: AutodiffBackend>(
     if let Some(s) = &semantic {
         total = total + s.clone() * cfg.semantic_weight;
     }
-    let align = frozen
+    let align = ctx
         .prior
         .filter(|_| cfg.lambda > 0.0)
         .map(|p| align_loss(p, out.latents, cfg.flow_mul));
@@ -695,7 +696,7 @@ fn train<B: AutodiffBackend>(
         }
         let (xv, _) = train.gather(&idx);
         let x = from_host_f32::<B>(xv, 784, device);
-        let parts = Frozen {
+        let parts = StepContext {
             classifier: &classifier,
             disc: &disc,
             prior: prior.as_ref().map(|p| &p.net),
@@ -894,13 +895,13 @@ mod tests {
         let mut optim = AdamConfig::new().init::<B, Tokenizer<B>>();
         for step in 0..3 {
             let x = Tensor::<B, 2>::random([4, 784], Distribution::Uniform(0.0, 1.0), &device);
-            let frozen = Frozen {
+            let ctx = StepContext {
                 classifier: &classifier,
                 disc: &disc,
                 prior: Some(&prior),
                 semantic: None,
             };
-            let l = step_losses(&cfg, &model, &frozen, x, step);
+            let l = step_losses(&cfg, &model, &ctx, x, step);
             assert!(l.align.is_some() && l.adv.is_some() && l.reg.is_none());
             let grads = l.total.backward();
             // No gradient reaches the prior's parameters; the loss still reaches the latents.
@@ -949,14 +950,14 @@ mod tests {
         let classifier = MlpClassifier::<B>::new(784, 8, 10, &device).no_grad();
         let disc = Discriminator::<B>::new(&device);
         let model = Tokenizer::<B>::new(cfg.shape(0), &device);
-        let frozen = Frozen {
+        let ctx = StepContext {
             classifier: &classifier,
             disc: &disc,
             prior: Some(&prior),
             semantic: None,
         };
         let x = Tensor::<B, 2>::random([3, 784], Distribution::Uniform(0.0, 1.0), &device);
-        let l = step_losses(&cfg, &model, &frozen, x, 5);
+        let l = step_losses(&cfg, &model, &ctx, x, 5);
         let v = |t: &Tensor<B, 1>| scalar(t.clone());
         let (Some(reg), Some(adv), Some(align)) = (&l.reg, &l.adv, &l.align) else {
             panic!("every term is on");
@@ -974,7 +975,7 @@ mod tests {
         let l = step_losses(
             &cfg,
             &model,
-            &frozen,
+            &ctx,
             Tensor::random([3, 784], Distribution::Uniform(0.0, 1.0), &device),
             5,
         );
