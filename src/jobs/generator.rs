@@ -40,8 +40,9 @@ use crate::tensors::to_host;
 
 /// Stage name.
 pub const GENERATOR: &str = "generator";
-/// Dimension of the `dino` stage's features (the tokenizer's semantic head predicts them).
-const SEMANTIC_DIM: usize = 1280;
+/// The size of the semantic head of tokenizer runs recorded before they logged it: the `dino` stage's
+/// pooled features, their only source then.
+const LEGACY_SEMANTIC_DIM: usize = 1280;
 
 /// Which generator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -219,6 +220,19 @@ impl BackendJob for GeneratorJob<'_> {
     }
 }
 
+/// The tokenizer's semantic head size, as its run recorded it (`semantic/dim`); runs recorded before
+/// that key existed had a head exactly when `semantic_weight > 0`, of the dino features' size.
+fn semantic_dim(job: &GeneratorJob<'_>, semantic_weight: f64) -> Result<usize> {
+    let recorded = job
+        .store
+        .series(job.tokenizer.run, super::tokenizer::SEMANTIC_DIM_KEY)?;
+    Ok(match recorded.last() {
+        Some(&(_, v)) => v as usize,
+        None if semantic_weight > 0.0 => LEGACY_SEMANTIC_DIM,
+        None => 0,
+    })
+}
+
 fn bad_input(path: &Path, message: String) -> Error {
     Error::Input {
         path: path.to_path_buf(),
@@ -374,11 +388,7 @@ fn train<B: AutodiffBackend>(
 
     // The tokenizer that decodes, and the feature networks.
     let tok_file = super::input_artifact(job.store, job.tokenizer.run, "weights")?;
-    let semantic_dim = if tcfg.semantic_weight > 0.0 {
-        SEMANTIC_DIM
-    } else {
-        0
-    };
+    let semantic_dim = semantic_dim(job, tcfg.semantic_weight)?;
     let tokenizer = Tokenizer::<B::InnerBackend>::new(tcfg.shape(semantic_dim), device)
         .load_file(
             tok_file.clone(),

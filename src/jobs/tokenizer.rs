@@ -47,6 +47,9 @@ use crate::tensors::{from_host_f32, scalar, to_host};
 
 /// Stage name.
 pub const TOKENIZER: &str = "tokenizer";
+/// Metric holding the size of the tokenizer's semantic head (0 without one), read by the generator to
+/// rebuild the model before loading its weights.
+pub const SEMANTIC_DIM_KEY: &str = "semantic/dim";
 /// Artifacts a generator reads: latent tokens [N, L, C] and labels [N, 1] (as f32) of training images.
 pub const LATENTS: &str = "latents";
 pub const LABELS: &str = "labels";
@@ -659,6 +662,8 @@ fn train<B: AutodiffBackend>(
         _ => None,
     };
     let semantic_dim = semantic.as_ref().map_or(0, |s| s.dim);
+    // The semantic head's size is part of the weights' shape: whoever loads them reads it here.
+    run.log(SEMANTIC_DIM_KEY, 0, semantic_dim as f64)?;
     let mut model = Tokenizer::<B>::new(cfg.shape(semantic_dim), device);
     let mut disc = Discriminator::<B>::new(device);
     let mut optim = AdamConfig::new().init::<B, Tokenizer<B>>();

@@ -103,6 +103,10 @@ columns = [
     for v in ["KL", "SoftVQ"] {
         assert!(summary(&sb, v, "ae/reg").is_finite(), "{v}");
     }
+    // The semantic head's size is recorded (the generator rebuilds the model from it): the dino stage's
+    // pooled EfficientNet features for SoftVQ, none for the others.
+    assert_eq!(summary(&sb, "SoftVQ", "semantic/dim"), 1280.0);
+    assert_eq!(summary(&sb, "AE", "semantic/dim"), 0.0);
     // SoftVQ's sample-level alignment reads the dino run (the only variant that does) and its loss,
     // -mean cos(head(mean token), feature), falls as the head learns.
     assert_eq!(
