@@ -64,6 +64,14 @@ pub fn positive_rates(pairs: &[(&str, f64)]) -> std::result::Result<(), String> 
     }
 }
 
+/// The first key of `pairs` whose value is not in [0, 1), as an error.
+pub fn fractions(pairs: &[(&str, f64)]) -> std::result::Result<(), String> {
+    match pairs.iter().find(|(_, v)| !(0.0..1.0).contains(v)) {
+        Some((k, v)) => Err(format!("`{k}` must be in [0, 1), got {v}")),
+        None => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -35,6 +35,14 @@ impl Error {
             message: e.to_string(),
         }
     }
+
+    /// Bad input in `path` (a file, or a stage's name for its configuration).
+    pub fn input(path: &std::path::Path, message: String) -> Error {
+        Error::Input {
+            path: path.to_path_buf(),
+            message,
+        }
+    }
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

@@ -93,10 +93,7 @@ pub fn load_classifier<B: Backend>(
             &NamedMpkFileRecorder::<FullPrecisionSettings>::new(),
             device,
         )
-        .map_err(|e| Error::Input {
-            path: file,
-            message: format!("cannot load the classifier: {e}"),
-        })
+        .map_err(|e| Error::input(&file, format!("cannot load the classifier: {e}")))
 }
 
 /// The identity entry of the weights files (none when no network reads a file).
@@ -127,17 +124,13 @@ impl<'a, B: Backend> LoadedNet<'a, B> {
         device: &B::Device,
     ) -> Result<Self> {
         let file = net.weights_file(data_dir);
-        let bad = |path: &Path, message: String| Error::Input {
-            path: path.to_path_buf(),
-            message,
-        };
         Ok(match (net, file) {
             (FeatureNet::Efficientnet, Some(f)) => LoadedNet::Efficientnet(Box::new(
-                EfficientNetLite0::load(&f, device).map_err(|m| bad(&f, m))?,
+                EfficientNetLite0::load(&f, device).map_err(|m| Error::input(&f, m))?,
             )),
             (FeatureNet::Inception, Some(f)) => {
                 if !f.exists() {
-                    return Err(bad(
+                    return Err(Error::input(
                         &f,
                         "the FID Inception-v3 weights are not there: put pytorch-fid's \
                          pt_inception-2015-12-05-6726825d.pth at this path (they cannot be \
@@ -146,7 +139,7 @@ impl<'a, B: Backend> LoadedNet<'a, B> {
                     ));
                 }
                 LoadedNet::Inception(Box::new(
-                    InceptionV3::load(&f, device).map_err(|m| bad(&f, m))?,
+                    InceptionV3::load(&f, device).map_err(|m| Error::input(&f, m))?,
                 ))
             }
             _ => LoadedNet::Classifier(classifier),

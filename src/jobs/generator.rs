@@ -24,7 +24,7 @@ use super::feature_nets::{
 use super::tokenizer::{LABELS, LATENTS, TokenizerConfig};
 use super::{Claim, JobRun};
 use crate::backend::{BackendJob, BackendKind};
-use crate::config::{positive_counts, positive_rates};
+use crate::config::{fractions, positive_counts, positive_rates};
 use crate::data::Split;
 use crate::error::{Error, Result};
 use crate::features::read_features;
@@ -131,18 +131,10 @@ impl GeneratorConfig {
                 self.width, self.heads
             ));
         }
-        if !(0.0..1.0).contains(&self.label_drop) {
-            return Err(format!(
-                "`label_drop` must be in [0, 1), got {}",
-                self.label_drop
-            ));
-        }
-        if !(0.0..1.0).contains(&self.ema_decay) {
-            return Err(format!(
-                "`ema_decay` must be in [0, 1), got {}",
-                self.ema_decay
-            ));
-        }
+        fractions(&[
+            ("label_drop", self.label_drop),
+            ("ema_decay", self.ema_decay),
+        ])?;
         if self.samples <= self.knn_k || self.test_size <= self.knn_k {
             return Err(format!(
                 "`samples` and `test_size` must exceed `knn_k` ({})",
@@ -233,13 +225,6 @@ fn semantic_dim(job: &GeneratorJob<'_>, semantic_weight: f64) -> Result<usize> {
     })
 }
 
-fn bad_input(path: &Path, message: String) -> Error {
-    Error::Input {
-        path: path.to_path_buf(),
-        message,
-    }
-}
-
 /// One feature network's view of the real test images, against which samples are scored.
 struct Reference<'a, B: Backend> {
     net: FeatureNet,
@@ -285,18 +270,18 @@ fn train<B: AutodiffBackend>(
     let cfg = &job.config;
     let tcfg = &job.tokenizer.config;
     cfg.check_inputs(&job.classifier.config, tcfg)
-        .map_err(|m| bad_input(Path::new(GENERATOR), m))?;
+        .map_err(|m| Error::input(Path::new(GENERATOR), m))?;
     B::seed(device, cfg.seed);
     let lat_file = super::input_artifact(job.store, job.tokenizer.run, LATENTS)?;
     let lab_file = super::input_artifact(job.store, job.tokenizer.run, LABELS)?;
-    let set = read_features(&lat_file, None)?;
+    let mut set = read_features(&lat_file, None)?;
     let labels: Vec<i64> = read_features(&lab_file, None)?
         .data
         .iter()
         .map(|v| *v as i64)
         .collect();
     if labels.len() != set.n || set.n == 0 {
-        return Err(bad_input(
+        return Err(Error::input(
             &lab_file,
             format!("{} labels for {} latents", labels.len(), set.n),
         ));
@@ -307,25 +292,16 @@ fn train<B: AutodiffBackend>(
         .take(cfg.test_size);
     let classes = test.classes;
     if let Some(bad) = labels.iter().find(|&&y| y < 0 || y as usize >= classes) {
-        return Err(bad_input(
+        return Err(Error::input(
             &lab_file,
             format!("label {bad} outside 0..{classes}"),
         ));
     }
-    // The scaling factor: 1 / std of every latent value.
-    let n_values = set.data.len() as f64;
-    let mean = set.data.iter().map(|v| f64::from(*v)).sum::<f64>() / n_values;
-    let std = (set
-        .data
-        .iter()
-        .map(|v| (f64::from(*v) - mean).powi(2))
-        .sum::<f64>()
-        / n_values)
-        .sqrt()
-        .max(1e-12);
-    let scale = 1.0 / std;
+    // The scaling factor: 1 / std of every latent value (left at 1 for constant latents).
+    let std = set.scale_to_unit_std();
+    let scale = if std > 0.0 { 1.0 / std } else { 1.0 };
     run.log("latent/scale", 0, scale)?;
-    let latents: Vec<f32> = set.data.iter().map(|v| v * scale as f32).collect();
+    let latents = set.data;
     let shape = DitShape {
         tokens: set.tokens,
         channels: set.dim,
@@ -395,7 +371,7 @@ fn train<B: AutodiffBackend>(
             &NamedMpkFileRecorder::<FullPrecisionSettings>::new(),
             device,
         )
-        .map_err(|e| bad_input(&tok_file, format!("cannot load the tokenizer: {e}")))?;
+        .map_err(|e| Error::input(&tok_file, format!("cannot load the tokenizer: {e}")))?;
     let classifier =
         load_classifier::<B::InnerBackend>(job.store, &job.classifier, classes, device)?;
     let all: Vec<usize> = (0..test.len()).collect();

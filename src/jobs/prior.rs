@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Claim, JobRun};
 use crate::backend::{BackendJob, BackendKind};
-use crate::config::{positive_counts, positive_rates};
+use crate::config::{fractions, positive_counts, positive_rates};
 use crate::error::{Error, Result};
 use crate::features::{FeatureSet, read_features, write_npy};
 use crate::flow::schedule::LrSchedule;
@@ -149,12 +149,7 @@ impl PriorConfig {
         if let Some(c) = self.grad_clip {
             positive_rates(&[("grad_clip", c)])?;
         }
-        if !(0.0..1.0).contains(&self.ema_decay) {
-            return Err(format!(
-                "`ema_decay` must be in [0, 1), got {}",
-                self.ema_decay
-            ));
-        }
+        fractions(&[("ema_decay", self.ema_decay)])?;
         if self.warmup >= self.steps {
             return Err(format!(
                 "`warmup` ({}) must be below `steps` ({})",

@@ -363,13 +363,6 @@ impl BackendJob for TokenizerJob<'_> {
     }
 }
 
-fn bad_input(path: &Path, message: String) -> Error {
-    Error::Input {
-        path: path.to_path_buf(),
-        message,
-    }
-}
-
 /// The frozen prior (on the autodiff backend for L_align in training and the exact divergence; its
 /// inner-backend copy for the curves' L_align) and its projected target set.
 struct FrozenPrior<B: AutodiffBackend> {
@@ -385,12 +378,12 @@ fn load_frozen_prior<B: AutodiffBackend>(
 ) -> Result<FrozenPrior<B>> {
     let file = super::input_artifact(job.store, up.run, "prior")?;
     let net = load_prior::<B>(up.config.net(), &file, device)
-        .map_err(|m| bad_input(&file, m))?
+        .map_err(|m| Error::input(&file, m))?
         .no_grad();
     let tfile = super::input_artifact(job.store, up.run, "targets")?;
     let targets = read_features(&tfile, None)?;
     if targets.dim != job.config.channels {
-        return Err(bad_input(
+        return Err(Error::input(
             &tfile,
             format!(
                 "the prior's target set has {} dims, the latent tokens {}",
@@ -619,7 +612,7 @@ fn train<B: AutodiffBackend>(
         job.prior.as_ref().map(|p| &p.config),
         job.semantic.as_ref().map(|p| &p.config),
     )
-    .map_err(|m| bad_input(Path::new(TOKENIZER), m))?;
+    .map_err(|m| Error::input(Path::new(TOKENIZER), m))?;
     B::seed(device, cfg.seed);
     let mut train = cfg.dataset.load(&job.data_dir, Split::Train)?;
     if cfg.train_size > 0 {
@@ -630,7 +623,7 @@ fn train<B: AutodiffBackend>(
         .load(&job.data_dir, Split::Test)?
         .take(cfg.test_size);
     if train.dim() != 784 {
-        return Err(bad_input(
+        return Err(Error::input(
             &job.data_dir,
             format!(
                 "the tokenizer reads 28x28 images, {} has {}x{}",
@@ -641,7 +634,7 @@ fn train<B: AutodiffBackend>(
     let prior = match &job.prior {
         Some(up) => Some(load_frozen_prior::<B>(job, up, device)?),
         None if cfg.lambda > 0.0 => {
-            return Err(bad_input(
+            return Err(Error::input(
                 Path::new(TOKENIZER),
                 "lambda > 0 needs the prior stage's run".into(),
             ));
@@ -654,7 +647,7 @@ fn train<B: AutodiffBackend>(
     let semantic = match &job.semantic {
         Some(up) if cfg.semantic_weight > 0.0 => Some(load_semantic(job, up)?),
         None if cfg.semantic_weight > 0.0 => {
-            return Err(bad_input(
+            return Err(Error::input(
                 Path::new(TOKENIZER),
                 "semantic_weight > 0 needs the dino stage's run".into(),
             ));
