@@ -124,10 +124,8 @@ fn extract<B: Backend>(
     device: &B::Device,
 ) -> Result<i64> {
     let cfg = &job.config;
-    let model = EfficientNetLite0::<B>::load(weights, device).map_err(|message| Error::Input {
-        path: weights.to_path_buf(),
-        message,
-    })?;
+    let model = EfficientNetLite0::<B>::load(weights, device)
+        .map_err(|message| Error::input(weights, message))?;
     run.artifact("weights", weights)?;
     let train = cfg.dataset.load(&job.data_dir, Split::Train)?;
     if train.dim() != 784 {

@@ -85,10 +85,8 @@ pub fn input_artifact(store: &Store, run: i64, kind: &str) -> Result<PathBuf> {
         });
     };
     let path = PathBuf::from(path);
-    let (now, _) = crate::util::sha256_file(&path).map_err(|e| Error::Input {
-        path: path.clone(),
-        message: format!("`{kind}` artifact of run {run}: {e}"),
-    })?;
+    let (now, _) = crate::util::sha256_file(&path)
+        .map_err(|e| Error::input(&path, format!("`{kind}` artifact of run {run}: {e}")))?;
     if now != sha {
         return Err(Error::Input {
             path,

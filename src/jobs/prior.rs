@@ -392,10 +392,10 @@ fn run_prior<B: AutodiffBackend>(
 
     // Projection, fitted on the training rows only.
     let proj = Projection::fit(cfg.projection, &train_raw, d1, cfg.dim, cfg.seed).map_err(|m| {
-        Error::Input {
-            path: file.clone(),
-            message: format!("projection `{}`: {m}", cfg.projection.name()),
-        }
+        Error::input(
+            &file,
+            format!("projection `{}`: {m}", cfg.projection.name()),
+        )
     })?;
     let train = proj.apply(&train_raw);
     let held = proj.apply(&held_raw);

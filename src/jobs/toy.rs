@@ -535,11 +535,8 @@ fn run_toy_align<B: AutodiffBackend>(
     B::seed(device, cfg.seed);
     let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed);
     let file = super::input_artifact(job.store, job.prior_run, "prior")?;
-    let prior: SimpleMlpAdaLn<B> =
-        load_prior(job.prior.net(), &file, device).map_err(|message| Error::Input {
-            path: file.clone(),
-            message,
-        })?;
+    let prior: SimpleMlpAdaLn<B> = load_prior(job.prior.net(), &file, device)
+        .map_err(|message| Error::input(&file, message))?;
     let prior = prior.no_grad();
 
     // The NLL oracle and the reference ("true") samples.

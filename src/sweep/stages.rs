@@ -630,10 +630,7 @@ impl StageKind {
         cfg: &Value,
         inputs: &[StageInput<'_>],
     ) -> Result<StageRun> {
-        let bad = |m: String| Error::Input {
-            path: PathBuf::from(self.name()),
-            message: m,
-        };
+        let bad = |m: String| Error::input(Path::new(self.name()), m);
         let backend = self.backend(cfg);
         let device = DeviceSpec::parse(backend, ctx.device.as_deref())?;
         match self {
