@@ -4,14 +4,17 @@
 //! network learns both the conditional and the unconditional velocity that classifier-free guidance
 //! combines.
 
+use burn::module::AutodiffModule;
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
-use rand::Rng;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 use super::ema::ema_update;
 use super::schedule::LrSchedule;
 use crate::models::dit::{Dit, DitShape};
+use crate::models::mar::{Mar, MarShape};
 
 /// Flow-matching loss of `net` on latents `x1` [B, L, C] with labels `y` [B] (already dropped where
 /// wanted), fresh draws of t and x0.
@@ -42,23 +45,32 @@ pub struct CondTrainConfig {
     pub seed: u64,
 }
 
-/// Trains a fresh DiT on `latents` (n x L x C, row-major) with `labels` (n). `on_step(step, loss)`
-/// sees every step (an error aborts). Returns the EMA weights (or the raw ones without EMA).
-pub fn train_dit<B: AutodiffBackend, E>(
-    shape: DitShape,
+/// Trains `net` on `latents` (n x `tokens` x `channels`, row-major) with `labels` (n) by minimising
+/// `loss(net, x1, y, rng)` on random batches whose labels are dropped to the null label `null` with
+/// `label_drop`. `on_step(step, loss)` sees every step (an error aborts). Returns the EMA weights (or
+/// the raw ones without EMA).
+#[allow(clippy::too_many_arguments)]
+pub fn train_generator<B, M, E>(
+    mut net: M,
+    null: usize,
+    [tokens, channels]: [usize; 2],
     cfg: &CondTrainConfig,
     latents: &[f32],
     labels: &[i64],
     device: &B::Device,
+    loss: impl Fn(&M, Tensor<B, 3>, Tensor<B, 1, Int>, &mut StdRng) -> Tensor<B, 1>,
     on_step: &mut dyn FnMut(usize, f64) -> Result<(), E>,
-) -> Result<Dit<B>, E> {
-    let per = shape.tokens * shape.channels;
+) -> Result<M, E>
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B>,
+{
+    let per = tokens * channels;
     let n = labels.len();
-    let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed);
-    let mut net = Dit::<B>::new(shape, device);
+    let mut rng = StdRng::seed_from_u64(cfg.seed);
     let mut ema = (cfg.ema_decay > 0.0).then(|| net.clone());
-    let mut optim = AdamConfig::new().init::<B, Dit<B>>();
-    let null = net.null_label() as i64;
+    let mut optim = AdamConfig::new().init::<B, M>();
+    let null = null as i64;
     for step in 0..cfg.steps {
         let idx: Vec<usize> = (0..cfg.batch).map(|_| rng.random_range(0..n)).collect();
         let x: Vec<f32> = idx
@@ -76,14 +88,11 @@ pub fn train_dit<B: AutodiffBackend, E>(
             })
             .collect();
         let b = idx.len();
-        let x = Tensor::<B, 3>::from_data(
-            TensorData::new(x, [b, shape.tokens, shape.channels]),
-            device,
-        );
+        let x = Tensor::<B, 3>::from_data(TensorData::new(x, [b, tokens, channels]), device);
         let y = Tensor::<B, 1, Int>::from_data(TensorData::new(y, [b]), device);
-        let loss = cond_flow_loss(&net, x, y);
-        on_step(step, crate::tensors::scalar(loss.clone()))?;
-        let grads = GradientsParams::from_grads(loss.backward(), &net);
+        let l = loss(&net, x, y, &mut rng);
+        on_step(step, crate::tensors::scalar(l.clone()))?;
+        let grads = GradientsParams::from_grads(l.backward(), &net);
         net = optim.step(cfg.schedule.at(step), net, grads);
         if let Some(e) = ema.take() {
             ema = Some(ema_update(e, &net, cfg.ema_decay));
@@ -92,12 +101,67 @@ pub fn train_dit<B: AutodiffBackend, E>(
     Ok(ema.unwrap_or(net))
 }
 
-use rand::SeedableRng;
+/// Trains a fresh DiT (see [`train_generator`]).
+pub fn train_dit<B: AutodiffBackend, E>(
+    shape: DitShape,
+    cfg: &CondTrainConfig,
+    latents: &[f32],
+    labels: &[i64],
+    device: &B::Device,
+    on_step: &mut dyn FnMut(usize, f64) -> Result<(), E>,
+) -> Result<Dit<B>, E> {
+    let net = Dit::<B>::new(shape, device);
+    let null = net.null_label();
+    train_generator(
+        net,
+        null,
+        [shape.tokens, shape.channels],
+        cfg,
+        latents,
+        labels,
+        device,
+        |net, x, y, _| cond_flow_loss(net, x, y),
+        on_step,
+    )
+}
+
+/// MAR's training settings beyond the common ones.
+#[derive(Debug, Clone, Copy)]
+pub struct MarTraining {
+    /// (t, x0) draws per token and step (MAR's `diffusion_batch_mul`, 4).
+    pub flow_mul: usize,
+    /// Lower bound of the mask ratio (MAR: 0.7).
+    pub mask_min: f64,
+}
+
+/// Trains a fresh MAR generator (see [`train_generator`]).
+pub fn train_mar<B: AutodiffBackend, E>(
+    shape: MarShape,
+    mar: MarTraining,
+    cfg: &CondTrainConfig,
+    latents: &[f32],
+    labels: &[i64],
+    device: &B::Device,
+    on_step: &mut dyn FnMut(usize, f64) -> Result<(), E>,
+) -> Result<Mar<B>, E> {
+    let net = Mar::<B>::new(shape, device);
+    let null = net.null_label();
+    train_generator(
+        net,
+        null,
+        [shape.tokens, shape.channels],
+        cfg,
+        latents,
+        labels,
+        device,
+        |net, x, y, rng| net.loss(x, y, mar.flow_mul, mar.mask_min, rng),
+        on_step,
+    )
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::module::AutodiffModule;
 
     type B = burn::backend::Autodiff<burn::backend::Flex>;
 

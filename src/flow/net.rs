@@ -218,7 +218,12 @@ impl<B: Backend> SimpleMlpAdaLn<B> {
 
     /// v(x, t) for points `x` [N, d] at times `t` [N] (t = 0 noise, t = 1 data).
     pub fn forward(&self, x: Tensor<B, 2>, t: Tensor<B, 1>) -> Tensor<B, 2> {
-        let c = self.time_embed.forward(t);
+        self.forward_cond(x, self.time_embed.forward(t))
+    }
+
+    /// The network with a given conditioning vector `c` [N, w] in place of the time embedding alone
+    /// (MAR's flow head passes `time_embedding(t) + Linear(z)`).
+    pub fn forward_cond(&self, x: Tensor<B, 2>, c: Tensor<B, 2>) -> Tensor<B, 2> {
         let c_act = silu(c);
         let mut h = self.input_proj.forward(x);
         for block in &self.blocks {

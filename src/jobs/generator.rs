@@ -2,7 +2,9 @@
 //! matching on the latent tokens of the sweep's `tokenizer` run, sampled with and without
 //! classifier-free guidance, its samples decoded by that tokenizer and scored against real test images
 //! with FID-like Frechet distances, the Inception Score and k-NN precision/recall, each named by its
-//! feature network. `dit` (a small DiT with adaLN-Zero) is the generator implemented here.
+//! feature network. Two generators: `dit`, a small DiT with adaLN-Zero (latent flow matching, seed
+//! 003), and `mar`, the paper's masked autoregressive transformer with a per-token flow head
+//! (`models::mar`).
 //!
 //! Latents are divided by their global standard deviation before training (the scaling factor MAR
 //! estimates from data) and multiplied back before decoding.
@@ -13,7 +15,9 @@ use std::time::Instant;
 use burn::module::{AutodiffModule, Module};
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Distribution, Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor, TensorData};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use super::Upstream;
@@ -28,12 +32,13 @@ use crate::config::{fractions, positive_counts, positive_rates};
 use crate::data::Split;
 use crate::error::{Error, Result};
 use crate::features::read_features;
-use crate::flow::cond::{CondTrainConfig, train_dit};
+use crate::flow::cond::{CondTrainConfig, MarTraining, train_dit, train_mar};
 use crate::flow::schedule::LrSchedule;
 use crate::metrics::frechet::frechet_from_samples;
 use crate::metrics::inception_score::{inception_score, softmax_rows};
 use crate::metrics::knn::precision_recall;
 use crate::models::dit::{Dit, DitShape};
+use crate::models::mar::{MASK_RATIO_MIN, Mar, MarShape};
 use crate::models::tokenizer::Tokenizer;
 use crate::store::{ActiveRun, RunSpec, Store};
 use crate::tensors::to_host;
@@ -50,6 +55,34 @@ const LEGACY_SEMANTIC_DIM: usize = 1280;
 pub enum GeneratorKind {
     /// Class-conditional flow matching with a DiT over the latent tokens.
     Dit,
+    /// MAR: a masked autoregressive transformer with a per-token flow head.
+    Mar,
+}
+
+impl GeneratorKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            GeneratorKind::Dit => "dit",
+            GeneratorKind::Mar => "mar",
+        }
+    }
+}
+
+/// MAR's own settings; each is left out of a configuration (and of its identity) unless set, and
+/// then takes the default named here.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct MarSettings {
+    /// Copies of the class embedding in front of the tokens (default 4; MAR: 64 for 256 tokens).
+    pub buffer: Option<usize>,
+    /// Width and residual blocks of the flow head (default: the transformer's width, 3 blocks).
+    pub head_width: Option<usize>,
+    pub head_depth: Option<usize>,
+    /// (t, x0) draws per token in training (default 4, MAR's `diffusion_batch_mul`).
+    pub flow_mul: Option<usize>,
+    /// Lower bound of the training mask ratio (default 0.7, MAR's).
+    pub mask_min: Option<f64>,
+    /// Sampling steps over the tokens (default: one token per step).
+    pub iters: Option<usize>,
 }
 
 /// Configuration of a generator run. Every field is part of its identity.
@@ -81,6 +114,19 @@ pub struct GeneratorConfig {
     pub metrics: Vec<FeatureNet>,
     pub seed: u64,
     pub backend: BackendKind,
+    /// `mar` only (see [`MarSettings`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buffer: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_width: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_depth: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow_mul: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mask_min: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iters: Option<usize>,
 }
 
 impl Default for GeneratorConfig {
@@ -106,6 +152,12 @@ impl Default for GeneratorConfig {
             metrics: vec![FeatureNet::Classifier],
             seed: 0,
             backend: BackendKind::Flex,
+            buffer: None,
+            head_width: None,
+            head_depth: None,
+            flow_mul: None,
+            mask_min: None,
+            iters: None,
         }
     }
 }
@@ -135,6 +187,35 @@ impl GeneratorConfig {
             ("label_drop", self.label_drop),
             ("ema_decay", self.ema_decay),
         ])?;
+        let mar_only = [
+            ("buffer", self.buffer.is_some()),
+            ("head_width", self.head_width.is_some()),
+            ("head_depth", self.head_depth.is_some()),
+            ("flow_mul", self.flow_mul.is_some()),
+            ("mask_min", self.mask_min.is_some()),
+            ("iters", self.iters.is_some()),
+        ];
+        if self.generator != GeneratorKind::Mar
+            && let Some((name, _)) = mar_only.iter().find(|(_, set)| *set)
+        {
+            return Err(format!(
+                "`{name}` is a setting of generator = \"mar\", not \"{}\"",
+                self.generator.name()
+            ));
+        }
+        let m = self.mar();
+        positive_counts(&[
+            ("buffer", m.buffer.unwrap_or(1)),
+            ("head_width", m.head_width.unwrap_or(1)),
+            ("head_depth", m.head_depth.unwrap_or(1)),
+            ("flow_mul", m.flow_mul.unwrap_or(1)),
+            ("iters", m.iters.unwrap_or(1)),
+        ])?;
+        if let Some(v) = m.mask_min
+            && !(0.0..=1.0).contains(&v)
+        {
+            return Err(format!("`mask_min` must be in [0, 1], got {v}"));
+        }
         if self.samples <= self.knn_k || self.test_size <= self.knn_k {
             return Err(format!(
                 "`samples` and `test_size` must exceed `knn_k` ({})",
@@ -142,6 +223,18 @@ impl GeneratorConfig {
             ));
         }
         Ok(())
+    }
+
+    /// MAR's settings as given.
+    pub fn mar(&self) -> MarSettings {
+        MarSettings {
+            buffer: self.buffer,
+            head_width: self.head_width,
+            head_depth: self.head_depth,
+            flow_mul: self.flow_mul,
+            mask_min: self.mask_min,
+            iters: self.iters,
+        }
     }
 
     /// Checks against the inputs: the classifier scores the tokenizer's dataset.
@@ -176,7 +269,12 @@ impl GeneratorConfig {
         );
         RunSpec {
             stage: GENERATOR.into(),
-            name: format!("{GENERATOR}/dit-w{}-d{}", self.width, self.depth),
+            name: format!(
+                "{GENERATOR}/{}-w{}-d{}",
+                self.generator.name(),
+                self.width,
+                self.depth
+            ),
             config,
             seed: Some(self.seed as i64),
         }
@@ -262,6 +360,81 @@ impl<B: Backend> Reference<'_, B> {
     }
 }
 
+impl MarSettings {
+    /// The network's shape and training settings, defaults filled in.
+    fn resolve(
+        &self,
+        cfg: &GeneratorConfig,
+        tokens: usize,
+        channels: usize,
+        classes: usize,
+    ) -> (MarShape, MarTraining) {
+        let shape = MarShape {
+            tokens,
+            channels,
+            width: cfg.width,
+            depth: cfg.depth,
+            heads: cfg.heads,
+            classes,
+            buffer: self.buffer.unwrap_or(4),
+            head_width: self.head_width.unwrap_or(cfg.width),
+            head_depth: self.head_depth.unwrap_or(3),
+        };
+        let training = MarTraining {
+            flow_mul: self.flow_mul.unwrap_or(4),
+            mask_min: self.mask_min.unwrap_or(MASK_RATIO_MIN),
+        };
+        (shape, training)
+    }
+}
+
+/// A trained generator (its EMA weights).
+enum Generator<B: Backend> {
+    Dit(Box<Dit<B>>),
+    /// With its number of sampling steps over the tokens.
+    Mar(Box<Mar<B>>, usize),
+}
+
+impl<B: Backend> Generator<B> {
+    /// Latent tokens [B, L, C] for labels `y` with `steps` Euler steps (per token for MAR) and
+    /// guidance scale `s`.
+    fn sample(
+        &self,
+        y: &[i64],
+        [tokens, channels]: [usize; 2],
+        steps: usize,
+        s: f64,
+        rng: &mut StdRng,
+        device: &B::Device,
+    ) -> Tensor<B, 3> {
+        let b = y.len();
+        match self {
+            Generator::Dit(net) => {
+                let x0: Vec<f32> = (0..b * tokens * channels)
+                    .map(|_| rng.sample::<f32, _>(rand_distr::StandardNormal))
+                    .collect();
+                let x0 = Tensor::from_data(TensorData::new(x0, [b, tokens, channels]), device);
+                let y = Tensor::<B, 1, Int>::from_data(TensorData::new(y.to_vec(), [b]), device);
+                net.sample(x0, y, steps, s)
+            }
+            Generator::Mar(net, iters) => {
+                let z = net.sample(y, channels, *iters, steps, s, rng, device);
+                Tensor::from_data(TensorData::new(z, [b, tokens, channels]), device)
+            }
+        }
+    }
+
+    /// Saves the weights to `stem` + `.mpk`.
+    fn save_file(&self, stem: &Path) -> Result<()> {
+        let recorder = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
+        match self {
+            Generator::Dit(net) => net.clone().save_file(stem.to_path_buf(), &recorder),
+            Generator::Mar(net, _) => net.clone().save_file(stem.to_path_buf(), &recorder),
+        }
+        .map_err(Error::write(stem))
+    }
+}
+
 fn train<B: AutodiffBackend>(
     job: &GeneratorJob<'_>,
     run: &mut ActiveRun<'_>,
@@ -302,14 +475,6 @@ fn train<B: AutodiffBackend>(
     let scale = if std > 0.0 { 1.0 / std } else { 1.0 };
     run.log("latent/scale", 0, scale)?;
     let latents = set.data;
-    let shape = DitShape {
-        tokens: set.tokens,
-        channels: set.dim,
-        width: cfg.width,
-        depth: cfg.depth,
-        heads: cfg.heads,
-        classes,
-    };
     let train_cfg = CondTrainConfig {
         steps: cfg.steps,
         batch: cfg.batch,
@@ -325,6 +490,7 @@ fn train<B: AutodiffBackend>(
     };
     tracing::info!(
         run = run.id(),
+        generator = cfg.generator.name(),
         latents = set.n,
         tokens = set.tokens,
         dim = set.dim,
@@ -333,34 +499,56 @@ fn train<B: AutodiffBackend>(
     let bar = super::progress_bar(cfg.steps as u64, GENERATOR);
     let log_every = (cfg.steps / 100).max(1);
     let started = Instant::now();
-    let net = train_dit::<B, Error>(
-        shape,
-        &train_cfg,
-        &latents,
-        &labels,
-        device,
-        &mut |step, loss| {
-            if step.is_multiple_of(log_every) || step + 1 == cfg.steps {
-                run.log("gen/loss", step as i64, loss)?;
-            }
-            if !loss.is_finite() {
-                return Err(Error::Diverged {
-                    step,
-                    key: "gen/loss".into(),
-                    value: loss,
-                });
-            }
-            bar.inc(1);
-            Ok(())
-        },
-    )?;
+    let mut on_step = |step: usize, loss: f64| -> Result<()> {
+        if step.is_multiple_of(log_every) || step + 1 == cfg.steps {
+            run.log("gen/loss", step as i64, loss)?;
+        }
+        if !loss.is_finite() {
+            return Err(Error::Diverged {
+                step,
+                key: "gen/loss".into(),
+                value: loss,
+            });
+        }
+        bar.inc(1);
+        Ok(())
+    };
+    let [tokens, channels] = [set.tokens, set.dim];
+    let net = match cfg.generator {
+        GeneratorKind::Dit => {
+            let shape = DitShape {
+                tokens,
+                channels,
+                width: cfg.width,
+                depth: cfg.depth,
+                heads: cfg.heads,
+                classes,
+            };
+            Generator::Dit(Box::new(
+                train_dit::<B, Error>(shape, &train_cfg, &latents, &labels, device, &mut on_step)?
+                    .valid(),
+            ))
+        }
+        GeneratorKind::Mar => {
+            let (shape, mar) = cfg.mar().resolve(cfg, tokens, channels, classes);
+            let net = train_mar::<B, Error>(
+                shape,
+                mar,
+                &train_cfg,
+                &latents,
+                &labels,
+                device,
+                &mut on_step,
+            )?;
+            Generator::Mar(Box::new(net.valid()), cfg.mar().iters.unwrap_or(tokens))
+        }
+    };
     bar.finish_and_clear();
     run.log(
         "gen/steps_per_s",
         cfg.steps as i64,
         cfg.steps as f64 / started.elapsed().as_secs_f64().max(1e-9),
     )?;
-    let net: Dit<B::InnerBackend> = net.valid();
 
     // The tokenizer that decodes, and the feature networks.
     let tok_file = super::input_artifact(job.store, job.tokenizer.run, "weights")?;
@@ -377,27 +565,26 @@ fn train<B: AutodiffBackend>(
     let all: Vec<usize> = (0..test.len()).collect();
     let (real_images, _) = test.gather(&all);
 
-    // Samples without and with guidance, from the same noise and labels.
+    // Samples without and with guidance, from the same noise, orders and labels.
     let generate = |s: f64| -> Vec<f32> {
+        let mut rng = StdRng::seed_from_u64(cfg.seed ^ 0x5eed);
         let mut images = Vec::with_capacity(cfg.samples * 784);
         let ids: Vec<usize> = (0..cfg.samples).collect();
         for chunk in ids.chunks(250) {
-            let b = chunk.len();
             let y: Vec<i64> = chunk.iter().map(|i| (i % classes) as i64).collect();
-            let y = Tensor::<B::InnerBackend, 1, Int>::from_data(TensorData::new(y, [b]), device);
-            let x0 = Tensor::<B::InnerBackend, 3>::random(
-                [b, set.tokens, set.dim],
-                Distribution::Normal(0.0, 1.0),
+            let z = net.sample(
+                &y,
+                [tokens, channels],
+                cfg.sample_steps,
+                s,
+                &mut rng,
                 device,
-            );
-            let z = net.sample(x0, y, cfg.sample_steps, s) / scale;
+            ) / scale;
             images.extend(to_host(tokenizer.decode(z)).into_iter().map(|v| v as f32));
         }
         images
     };
-    B::seed(device, cfg.seed ^ 0x5eed);
     let plain = generate(1.0);
-    B::seed(device, cfg.seed ^ 0x5eed);
     let guided = generate(cfg.cfg_scale);
     run.log("gen_cfg/scale", cfg.steps as i64, cfg.cfg_scale)?;
     for &fnet in &cfg.metrics {
@@ -428,11 +615,7 @@ fn train<B: AutodiffBackend>(
     // Artifacts: the generator's weights and a grid of guided samples (one row per class).
     let dir = super::run_dir(job.store, run.id())?;
     let stem = dir.join(GENERATOR);
-    net.save_file(
-        stem.clone(),
-        &NamedMpkFileRecorder::<FullPrecisionSettings>::new(),
-    )
-    .map_err(Error::write(&stem))?;
+    net.save_file(&stem)?;
     run.artifact("weights", &stem.with_extension("mpk"))?;
     let per_class = (cfg.samples / classes).min(10);
     let mut grid = Vec::with_capacity(classes * per_class * 784);

@@ -5,5 +5,6 @@ pub mod dit;
 pub mod efficientnet;
 pub mod inception;
 pub mod latent_ae;
+pub mod mar;
 pub mod posterior;
 pub mod tokenizer;

@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::jobs::Upstream;
 use crate::jobs::classifier::{ClassifierConfig, TrainClassifier};
 use crate::jobs::dino::{DinoConfig, DinoJob};
-use crate::jobs::generator::{GeneratorConfig, GeneratorJob};
+use crate::jobs::generator::{GeneratorConfig, GeneratorJob, GeneratorKind};
 use crate::jobs::latent_ae::{LatentAeConfig, LatentAeJob};
 use crate::jobs::prior::{PriorConfig, PriorJob};
 use crate::jobs::tokenizer::{FeatureNet, TokenizerConfig, TokenizerJob};
@@ -590,10 +590,16 @@ impl StageKind {
                 Ok(g) => vec![
                     (
                         "generator",
-                        format!(
-                            "DiT (adaLN-Zero), width {}, depth {}, {} steps; Euler {} steps; CFG scale {}; {} samples",
-                            g.width, g.depth, g.steps, g.sample_steps, g.cfg_scale, g.samples
-                        ),
+                        match g.generator {
+                            GeneratorKind::Dit => format!(
+                                "DiT (adaLN-Zero), width {}, depth {}, {} steps; Euler {} steps; CFG scale {}; {} samples",
+                                g.width, g.depth, g.steps, g.sample_steps, g.cfg_scale, g.samples
+                            ),
+                            GeneratorKind::Mar => format!(
+                                "MAR with a flow head, width {}, depth {}, {} steps; Euler {} steps per token; CFG scale {} (linear schedule); {} samples",
+                                g.width, g.depth, g.steps, g.sample_steps, g.cfg_scale, g.samples
+                            ),
+                        },
                     ),
                     (
                         "feature network",

@@ -1,5 +1,6 @@
-//! The generator stage end to end on tiny data the test writes: a tokenizer, a DiT on its latents,
-//! generation metrics without and with classifier-free guidance, artifacts and the report's columns.
+//! The generator stage end to end on tiny data the test writes: a tokenizer, a DiT and a MAR on its
+//! latents, generation metrics without and with classifier-free guidance, artifacts and the report's
+//! columns.
 
 use crate::common::{Sandbox, write_tiny_fashion_mnist};
 
@@ -32,10 +33,11 @@ generator.test_size = 60
 generator.is_splits = 2
 generator.sample_steps = 5
 [axes]
+generator.generator = ["dit", "mar"]
 generator.cfg_scale = [1.5, 3.0]
 [[report.tables]]
 title = "Generation"
-rows = ["generator.cfg_scale"]
+rows = ["generator.generator", "generator.cfg_scale"]
 columns = [
   { metric = "gen/fid_classifier", label = "FID", group = "w/o CFG", better = "lower" },
   { metric = "gen_cfg/fid_classifier", label = "FID", group = "w/ CFG", better = "lower" },
@@ -43,50 +45,55 @@ columns = [
 ]
 "#;
     sb.run_sweep("g", sweep);
-    // One tokenizer serves both guidance scales.
+    // One tokenizer serves both generators and guidance scales.
     assert_eq!(
         sb.sql_value("SELECT COUNT(*) FROM runs WHERE stage = 'tokenizer'"),
         "1"
     );
     assert_eq!(
         sb.sql_value("SELECT COUNT(*) FROM runs WHERE stage = 'generator' AND status = 'finished'"),
-        "2"
+        "4"
     );
-    let value = |scale: &str, key: &str| -> f64 {
-        sb.sql_value(&format!(
-            "SELECT s.value FROM summary s JOIN runs r ON r.id = s.run_id \
-             WHERE r.stage = 'generator' AND r.name LIKE '%cfg_scale={scale} %' AND s.key = '{key}'"
-        ))
-        .parse()
-        .unwrap_or_else(|_| panic!("{scale} {key}"))
-    };
-    for scale in ["1.5", "3.0"] {
-        for prefix in ["gen", "gen_cfg"] {
-            let fid = value(scale, &format!("{prefix}/fid_classifier"));
-            let is = value(scale, &format!("{prefix}/is_classifier"));
-            let p = value(scale, &format!("{prefix}/precision_classifier"));
-            let r = value(scale, &format!("{prefix}/recall_classifier"));
-            assert!(fid.is_finite() && fid >= 0.0, "{scale} {prefix} FID {fid}");
-            // 10 classes: the Inception Score lies in [1, 10].
-            assert!(
-                (1.0 - 1e-9..=10.0).contains(&is),
-                "{scale} {prefix} IS {is}"
-            );
-            assert!((0.0..=1.0).contains(&p) && (0.0..=1.0).contains(&r));
+    let names =
+        sb.sql_value("SELECT group_concat(name, ' | ') FROM runs WHERE stage = 'generator'");
+    for kind in ["dit", "mar"] {
+        let value = |scale: &str, key: &str| -> f64 {
+            sb.sql_value(&format!(
+                "SELECT s.value FROM summary s JOIN runs r ON r.id = s.run_id \
+             WHERE r.stage = 'generator' AND r.name LIKE '%generator={kind} %' \
+             AND r.name LIKE '%cfg_scale={scale} %' AND s.key = '{key}'"
+            ))
+            .parse()
+            .unwrap_or_else(|_| panic!("{kind} {scale} {key} in {names}"))
+        };
+        for scale in ["1.5", "3.0"] {
+            for prefix in ["gen", "gen_cfg"] {
+                let fid = value(scale, &format!("{prefix}/fid_classifier"));
+                let is = value(scale, &format!("{prefix}/is_classifier"));
+                let p = value(scale, &format!("{prefix}/precision_classifier"));
+                let r = value(scale, &format!("{prefix}/recall_classifier"));
+                assert!(fid.is_finite() && fid >= 0.0, "{scale} {prefix} FID {fid}");
+                // 10 classes: the Inception Score lies in [1, 10].
+                assert!(
+                    (1.0 - 1e-9..=10.0).contains(&is),
+                    "{scale} {prefix} IS {is}"
+                );
+                assert!((0.0..=1.0).contains(&p) && (0.0..=1.0).contains(&r));
+            }
+            assert!(value(scale, "ref/is_classifier") >= 1.0);
+            assert_eq!(value(scale, "gen_cfg/scale"), scale.parse::<f64>().unwrap());
         }
-        assert!(value(scale, "ref/is_classifier") >= 1.0);
-        assert_eq!(value(scale, "gen_cfg/scale"), scale.parse::<f64>().unwrap());
+        // The unguided samples come from the same noise and network for both runs' seeds: only the
+        // guided ones differ between the two scales.
+        assert_eq!(
+            value("1.5", "gen/fid_classifier"),
+            value("3.0", "gen/fid_classifier")
+        );
+        assert_ne!(
+            value("1.5", "gen_cfg/fid_classifier"),
+            value("3.0", "gen_cfg/fid_classifier")
+        );
     }
-    // The unguided samples come from the same noise and network for both runs' seeds: only the
-    // guided ones differ between the two scales.
-    assert_eq!(
-        value("1.5", "gen/fid_classifier"),
-        value("3.0", "gen/fid_classifier")
-    );
-    assert_ne!(
-        value("1.5", "gen_cfg/fid_classifier"),
-        value("3.0", "gen_cfg/fid_classifier")
-    );
     // Loss series, weights and a sample grid per run.
     assert!(
         sb.sql_value(
@@ -95,7 +102,7 @@ columns = [
         )
         .parse::<i64>()
         .unwrap()
-            >= 2 * 30
+            >= 4 * 30
     );
     let png = sb.sql_value(
         "SELECT a.path FROM artifacts a JOIN runs r ON r.id = a.run_id \
