@@ -114,6 +114,9 @@ pub struct GeneratorConfig {
     pub metrics: Vec<FeatureNet>,
     pub seed: u64,
     pub backend: BackendKind,
+    /// Adam's epsilon; unset: 1e-8 for `dit`, 1e-4 for `mar` ([`GeneratorConfig::adam_eps`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adam_eps: Option<f64>,
     /// `mar` only (see [`MarSettings`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub buffer: Option<usize>,
@@ -152,6 +155,7 @@ impl Default for GeneratorConfig {
             metrics: vec![FeatureNet::Classifier],
             seed: 0,
             backend: BackendKind::Flex,
+            adam_eps: None,
             buffer: None,
             head_width: None,
             head_depth: None,
@@ -176,7 +180,11 @@ impl GeneratorConfig {
             ("knn_k", self.knn_k),
             ("is_splits", self.is_splits),
         ])?;
-        positive_rates(&[("lr", self.lr), ("cfg_scale", self.cfg_scale)])?;
+        positive_rates(&[
+            ("lr", self.lr),
+            ("cfg_scale", self.cfg_scale),
+            ("adam_eps", self.adam_eps()),
+        ])?;
         if !self.width.is_multiple_of(self.heads) {
             return Err(format!(
                 "`width` ({}) must be a multiple of `heads` ({})",
@@ -223,6 +231,16 @@ impl GeneratorConfig {
             ));
         }
         Ok(())
+    }
+
+    /// Adam's epsilon: as set, else 1e-8 (PyTorch's) for `dit` and 1e-4 for `mar`: at this project's
+    /// sizes MAR's transformer otherwise drifts while the zero-initialised head passes back almost no
+    /// gradient (Adam scales tiny gradients to full steps) and can lose the class (README, Generators).
+    pub fn adam_eps(&self) -> f64 {
+        self.adam_eps.unwrap_or(match self.generator {
+            GeneratorKind::Dit => 1e-8,
+            GeneratorKind::Mar => 1e-4,
+        })
     }
 
     /// MAR's settings as given.
@@ -486,6 +504,7 @@ fn train<B: AutodiffBackend>(
         },
         label_drop: cfg.label_drop,
         ema_decay: cfg.ema_decay,
+        adam_eps: cfg.adam_eps(),
         seed: cfg.seed,
     };
     tracing::info!(

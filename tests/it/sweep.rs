@@ -283,13 +283,14 @@ fn a_killed_sweep_resumes_with_every_run_exactly_once() {
     );
     let f = f.to_str().unwrap();
     let mut child = sb.cmd().args(["sweep", "run", f]).spawn().expect("spawn");
-    // Kill it while a stage is running, after at least one has finished (one query, so that the
-    // state seen is one moment's).
+    // Kill it while a prior (800 steps, the long stage: a 20-step alignment run may finish between
+    // the query and the kill) is running, after at least one run has finished (one query, so that
+    // the state seen is one moment's).
     wait_for(
         &sb,
         &mut child,
         "SELECT (SELECT COUNT(*) FROM runs WHERE status = 'finished') >= 1 \
-         AND (SELECT COUNT(*) FROM runs WHERE status = 'running') >= 1",
+         AND (SELECT COUNT(*) FROM runs WHERE status = 'running' AND stage = 'toy_prior') >= 1",
         1,
         120,
     );
