@@ -650,3 +650,74 @@ fn train<B: AutodiffBackend>(
     run.artifact("figure", &png)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mar_settings_are_rejected_for_dit_and_checked_for_mar() {
+        let dit = GeneratorConfig {
+            buffer: Some(2),
+            ..GeneratorConfig::default()
+        };
+        let err = dit.validate().expect_err("dit takes no buffer");
+        assert!(err.contains("`buffer`") && err.contains("\"mar\""), "{err}");
+        let mar = GeneratorConfig {
+            generator: GeneratorKind::Mar,
+            ..dit
+        };
+        assert_eq!(mar.validate(), Ok(()));
+        let bad = GeneratorConfig {
+            mask_min: Some(1.5),
+            ..mar.clone()
+        };
+        assert!(
+            bad.validate()
+                .expect_err("mask_min > 1")
+                .contains("mask_min")
+        );
+        let bad = GeneratorConfig {
+            iters: Some(0),
+            ..mar.clone()
+        };
+        assert!(bad.validate().expect_err("iters 0").contains("iters"));
+        // Adam's epsilon: per-generator defaults, a set value wins, and it must be positive.
+        assert_eq!(GeneratorConfig::default().adam_eps(), 1e-8);
+        assert_eq!(mar.adam_eps(), 1e-4);
+        let set = GeneratorConfig {
+            adam_eps: Some(1e-6),
+            ..mar.clone()
+        };
+        assert_eq!(set.adam_eps(), 1e-6);
+        let bad = GeneratorConfig {
+            adam_eps: Some(0.0),
+            ..mar
+        };
+        assert!(bad.validate().expect_err("eps 0").contains("adam_eps"));
+    }
+
+    #[test]
+    fn unset_mar_settings_leave_the_identity_of_dit_runs_unchanged() {
+        // Runs recorded before the settings existed are found again: unset ones are not serialised.
+        let json = serde_json::to_value(GeneratorConfig::default()).expect("json");
+        let keys: Vec<&str> = json
+            .as_object()
+            .expect("object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        for k in [
+            "adam_eps",
+            "buffer",
+            "head_width",
+            "head_depth",
+            "flow_mul",
+            "mask_min",
+            "iters",
+        ] {
+            assert!(!keys.contains(&k), "{k} in {keys:?}");
+        }
+        assert!(keys.contains(&"generator") && keys.contains(&"width"));
+    }
+}

@@ -395,11 +395,12 @@ impl<B: Backend> Mar<B> {
                 .map(|_| rng.sample::<f32, _>(rand_distr::StandardNormal))
                 .collect();
             let noise = Tensor::<B, 2>::from_data(TensorData::new(noise, [nr, c]), device);
+            // Read as f32 whatever the backend's float type (`iter` converts).
             let drawn: Vec<f32> = self
                 .sample_head(noise, z, head_steps, scale)
                 .into_data()
-                .to_vec()
-                .unwrap_or_default();
+                .iter::<f32>()
+                .collect();
             for (j, &r) in rows.iter().enumerate() {
                 values[r * c..(r + 1) * c].copy_from_slice(&drawn[j * c..(j + 1) * c]);
                 unknown[r] = false;
@@ -560,6 +561,56 @@ mod tests {
     }
 
     type A = burn::backend::Autodiff<B>;
+
+    struct Perturb;
+    impl burn::module::ModuleMapper<B> for Perturb {
+        fn map_float<const D: usize>(&mut self, p: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+            p.map(|t| t.clone() + t.random_like(Distribution::Normal(0.0, 0.1)))
+        }
+    }
+
+    #[test]
+    fn guided_head_steps_combine_the_conditional_and_unconditional_velocities() {
+        let device = Default::default();
+        let net = Mar::<B>::new(
+            MarShape {
+                tokens: 2,
+                channels: 2,
+                width: 8,
+                depth: 1,
+                heads: 2,
+                classes: 2,
+                buffer: 1,
+                head_width: 8,
+                head_depth: 1,
+            },
+            &device,
+        )
+        .map(&mut Perturb);
+        let n = 6;
+        let x0 = Tensor::<B, 2>::random([n, 2], Distribution::Normal(0.0, 1.0), &device);
+        let zc = Tensor::<B, 2>::random([n, 8], Distribution::Normal(0.0, 1.0), &device);
+        let zu = Tensor::<B, 2>::random([n, 8], Distribution::Normal(0.0, 1.0), &device);
+        let t0 = Tensor::<B, 1>::zeros([n], &device);
+        let host = |t: Tensor<B, 2>| -> Vec<f32> { t.into_data().iter::<f32>().collect() };
+        let vc = host(net.head.forward(x0.clone(), t0.clone(), zc.clone()));
+        let vu = host(net.head.forward(x0.clone(), t0, zu.clone()));
+        assert!(vc.iter().zip(&vu).any(|(a, b)| (a - b).abs() > 1e-3));
+        // One Euler step over [0, 1]: x0 + v_u + s (v_c - v_u); unguided: x0 + v_c.
+        let x = host(x0.clone());
+        let guided =
+            host(net.sample_head(x0.clone(), Tensor::cat(vec![zc.clone(), zu], 0), 1, 3.0));
+        let plain = host(net.sample_head(x0, zc, 1, 1.0));
+        for i in 0..2 * n {
+            let want = x[i] + vu[i] + 3.0 * (vc[i] - vu[i]);
+            assert!(
+                (guided[i] - want).abs() < 1e-4,
+                "{i}: {} vs {want}",
+                guided[i]
+            );
+            assert!((plain[i] - (x[i] + vc[i])).abs() < 1e-4, "{i}");
+        }
+    }
 
     #[test]
     fn the_flow_head_reproduces_gaussians_given_its_condition() {
