@@ -17,6 +17,7 @@ data:
 # Run every test (unit + integration) with the default CPU backend.
 test:
     cargo test --locked --lib --bins --tests
+    cargo test --locked --lib -- --ignored --exact flow::cond::mar_tests::mar_samples_each_class_of_a_known_mixture
 
 # Format check and clippy on every target, with the CUDA backend compiled in (checks the GPU path too).
 lint:

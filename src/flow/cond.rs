@@ -255,7 +255,10 @@ mod mar_tests {
 
     type B = burn::backend::Autodiff<burn::backend::Flex>;
 
+    /// Run alone (`just test` does, after the parallel suite): the initial weights come from the
+    /// backend's generator, which tests running in parallel share (see the note below).
     #[test]
+    #[ignore = "run alone so that its start is the seeded one (`just test` runs it)"]
     fn mar_samples_each_class_of_a_known_mixture() {
         // Two classes, two tokens of two values, each token Gaussian given the class:
         // (mean, std per axis) per [class][token].
@@ -287,8 +290,8 @@ mod mar_tests {
             head_depth: 2,
         };
         // Training and sampling draw from their own seeded generators; the initial weights from the
-        // backend's, which tests running in parallel share, so the start differs between runs. The
-        // criteria below held from each of five starts tried (backend seeds 0-4, each alone); with
+        // backend's, which tests running in parallel share, so the start is the seeded one only when
+        // the test runs alone. The criteria held from each of five starts (backend seeds 0-4); with
         // Adam's epsilon at 1e-8 some starts ignore the class (class-0 samples centred at (0.2, 0.5)
         // instead of (2, 0)). At this size the narrow components come out up to ~4.5x too wide.
         <B as burn::tensor::backend::Backend>::seed(&device, 0);

@@ -68,6 +68,17 @@ impl GeneratorKind {
     }
 }
 
+/// Settings left out of a configuration (and of its identity) unless set: `adam_eps` and MAR's.
+pub const OPTIONAL_SETTINGS: &[&str] = &[
+    "adam_eps",
+    "buffer",
+    "head_width",
+    "head_depth",
+    "flow_mul",
+    "mask_min",
+    "iters",
+];
+
 /// MAR's own settings; each is left out of a configuration (and of its identity) unless set, and
 /// then takes the default named here.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -707,16 +718,22 @@ mod tests {
             .keys()
             .map(String::as_str)
             .collect();
-        for k in [
-            "adam_eps",
-            "buffer",
-            "head_width",
-            "head_depth",
-            "flow_mul",
-            "mask_min",
-            "iters",
-        ] {
-            assert!(!keys.contains(&k), "{k} in {keys:?}");
+        for k in OPTIONAL_SETTINGS {
+            assert!(!keys.contains(k), "{k} in {keys:?}");
+        }
+        // Every optional setting is a field of the configuration.
+        for k in OPTIONAL_SETTINGS {
+            let text = format!("generator = \"mar\"\n{k} = 1\n");
+            let mut full = serde_json::to_value(GeneratorConfig::default()).expect("json");
+            let extra: serde_json::Value = toml::from_str(&text).expect("toml");
+            for (key, v) in extra.as_object().expect("table") {
+                full[key] = v.clone();
+            }
+            let cfg: GeneratorConfig = serde_json::from_value(full).expect("known field");
+            assert!(
+                cfg.mar() != MarSettings::default() || cfg.adam_eps.is_some(),
+                "{k}"
+            );
         }
         assert!(keys.contains(&"generator") && keys.contains(&"width"));
     }

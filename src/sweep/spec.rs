@@ -476,7 +476,35 @@ impl Sweep {
                         fixed_of(stage)
                             .chain(a.applied(i, stage).map(|s| (s.field.as_str(), &s.value))),
                     );
-                    if let Err(m) = stage.check(&cfg) {
+                    // Whether a value is valid can depend on another axis (e.g. MAR's settings in a
+                    // variant, `generator = "mar"` on another axis): it is a fault only when no
+                    // choice of the other axes on this stage makes it valid (the plan then checks
+                    // every combination).
+                    let checked = stage.check(&cfg).or_else(|m| {
+                        let others: Vec<&Axis> = axes
+                            .iter()
+                            .filter(|b| !std::ptr::eq(*b, a) && b.stages().contains(&stage))
+                            .collect();
+                        let combos: usize = others.iter().map(|b| b.values.len()).product();
+                        if others.is_empty() || combos > 4096 {
+                            return Err(m);
+                        }
+                        let valid = (0..combos).any(|mut k| {
+                            let mut settings: Vec<(&str, &serde_json::Value)> = fixed_of(stage)
+                                .chain(a.applied(i, stage).map(|s| (s.field.as_str(), &s.value)))
+                                .collect();
+                            for b in &others {
+                                let vi = k % b.values.len();
+                                k /= b.values.len();
+                                settings.extend(
+                                    b.applied(vi, stage).map(|s| (s.field.as_str(), &s.value)),
+                                );
+                            }
+                            stage.check(&configured(stage, preset, settings)).is_ok()
+                        });
+                        if valid { Ok(()) } else { Err(m) }
+                    });
+                    if let Err(m) = checked {
                         let at = if a.variant {
                             format!(
                                 "{}.{}.{}",
@@ -638,25 +666,25 @@ fn settings(
                 );
                 continue;
             }
-            if known.get(field).is_none() {
-                let names: Vec<&String> = known
+            let optional = stage.optional_settings();
+            if known.get(field).is_none() && !optional.contains(&field.as_str()) {
+                let mut names: Vec<&str> = known
                     .as_object()
                     .map(|o| {
                         o.keys()
+                            .map(String::as_str)
                             .filter(|k| *k != "seed" && *k != "backend")
                             .collect()
                     })
                     .unwrap_or_default();
+                names.extend(optional);
+                names.sort_unstable();
                 p.add(
                     &key,
                     format!(
                         "unknown setting of stage `{}`; expected one of {}",
                         stage.name(),
-                        names
-                            .iter()
-                            .map(|s| s.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
+                        names.join(", ")
                     ),
                 );
                 continue;

@@ -239,7 +239,17 @@ impl StageKind {
         out
     }
 
-    /// The stage's configuration at a scale preset, as a JSON object (every setting present).
+    /// Settings a sweep may set that [`StageKind::defaults`] leaves out (optional ones, absent from a
+    /// configuration unless set, so that adding them kept older runs' identities).
+    pub fn optional_settings(self) -> &'static [&'static str] {
+        match self {
+            StageKind::Generator => crate::jobs::generator::OPTIONAL_SETTINGS,
+            _ => &[],
+        }
+    }
+
+    /// The stage's configuration at a scale preset, as a JSON object (every setting present except
+    /// the [`StageKind::optional_settings`]).
     pub fn defaults(self, scale: Scale) -> Value {
         match self {
             StageKind::Classifier => {

@@ -510,3 +510,43 @@ fn variant_problems_are_named() {
         other => panic!("expected an impossible combination, got {other:?}"),
     }
 }
+
+#[test]
+fn settings_valid_only_with_another_axis_are_checked_per_combination() {
+    // MAR's settings in a variant, the generator kind on another axis: each is fine on its own,
+    // and only the combinations are checked (the `dit` one is impossible).
+    let text = r#"
+stages = ["classifier", "tokenizer", "generator"]
+preset = "smoke"
+seeds = [0]
+[fixed]
+tokenizer.lambda = 0.0
+tokenizer.prior = false
+[axes]
+generator.generator = ["mar", "dit"]
+[variants.sampler]
+"one step" = { generator.iters = 1, generator.adam_eps = 1e-5 }
+"#;
+    let sweep = parse(text).expect("each value valid with some other axis value");
+    match Plan::expand(&sweep, Path::new("data")) {
+        Err(SweepError::Invalid(p)) => assert!(
+            p.iter()
+                .any(|m| m.contains("`iters` is a setting of generator = \"mar\", not \"dit\"")),
+            "{p:#?}"
+        ),
+        other => panic!("expected an impossible combination, got {other:?}"),
+    }
+    let only_mar = text.replace(r#"["mar", "dit"]"#, r#"["mar"]"#);
+    let sweep = parse(&only_mar).expect("valid");
+    Plan::expand(&sweep, Path::new("data")).expect("every combination valid");
+    // Optional settings are known to the checker (they are absent from the preset's defaults).
+    let typo = only_mar.replace("generator.iters", "generator.itres");
+    let p = problems(&typo);
+    assert!(
+        p.iter()
+            .any(|m| m.contains("unknown setting of stage `generator`")
+                && m.contains("iters")
+                && m.contains("adam_eps")),
+        "{p:#?}"
+    );
+}
