@@ -579,6 +579,14 @@ fn train<B: AutodiffBackend>(
         cfg.steps as i64,
         cfg.steps as f64 / started.elapsed().as_secs_f64().max(1e-9),
     )?;
+    // MAR's class path: how far apart two classes' conditions are (0: the class is not used).
+    if let Generator::Mar(net, _) = &net {
+        run.log(
+            "gen/class_signal",
+            cfg.steps as i64,
+            net.class_signal(channels, device),
+        )?;
+    }
 
     // The tokenizer that decodes, and the feature networks.
     let tok_file = super::input_artifact(job.store, job.tokenizer.run, "weights")?;

@@ -240,6 +240,44 @@ impl<B: Backend> Mar<B> {
         h + self.head_pos.val().unsqueeze_dim(0)
     }
 
+    /// How much the conditions depend on the class: with every token unknown, the mean distance
+    /// between two classes' conditions z relative to the mean |z| (0: the class does not reach the
+    /// head; a diagnostic of MAR's class path, see README).
+    pub fn class_signal(&self, channels: usize, device: &B::Device) -> f64 {
+        let (k, l) = (self.classes, self.tokens);
+        if k < 2 {
+            return 0.0;
+        }
+        let x = Tensor::<B, 3>::zeros([k, l, channels], device);
+        let mask = Tensor::<B, 2>::ones([k, l], device);
+        let y: Vec<i64> = (0..k as i64).collect();
+        let y = Tensor::<B, 1, Int>::from_data(TensorData::new(y, [k]), device);
+        let z: Vec<f64> = self
+            .condition(x, mask, y)
+            .into_data()
+            .iter::<f64>()
+            .collect();
+        let per = z.len() / k;
+        let rows: Vec<&[f64]> = z.chunks_exact(per).collect();
+        let norm = rows
+            .iter()
+            .map(|r| r.iter().map(|v| v * v).sum::<f64>().sqrt())
+            .sum::<f64>()
+            / k as f64;
+        let mut dist = 0.0;
+        for i in 0..k {
+            for j in i + 1..k {
+                dist += rows[i]
+                    .iter()
+                    .zip(rows[j])
+                    .map(|(a, b)| (a - b) * (a - b))
+                    .sum::<f64>()
+                    .sqrt();
+            }
+        }
+        dist / (k * (k - 1) / 2) as f64 / norm.max(1e-12)
+    }
+
     /// The training loss on tokens `x1` [B, L, C] with labels `y` [B] (already dropped where wanted):
     /// MAR's mask ratio (truncated to [`mask_min`, 1]) and random orders from `rng`, then
     /// [`Mar::masked_loss`].
@@ -772,6 +810,31 @@ mod tests {
             net = optim.step(1e-3, net, grads);
         }
         assert!(last < 0.05, "masked-token error {last}");
+    }
+
+    #[test]
+    fn the_class_signal_is_zero_exactly_when_classes_share_an_embedding() {
+        let device = Default::default();
+        let net = Mar::<B>::new(
+            MarShape {
+                tokens: 3,
+                channels: 2,
+                width: 8,
+                depth: 1,
+                heads: 2,
+                classes: 3,
+                buffer: 2,
+                head_width: 8,
+                head_depth: 1,
+            },
+            &device,
+        );
+        assert!(net.class_signal(2, &device) > 0.05);
+        // Every class given the same embedding: identical conditions.
+        let same = Tensor::<B, 2>::ones([4, 8], &device) * 0.3;
+        let mut net = net;
+        net.class_emb.weight = Param::from_tensor(same);
+        assert!(net.class_signal(2, &device) < 1e-6);
     }
 
     #[test]

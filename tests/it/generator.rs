@@ -81,6 +81,16 @@ columns = [
                 assert!((0.0..=1.0).contains(&p) && (0.0..=1.0).contains(&r));
             }
             assert!(value(scale, "ref/is_classifier") >= 1.0);
+            // MAR logs how much its conditions depend on the class; the DiT has no such path.
+            let signal = sb.sql_value(&format!(
+                "SELECT COUNT(*) FROM summary s JOIN runs r ON r.id = s.run_id \
+             WHERE r.stage = 'generator' AND r.name LIKE '%generator={kind} %' \
+             AND r.name LIKE '%cfg_scale={scale} %' AND s.key = 'gen/class_signal'"
+            ));
+            assert_eq!(signal, if kind == "mar" { "1" } else { "0" }, "{kind}");
+            if kind == "mar" {
+                assert!(value(scale, "gen/class_signal") >= 0.0);
+            }
             assert_eq!(value(scale, "gen_cfg/scale"), scale.parse::<f64>().unwrap());
         }
         // The unguided samples come from the same noise and network for both runs' seeds: only the
