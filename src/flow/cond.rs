@@ -6,15 +6,15 @@
 
 use burn::module::AutodiffModule;
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
-use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::ema::ema_update;
 use super::schedule::LrSchedule;
-use crate::models::dit::{Dit, DitShape};
-use crate::models::mar::{Mar, MarShape};
+use crate::models::dit::Dit;
+use crate::models::mar::Mar;
 
 /// Flow-matching loss of `net` on latents `x1` [B, L, C] with labels `y` [B] (already dropped where
 /// wanted), fresh draws of t and x0.
@@ -47,26 +47,53 @@ pub struct CondTrainConfig {
     pub seed: u64,
 }
 
-/// Trains `net` on `latents` (n x `tokens` x `channels`, row-major) with `labels` (n) by minimising
-/// `loss(net, x1, y, rng)` on random batches whose labels are dropped to the null label `null` with
-/// `label_drop`. `on_step(step, loss)` sees every step (an error aborts). Returns the EMA weights (or
-/// the raw ones without EMA).
-#[allow(clippy::too_many_arguments)]
+/// A class-conditional generator: the label that stands for "no class" (classifier-free guidance's
+/// unconditional branch), which training substitutes for dropped labels.
+pub trait Conditional {
+    fn null_label(&self) -> usize;
+}
+
+impl<B: Backend> Conditional for Dit<B> {
+    fn null_label(&self) -> usize {
+        Dit::null_label(self)
+    }
+}
+
+impl<B: Backend> Conditional for Mar<B> {
+    fn null_label(&self) -> usize {
+        Mar::null_label(self)
+    }
+}
+
+/// A generator's training data: `latents` (n x `tokens` x `channels`, row-major) with `labels` (n).
+pub struct LabelledLatents<'a> {
+    pub latents: &'a [f32],
+    pub labels: &'a [i64],
+    pub tokens: usize,
+    pub channels: usize,
+}
+
+/// Trains `net` on `data` by minimising `loss(net, x1, y, rng)` on random batches whose labels are
+/// replaced by the null label with `label_drop`. `on_step(step, loss)` sees every step (an error
+/// aborts). Returns the EMA weights (or the raw ones without EMA).
 pub fn train_generator<B, M, E>(
     mut net: M,
-    null: usize,
-    [tokens, channels]: [usize; 2],
+    data: &LabelledLatents<'_>,
     cfg: &CondTrainConfig,
-    latents: &[f32],
-    labels: &[i64],
     device: &B::Device,
     loss: impl Fn(&M, Tensor<B, 3>, Tensor<B, 1, Int>, &mut StdRng) -> Tensor<B, 1>,
     on_step: &mut dyn FnMut(usize, f64) -> Result<(), E>,
 ) -> Result<M, E>
 where
     B: AutodiffBackend,
-    M: AutodiffModule<B>,
+    M: AutodiffModule<B> + Conditional,
 {
+    let LabelledLatents {
+        latents,
+        labels,
+        tokens,
+        channels,
+    } = *data;
     let per = tokens * channels;
     let n = labels.len();
     let mut rng = StdRng::seed_from_u64(cfg.seed);
@@ -74,7 +101,7 @@ where
     let mut optim = AdamConfig::new()
         .with_epsilon(cfg.adam_eps as f32)
         .init::<B, M>();
-    let null = null as i64;
+    let null = net.null_label() as i64;
     for step in 0..cfg.steps {
         let idx: Vec<usize> = (0..cfg.batch).map(|_| rng.random_range(0..n)).collect();
         let x: Vec<f32> = idx
@@ -105,90 +132,68 @@ where
     Ok(ema.unwrap_or(net))
 }
 
-/// Trains a fresh DiT (see [`train_generator`]).
-pub fn train_dit<B: AutodiffBackend, E>(
-    shape: DitShape,
-    cfg: &CondTrainConfig,
-    latents: &[f32],
-    labels: &[i64],
-    device: &B::Device,
-    on_step: &mut dyn FnMut(usize, f64) -> Result<(), E>,
-) -> Result<Dit<B>, E> {
-    let net = Dit::<B>::new(shape, device);
-    let null = net.null_label();
-    train_generator(
-        net,
-        null,
-        [shape.tokens, shape.channels],
-        cfg,
-        latents,
-        labels,
-        device,
-        |net, x, y, _| cond_flow_loss(net, x, y),
-        on_step,
-    )
-}
-
-/// MAR's training settings beyond the common ones.
-#[derive(Debug, Clone, Copy)]
-pub struct MarTraining {
-    /// (t, x0) draws per token and step (MAR's `diffusion_batch_mul`, 4).
-    pub flow_mul: usize,
-    /// Lower bound of the mask ratio (MAR: 0.7).
-    pub mask_min: f64,
-}
-
-/// Trains a fresh MAR generator (see [`train_generator`]).
-pub fn train_mar<B: AutodiffBackend, E>(
-    shape: MarShape,
-    mar: MarTraining,
-    cfg: &CondTrainConfig,
-    latents: &[f32],
-    labels: &[i64],
-    device: &B::Device,
-    on_step: &mut dyn FnMut(usize, f64) -> Result<(), E>,
-) -> Result<Mar<B>, E> {
-    let net = Mar::<B>::new(shape, device);
-    let null = net.null_label();
-    train_generator(
-        net,
-        null,
-        [shape.tokens, shape.channels],
-        cfg,
-        latents,
-        labels,
-        device,
-        |net, x, y, rng| net.loss(x, y, mar.flow_mul, mar.mask_min, rng),
-        on_step,
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::models::dit::DitShape;
+    use crate::models::mar::{MASK_RATIO_MIN, MarShape};
 
     type B = burn::backend::Autodiff<burn::backend::Flex>;
+
+    /// (mean, std per axis) of one token's Gaussian.
+    type Spec = ([f32; 2], [f32; 2]);
+
+    /// `n` samples alternating between two classes, each class's tokens drawn from its `specs`.
+    fn mixture<const T: usize>(specs: &[[Spec; T]; 2], n: usize) -> (Vec<f32>, Vec<i64>) {
+        let mut rng = StdRng::seed_from_u64(1);
+        let (mut latents, mut labels) = (Vec::with_capacity(n * T * 2), Vec::with_capacity(n));
+        for i in 0..n {
+            let c = i % 2;
+            for (m, s) in specs[c] {
+                for d in 0..2 {
+                    latents.push(m[d] + s[d] * rng.sample::<f32, _>(rand_distr::StandardNormal));
+                }
+            }
+            labels.push(c as i64);
+        }
+        (latents, labels)
+    }
+
+    /// Training settings of the tests: label dropout 0.1, EMA 0.99, cosine to 1e-4.
+    fn settings(
+        steps: usize,
+        batch: usize,
+        lr: f64,
+        warmup: usize,
+        adam_eps: f64,
+    ) -> CondTrainConfig {
+        CondTrainConfig {
+            steps,
+            batch,
+            schedule: LrSchedule::Cosine {
+                lr,
+                warmup,
+                total: steps,
+                min_lr: 1e-4,
+            },
+            label_drop: 0.1,
+            ema_decay: 0.99,
+            adam_eps,
+            seed: 0,
+        }
+    }
 
     #[test]
     fn a_generator_reproduces_the_means_and_covariances_of_a_known_mixture() {
         // Two classes of 2-D latents (one token): N((2, 0), diag(0.3^2, 0.6^2)) and
         // N((-1.5, 1), 0.25^2 I).
         let device = Default::default();
-        <B as burn::tensor::backend::Backend>::seed(&device, 3);
-        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-        let normal = rand_distr::StandardNormal;
-        let specs = [([2.0f32, 0.0], [0.3f32, 0.6]), ([-1.5, 1.0], [0.25, 0.25])];
-        let n = 4000;
-        let mut latents = Vec::with_capacity(2 * n);
-        let mut labels = Vec::with_capacity(n);
-        for i in 0..n {
-            let c = i % 2;
-            let (m, s) = specs[c];
-            for d in 0..2 {
-                latents.push(m[d] + s[d] * rng.sample::<f32, _>(normal));
-            }
-            labels.push(c as i64);
-        }
+        <B as Backend>::seed(&device, 3);
+        let specs = [
+            [([2.0f32, 0.0], [0.3f32, 0.6])],
+            [([-1.5, 1.0], [0.25, 0.25])],
+        ];
+        let (latents, labels) = mixture(&specs, 4000);
         let shape = DitShape {
             tokens: 1,
             channels: 2,
@@ -197,24 +202,23 @@ mod tests {
             heads: 2,
             classes: 2,
         };
-        let cfg = CondTrainConfig {
-            steps: 400,
-            batch: 128,
-            schedule: LrSchedule::Cosine {
-                lr: 3e-3,
-                warmup: 50,
-                total: 400,
-                min_lr: 1e-4,
-            },
-            label_drop: 0.1,
-            ema_decay: 0.99,
-            adam_eps: 1e-8,
-            seed: 0,
+        let data = LabelledLatents {
+            latents: &latents,
+            labels: &labels,
+            tokens: 1,
+            channels: 2,
         };
-        let net = train_dit::<B, ()>(shape, &cfg, &latents, &labels, &device, &mut |_, _| Ok(()))
-            .expect("trains")
-            .valid();
-        for (c, (m, s)) in specs.iter().enumerate() {
+        let net = train_generator(
+            Dit::<B>::new(shape, &device),
+            &data,
+            &settings(400, 128, 3e-3, 50, 1e-8),
+            &device,
+            |net, x, y, _| cond_flow_loss(net, x, y),
+            &mut |_, _| Ok::<(), ()>(()),
+        )
+        .expect("trains")
+        .valid();
+        for (c, [(m, s)]) in specs.iter().enumerate() {
             let k = 1000;
             let x0 = Tensor::<burn::backend::Flex, 3>::random(
                 [k, 1, 2],
@@ -245,39 +249,19 @@ mod tests {
             assert!(cov[1].abs() < 0.05, "class {c} cov {cov:?}");
         }
     }
-}
-
-#[cfg(test)]
-mod mar_tests {
-    use super::*;
-    use burn::module::AutodiffModule;
-    use rand_distr::StandardNormal;
-
-    type B = burn::backend::Autodiff<burn::backend::Flex>;
 
     /// Run alone (`just test` does, after the parallel suite): the initial weights come from the
     /// backend's generator, which tests running in parallel share (see the note below).
     #[test]
     #[ignore = "run alone so that its start is the seeded one (`just test` runs it)"]
     fn mar_samples_each_class_of_a_known_mixture() {
-        // Two classes, two tokens of two values, each token Gaussian given the class:
-        // (mean, std per axis) per [class][token].
+        // Two classes, two tokens of two values, each token Gaussian given the class.
         let specs = [
             [([2.0f32, 0.0], [0.3f32, 0.6]), ([0.0, -1.5], [0.4, 0.4])],
             [([-1.5, 1.0], [0.25, 0.25]), ([1.0, 1.0], [0.5, 0.3])],
         ];
         let device = Default::default();
-        let mut rng = StdRng::seed_from_u64(1);
-        let (mut latents, mut labels) = (Vec::new(), Vec::new());
-        for i in 0..4000 {
-            let c = i % 2;
-            for (m, s) in specs[c] {
-                for d in 0..2 {
-                    latents.push(m[d] + s[d] * rng.sample::<f32, _>(StandardNormal));
-                }
-            }
-            labels.push(c as i64);
-        }
+        let (latents, labels) = mixture(&specs, 4000);
         let shape = MarShape {
             tokens: 2,
             channels: 2,
@@ -294,33 +278,19 @@ mod mar_tests {
         // the test runs alone. The criteria held from each of five starts (backend seeds 0-4); with
         // Adam's epsilon at 1e-8 some starts ignore the class (class-0 samples centred at (0.2, 0.5)
         // instead of (2, 0)). At this size the narrow components come out up to ~4.5x too wide.
-        <B as burn::tensor::backend::Backend>::seed(&device, 0);
-        let net = Mar::<B>::new(shape, &device);
-        let null = net.null_label();
-        let cfg = CondTrainConfig {
-            steps: 1000,
-            batch: 64,
-            schedule: LrSchedule::Cosine {
-                lr: 1e-3,
-                warmup: 250,
-                total: 1000,
-                min_lr: 1e-4,
-            },
-            label_drop: 0.1,
-            ema_decay: 0.99,
-            adam_eps: 1e-4,
-            seed: 0,
+        <B as Backend>::seed(&device, 0);
+        let data = LabelledLatents {
+            latents: &latents,
+            labels: &labels,
+            tokens: 2,
+            channels: 2,
         };
-        let mask_min = crate::models::mar::MASK_RATIO_MIN;
         let net = train_generator(
-            net,
-            null,
-            [2, 2],
-            &cfg,
-            &latents,
-            &labels,
+            Mar::<B>::new(shape, &device),
+            &data,
+            &settings(1000, 64, 1e-3, 250, 1e-4),
             &device,
-            |net, x, y, rng| net.loss(x, y, 4, mask_min, rng),
+            |net, x, y, rng| net.loss(x, y, 4, MASK_RATIO_MIN, rng),
             &mut |_, _| Ok::<(), ()>(()),
         )
         .expect("trains")

@@ -32,7 +32,7 @@ use crate::config::{fractions, positive_counts, positive_rates};
 use crate::data::Split;
 use crate::error::{Error, Result};
 use crate::features::read_features;
-use crate::flow::cond::{CondTrainConfig, MarTraining, train_dit, train_mar};
+use crate::flow::cond::{CondTrainConfig, LabelledLatents, cond_flow_loss, train_generator};
 use crate::flow::schedule::LrSchedule;
 use crate::metrics::frechet::frechet_from_samples;
 use crate::metrics::inception_score::{inception_score, softmax_rows};
@@ -79,22 +79,8 @@ pub const OPTIONAL_SETTINGS: &[&str] = &[
     "iters",
 ];
 
-/// MAR's own settings; each is left out of a configuration (and of its identity) unless set, and
-/// then takes the default named here.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct MarSettings {
-    /// Copies of the class embedding in front of the tokens (default 4; MAR: 64 for 256 tokens).
-    pub buffer: Option<usize>,
-    /// Width and residual blocks of the flow head (default: the transformer's width, 3 blocks).
-    pub head_width: Option<usize>,
-    pub head_depth: Option<usize>,
-    /// (t, x0) draws per token in training (default 4, MAR's `diffusion_batch_mul`).
-    pub flow_mul: Option<usize>,
-    /// Lower bound of the training mask ratio (default 0.7, MAR's).
-    pub mask_min: Option<f64>,
-    /// Sampling steps over the tokens (default: one token per step).
-    pub iters: Option<usize>,
-}
+/// The optional settings only `mar` takes.
+const MAR_SETTINGS: &[&str] = OPTIONAL_SETTINGS.split_at(1).1;
 
 /// Configuration of a generator run. Every field is part of its identity.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -128,17 +114,22 @@ pub struct GeneratorConfig {
     /// Adam's epsilon; unset: 1e-8 for `dit`, 1e-4 for `mar` ([`GeneratorConfig::adam_eps`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adam_eps: Option<f64>,
-    /// `mar` only (see [`MarSettings`]).
+    /// `mar` only, each with its default in [`GeneratorConfig::mar_shape`] and the accessors below.
+    /// Copies of the class embedding in front of the tokens (default 4; MAR: 64 for 256 tokens).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub buffer: Option<usize>,
+    /// Width and residual blocks of the flow head (default: the transformer's width, 3 blocks).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub head_width: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub head_depth: Option<usize>,
+    /// (t, x0) draws per token in training (default 4, MAR's `diffusion_batch_mul`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flow_mul: Option<usize>,
+    /// Lower bound of the training mask ratio (default 0.7, MAR's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mask_min: Option<f64>,
+    /// Sampling steps over the tokens (default: one token per step).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iters: Option<usize>,
 }
@@ -206,31 +197,24 @@ impl GeneratorConfig {
             ("label_drop", self.label_drop),
             ("ema_decay", self.ema_decay),
         ])?;
-        let mar_only = [
-            ("buffer", self.buffer.is_some()),
-            ("head_width", self.head_width.is_some()),
-            ("head_depth", self.head_depth.is_some()),
-            ("flow_mul", self.flow_mul.is_some()),
-            ("mask_min", self.mask_min.is_some()),
-            ("iters", self.iters.is_some()),
-        ];
+        // A `mar` setting is set exactly when it is serialised.
+        let given = serde_json::to_value(self).unwrap_or_default();
         if self.generator != GeneratorKind::Mar
-            && let Some((name, _)) = mar_only.iter().find(|(_, set)| *set)
+            && let Some(name) = MAR_SETTINGS.iter().find(|k| given.get(**k).is_some())
         {
             return Err(format!(
                 "`{name}` is a setting of generator = \"mar\", not \"{}\"",
                 self.generator.name()
             ));
         }
-        let m = self.mar();
         positive_counts(&[
-            ("buffer", m.buffer.unwrap_or(1)),
-            ("head_width", m.head_width.unwrap_or(1)),
-            ("head_depth", m.head_depth.unwrap_or(1)),
-            ("flow_mul", m.flow_mul.unwrap_or(1)),
-            ("iters", m.iters.unwrap_or(1)),
+            ("buffer", self.buffer.unwrap_or(1)),
+            ("head_width", self.head_width.unwrap_or(1)),
+            ("head_depth", self.head_depth.unwrap_or(1)),
+            ("flow_mul", self.flow_mul.unwrap_or(1)),
+            ("iters", self.iters.unwrap_or(1)),
         ])?;
-        if let Some(v) = m.mask_min
+        if let Some(v) = self.mask_min
             && !(0.0..=1.0).contains(&v)
         {
             return Err(format!("`mask_min` must be in [0, 1], got {v}"));
@@ -254,16 +238,34 @@ impl GeneratorConfig {
         })
     }
 
-    /// MAR's settings as given.
-    pub fn mar(&self) -> MarSettings {
-        MarSettings {
-            buffer: self.buffer,
-            head_width: self.head_width,
-            head_depth: self.head_depth,
-            flow_mul: self.flow_mul,
-            mask_min: self.mask_min,
-            iters: self.iters,
+    /// MAR's network for `tokens` x `channels` latents of `classes` classes, defaults filled in.
+    pub fn mar_shape(&self, tokens: usize, channels: usize, classes: usize) -> MarShape {
+        MarShape {
+            tokens,
+            channels,
+            width: self.width,
+            depth: self.depth,
+            heads: self.heads,
+            classes,
+            buffer: self.buffer.unwrap_or(4),
+            head_width: self.head_width.unwrap_or(self.width),
+            head_depth: self.head_depth.unwrap_or(3),
         }
+    }
+
+    /// MAR's (t, x0) draws per token (default 4).
+    pub fn flow_mul(&self) -> usize {
+        self.flow_mul.unwrap_or(4)
+    }
+
+    /// MAR's lower bound of the training mask ratio (default MAR's 0.7).
+    pub fn mask_min(&self) -> f64 {
+        self.mask_min.unwrap_or(MASK_RATIO_MIN)
+    }
+
+    /// MAR's sampling steps over `tokens` tokens (default one per token).
+    pub fn iters(&self, tokens: usize) -> usize {
+        self.iters.unwrap_or(tokens)
     }
 
     /// Checks against the inputs: the classifier scores the tokenizer's dataset.
@@ -386,34 +388,6 @@ impl<B: Backend> Reference<'_, B> {
             run.log(&format!("{prefix}/{k}_{name}"), cfg.steps as i64, v)?;
         }
         Ok(())
-    }
-}
-
-impl MarSettings {
-    /// The network's shape and training settings, defaults filled in.
-    fn resolve(
-        &self,
-        cfg: &GeneratorConfig,
-        tokens: usize,
-        channels: usize,
-        classes: usize,
-    ) -> (MarShape, MarTraining) {
-        let shape = MarShape {
-            tokens,
-            channels,
-            width: cfg.width,
-            depth: cfg.depth,
-            heads: cfg.heads,
-            classes,
-            buffer: self.buffer.unwrap_or(4),
-            head_width: self.head_width.unwrap_or(cfg.width),
-            head_depth: self.head_depth.unwrap_or(3),
-        };
-        let training = MarTraining {
-            flow_mul: self.flow_mul.unwrap_or(4),
-            mask_min: self.mask_min.unwrap_or(MASK_RATIO_MIN),
-        };
-        (shape, training)
     }
 }
 
@@ -544,6 +518,12 @@ fn train<B: AutodiffBackend>(
         Ok(())
     };
     let [tokens, channels] = [set.tokens, set.dim];
+    let data = LabelledLatents {
+        latents: &latents,
+        labels: &labels,
+        tokens,
+        channels,
+    };
     let net = match cfg.generator {
         GeneratorKind::Dit => {
             let shape = DitShape {
@@ -554,23 +534,27 @@ fn train<B: AutodiffBackend>(
                 heads: cfg.heads,
                 classes,
             };
-            Generator::Dit(Box::new(
-                train_dit::<B, Error>(shape, &train_cfg, &latents, &labels, device, &mut on_step)?
-                    .valid(),
-            ))
-        }
-        GeneratorKind::Mar => {
-            let (shape, mar) = cfg.mar().resolve(cfg, tokens, channels, classes);
-            let net = train_mar::<B, Error>(
-                shape,
-                mar,
+            let net = train_generator(
+                Dit::<B>::new(shape, device),
+                &data,
                 &train_cfg,
-                &latents,
-                &labels,
                 device,
+                |net, x, y, _| cond_flow_loss(net, x, y),
                 &mut on_step,
             )?;
-            Generator::Mar(Box::new(net.valid()), cfg.mar().iters.unwrap_or(tokens))
+            Generator::Dit(Box::new(net.valid()))
+        }
+        GeneratorKind::Mar => {
+            let (flow_mul, mask_min) = (cfg.flow_mul(), cfg.mask_min());
+            let net = train_generator(
+                Mar::<B>::new(cfg.mar_shape(tokens, channels, classes), device),
+                &data,
+                &train_cfg,
+                device,
+                |net, x, y, rng| net.loss(x, y, flow_mul, mask_min, rng),
+                &mut on_step,
+            )?;
+            Generator::Mar(Box::new(net.valid()), cfg.iters(tokens))
         }
     };
     bar.finish_and_clear();
@@ -738,10 +722,8 @@ mod tests {
                 full[key] = v.clone();
             }
             let cfg: GeneratorConfig = serde_json::from_value(full).expect("known field");
-            assert!(
-                cfg.mar() != MarSettings::default() || cfg.adam_eps.is_some(),
-                "{k}"
-            );
+            let back = serde_json::to_value(&cfg).expect("json");
+            assert_eq!(back[*k].as_f64(), Some(1.0), "{k}");
         }
         assert!(keys.contains(&"generator") && keys.contains(&"width"));
     }

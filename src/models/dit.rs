@@ -183,6 +183,7 @@ impl<B: Backend> Dit<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::models::testing::Perturb;
     use burn::tensor::TensorData;
 
     type B = burn::backend::Flex;
@@ -230,13 +231,6 @@ mod tests {
                 "{g} vs {}",
                 u + 3.0 * (c - u)
             );
-        }
-    }
-
-    struct Perturb;
-    impl burn::module::ModuleMapper<B> for Perturb {
-        fn map_float<const D: usize>(&mut self, p: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-            p.map(|t| t.clone() + t.random_like(Distribution::Normal(0.0, 0.1)))
         }
     }
 }

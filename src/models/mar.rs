@@ -121,6 +121,37 @@ pub struct FlowHead<B: Backend> {
 }
 
 impl<B: Backend> FlowHead<B> {
+    /// Euler integration of the flow head from `x0` [N, C] (t = 0) to t = 1 given conditions `z`
+    /// ([N, w], or [2N, w] with the unconditional ones after the conditional ones when guided), with
+    /// guidance `v_u + s (v_c - v_u)`.
+    pub fn sample(&self, x0: Tensor<B, 2>, z: Tensor<B, 2>, steps: usize, s: f64) -> Tensor<B, 2> {
+        let [n, _] = x0.dims();
+        let guided = z.dims()[0] == 2 * n;
+        let device = x0.device();
+        let steps = steps.max(1);
+        let h = 1.0 / steps as f64;
+        let mut x = x0;
+        for i in 0..steps {
+            let rows = if guided { 2 * n } else { n };
+            let t = Tensor::<B, 1>::full([rows], i as f64 * h, &device);
+            let xin = if guided {
+                Tensor::cat(vec![x.clone(), x.clone()], 0)
+            } else {
+                x.clone()
+            };
+            let v = self.forward(xin, t, z.clone());
+            let v = if guided {
+                let vc = v.clone().narrow(0, 0, n);
+                let vu = v.narrow(0, n, n);
+                vu.clone() + (vc - vu) * s
+            } else {
+                v
+            };
+            x = x + v * h;
+        }
+        x
+    }
+
     /// The flow-matching loss of tokens `x1` [N, C] given conditions `z` [N, w], averaged over
     /// channels and then over the tokens with `weight` [N] = 1 (the masked ones), with `flow_mul`
     /// draws of (t, x0) per token from `rng`.
@@ -435,7 +466,8 @@ impl<B: Backend> Mar<B> {
             let noise = Tensor::<B, 2>::from_data(TensorData::new(noise, [nr, c]), device);
             // Read as f32 whatever the backend's float type (`iter` converts).
             let drawn: Vec<f32> = self
-                .sample_head(noise, z, head_steps, scale)
+                .head
+                .sample(noise, z, head_steps, scale)
                 .into_data()
                 .iter::<f32>()
                 .collect();
@@ -446,37 +478,6 @@ impl<B: Backend> Mar<B> {
             revealed = u - after;
         }
         values
-    }
-
-    /// Euler integration of the flow head from `x0` [N, C] (t = 0) to t = 1 given conditions `z`
-    /// ([N, w], or [2N, w] with the unconditional ones after the conditional ones when guided), with
-    /// guidance `v_u + s (v_c - v_u)`.
-    fn sample_head(&self, x0: Tensor<B, 2>, z: Tensor<B, 2>, steps: usize, s: f64) -> Tensor<B, 2> {
-        let [n, _] = x0.dims();
-        let guided = z.dims()[0] == 2 * n;
-        let device = x0.device();
-        let steps = steps.max(1);
-        let h = 1.0 / steps as f64;
-        let mut x = x0;
-        for i in 0..steps {
-            let rows = if guided { 2 * n } else { n };
-            let t = Tensor::<B, 1>::full([rows], i as f64 * h, &device);
-            let xin = if guided {
-                Tensor::cat(vec![x.clone(), x.clone()], 0)
-            } else {
-                x.clone()
-            };
-            let v = self.head.forward(xin, t, z.clone());
-            let v = if guided {
-                let vc = v.clone().narrow(0, 0, n);
-                let vu = v.narrow(0, n, n);
-                vu.clone() + (vc - vu) * s
-            } else {
-                v
-            };
-            x = x + v * h;
-        }
-        x
     }
 }
 
@@ -561,17 +562,7 @@ mod tests {
     #[test]
     fn a_fresh_generator_predicts_zero_velocity_and_samples_its_noise() {
         let device = Default::default();
-        let shape = MarShape {
-            tokens: 3,
-            channels: 2,
-            width: 16,
-            depth: 1,
-            heads: 2,
-            classes: 2,
-            buffer: 2,
-            head_width: 8,
-            head_depth: 1,
-        };
+        let shape = small(3, 16, 2, 2);
         let net = Mar::<B>::new(shape, &device);
         let x = Tensor::<B, 3>::random([4, 3, 2], Distribution::Normal(0.0, 1.0), &device);
         let mask = Tensor::<B, 2>::from_data(TensorData::new(vec![1f32; 12], [4, 3]), &device);
@@ -600,31 +591,27 @@ mod tests {
 
     type A = burn::backend::Autodiff<B>;
 
-    struct Perturb;
-    impl burn::module::ModuleMapper<B> for Perturb {
-        fn map_float<const D: usize>(&mut self, p: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-            p.map(|t| t.clone() + t.random_like(Distribution::Normal(0.0, 0.1)))
+    use crate::models::testing::Perturb;
+
+    /// A small shape: 2 channels, 1 block of 2 heads, a flow head of width 8 and 1 block.
+    fn small(tokens: usize, width: usize, classes: usize, buffer: usize) -> MarShape {
+        MarShape {
+            tokens,
+            channels: 2,
+            width,
+            depth: 1,
+            heads: 2,
+            classes,
+            buffer,
+            head_width: 8,
+            head_depth: 1,
         }
     }
 
     #[test]
     fn guided_head_steps_combine_the_conditional_and_unconditional_velocities() {
         let device = Default::default();
-        let net = Mar::<B>::new(
-            MarShape {
-                tokens: 2,
-                channels: 2,
-                width: 8,
-                depth: 1,
-                heads: 2,
-                classes: 2,
-                buffer: 1,
-                head_width: 8,
-                head_depth: 1,
-            },
-            &device,
-        )
-        .map(&mut Perturb);
+        let net = Mar::<B>::new(small(2, 8, 2, 1), &device).map(&mut Perturb);
         let n = 6;
         let x0 = Tensor::<B, 2>::random([n, 2], Distribution::Normal(0.0, 1.0), &device);
         let zc = Tensor::<B, 2>::random([n, 8], Distribution::Normal(0.0, 1.0), &device);
@@ -637,8 +624,11 @@ mod tests {
         // One Euler step over [0, 1]: x0 + v_u + s (v_c - v_u); unguided: x0 + v_c.
         let x = host(x0.clone());
         let guided =
-            host(net.sample_head(x0.clone(), Tensor::cat(vec![zc.clone(), zu], 0), 1, 3.0));
-        let plain = host(net.sample_head(x0, zc, 1, 1.0));
+            host(
+                net.head
+                    .sample(x0.clone(), Tensor::cat(vec![zc.clone(), zu], 0), 1, 3.0),
+            );
+        let plain = host(net.head.sample(x0, zc, 1, 1.0));
         for i in 0..2 * n {
             let want = x[i] + vu[i] + 3.0 * (vc[i] - vu[i]);
             assert!(
@@ -711,25 +701,8 @@ mod tests {
             let z: Vec<f32> = (0..k)
                 .flat_map(|_| table[c * w..(c + 1) * w].to_vec())
                 .collect();
-            let net = Mar::<B> {
-                head: head.clone(),
-                ..Mar::new(
-                    MarShape {
-                        tokens: 1,
-                        channels: 2,
-                        width: w,
-                        depth: 0,
-                        heads: 1,
-                        classes: 1,
-                        buffer: 1,
-                        head_width: 32,
-                        head_depth: 2,
-                    },
-                    &device,
-                )
-            };
-            let out: Vec<f32> = net
-                .sample_head(
+            let out: Vec<f32> = head
+                .sample(
                     Tensor::random([k, 2], Distribution::Normal(0.0, 1.0), &device),
                     Tensor::from_data(TensorData::new(z, [k, w]), &device),
                     50,
@@ -767,17 +740,7 @@ mod tests {
         }
         let device = Default::default();
         let (l, w, b) = (4, 32, 64);
-        let shape = MarShape {
-            tokens: l,
-            channels: 2,
-            width: w,
-            depth: 1,
-            heads: 2,
-            classes: 2,
-            buffer: 2,
-            head_width: 8,
-            head_depth: 1,
-        };
+        let shape = small(l, w, 2, 2);
         let mut net = Probe::<A> {
             mar: Mar::new(shape, &device),
             out: linear(w, 2, Init::Xavier, &device),
@@ -815,20 +778,7 @@ mod tests {
     #[test]
     fn the_class_signal_is_zero_exactly_when_classes_share_an_embedding() {
         let device = Default::default();
-        let net = Mar::<B>::new(
-            MarShape {
-                tokens: 3,
-                channels: 2,
-                width: 8,
-                depth: 1,
-                heads: 2,
-                classes: 3,
-                buffer: 2,
-                head_width: 8,
-                head_depth: 1,
-            },
-            &device,
-        );
+        let net = Mar::<B>::new(small(3, 8, 3, 2), &device);
         assert!(net.class_signal(2, &device) > 0.05);
         // Every class given the same embedding: identical conditions.
         let same = Tensor::<B, 2>::ones([4, 8], &device) * 0.3;
@@ -840,20 +790,7 @@ mod tests {
     #[test]
     fn completion_keeps_the_known_tokens_and_fills_the_others() {
         let device = Default::default();
-        let net = Mar::<B>::new(
-            MarShape {
-                tokens: 3,
-                channels: 2,
-                width: 8,
-                depth: 1,
-                heads: 2,
-                classes: 2,
-                buffer: 1,
-                head_width: 8,
-                head_depth: 1,
-            },
-            &device,
-        );
+        let net = Mar::<B>::new(small(3, 8, 2, 1), &device);
         let values: Vec<f32> = (0..2 * 3 * 2).map(|i| 100.0 + i as f32).collect();
         let unknown = vec![false, true, false, true, false, false];
         let mut rng = StdRng::seed_from_u64(2);

@@ -8,3 +8,21 @@ pub mod latent_ae;
 pub mod mar;
 pub mod posterior;
 pub mod tokenizer;
+
+/// Test helpers shared by the models' tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use burn::module::{ModuleMapper, Param};
+    use burn::tensor::backend::Backend;
+    use burn::tensor::{Distribution, Tensor};
+
+    /// Adds N(0, 0.1^2) noise to every parameter: turns a zero-initialised network into one with
+    /// non-zero outputs.
+    pub(crate) struct Perturb;
+
+    impl<B: Backend> ModuleMapper<B> for Perturb {
+        fn map_float<const D: usize>(&mut self, p: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+            p.map(|t| t.clone() + t.random_like(Distribution::Normal(0.0, 0.1)))
+        }
+    }
+}
