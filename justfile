@@ -24,6 +24,8 @@ test:
 lint:
     cargo fmt --all -- --check
     cargo clippy --locked --all-targets --features cuda -- -D warnings
+    # The unit tests as compiled for a GPU (`gpu-tests`: their backend is CUDA).
+    cargo clippy --locked --lib --tests --features gpu-tests -- -D warnings
 
 # Apply the run-store migrations to a throw-away PostgreSQL cluster (schema portability).
 check-postgres:
@@ -32,6 +34,11 @@ check-postgres:
 # Compile-check the CUDA backend (no GPU needed to compile).
 check-cuda:
     cargo check --locked --features cuda
+
+# There `bash scripts/gpu-run.sh` runs the tests on the GPU, the GPU benchmarks and a smoke sweep (README, "GPU runs").
+# Build the `cuda` binary and the unit tests on CUDA (release) into .gpu/ for a GPU machine.
+gpu-pack:
+    bash scripts/gpu-pack.sh
 
 # libtorch for the `tch` backend (PyPI torch==2.9.0 in .venv-torch, ~4 GB), then clippy with every backend.
 check-tch:

@@ -1,8 +1,9 @@
-"""Reference for `flowprior bench prior`: the same flow-prior training step in PyTorch (eager, CPU).
+"""Reference for `flowprior bench prior`: the same flow-prior training step in PyTorch (eager, CPU or CUDA).
 
 SimpleMLPAdaLN written from the paper's description (see src/flow/net.rs), rectified flow-matching loss
 (mean squared error), Adam. Prints one JSON line: {"steps_per_s": ..., "torch": ..., "threads": ...}.
-Usage: python bench_prior.py DIM WIDTH DEPTH BATCH STEPS WARMUP THREADS
+Usage: python bench_prior.py DIM WIDTH DEPTH BATCH STEPS WARMUP THREADS [DEVICE]
+DEVICE is `cpu` (default) or `cuda`; on CUDA the timing waits for the queued kernels (synchronize).
 """
 import json
 import math
@@ -15,7 +16,9 @@ import torch.nn as nn
 
 def timestep_embedding(t, dim=256, max_period=10000.0):
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32) / half)
+    freqs = torch.exp(
+        -math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half
+    )
     args = t[:, None] * freqs[None]
     return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
 
@@ -58,15 +61,20 @@ class Net(nn.Module):
 
 def main():
     d, w, depth, batch, steps, warmup, threads = map(int, sys.argv[1:8])
+    device = torch.device(sys.argv[8] if len(sys.argv) > 8 else "cpu")
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    net = Net(d, w, depth)
+    net = Net(d, w, depth).to(device)
     opt = torch.optim.Adam(net.parameters(), lr=1e-4)
-    data = torch.randn(batch, d)
+    data = torch.randn(batch, d, device=device)
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
 
     def step():
-        t = torch.rand(batch)
-        x0 = torch.randn(batch, d)
+        t = torch.rand(batch, device=device)
+        x0 = torch.randn(batch, d, device=device)
         xt = (1 - t[:, None]) * x0 + t[:, None] * data
         loss = ((net(xt, t) - (data - x0)) ** 2).mean()
         opt.zero_grad(set_to_none=True)
@@ -75,11 +83,22 @@ def main():
 
     for _ in range(warmup):
         step()
+    sync()
     start = time.perf_counter()
     for _ in range(steps):
         step()
+    sync()
     secs = time.perf_counter() - start
-    print(json.dumps({"steps_per_s": steps / secs, "torch": torch.__version__, "threads": threads}))
+    print(
+        json.dumps(
+            {
+                "steps_per_s": steps / secs,
+                "torch": torch.__version__,
+                "threads": threads,
+                "device": str(device),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -12,6 +12,22 @@
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
+/// The backend the unit tests run on: flex, or CUDA with the `gpu-tests` feature (README, "Backends").
+#[cfg(all(test, not(feature = "gpu-tests")))]
+pub(crate) type TestBackend = burn::backend::Flex;
+#[cfg(all(test, feature = "gpu-tests"))]
+pub(crate) type TestBackend = burn::backend::Cuda;
+/// [`TestBackend`] with autodiff.
+#[cfg(test)]
+pub(crate) type TestAutodiff = burn::backend::Autodiff<TestBackend>;
+/// Relative error of one f32 matrix product on [`TestBackend`], for tests whose tolerance must allow
+/// for it: flex multiplies in f32; on tensor-core GPUs CUDA's matmul kernels (cubek-matmul) run f32
+/// operands as TF32 (10-bit mantissa, unit roundoff 2^-11), as PyTorch does with `allow_tf32`.
+#[cfg(all(test, not(feature = "gpu-tests")))]
+pub(crate) const TEST_MATMUL_REL: f64 = 1e-6;
+#[cfg(all(test, feature = "gpu-tests"))]
+pub(crate) const TEST_MATMUL_REL: f64 = 2e-3;
+
 /// A backend the CLI can name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, Default)]
 #[serde(rename_all = "lowercase")]

@@ -27,7 +27,7 @@ pub enum BenchCommand {
         batch: usize,
     },
     /// Flow-prior training steps/s on each compiled backend, side by side with the same model in
-    /// PyTorch (CPU, eager) measured in the same run with the same thread count.
+    /// PyTorch (eager) measured in the same run with the same thread count, on the device the backend uses.
     Prior {
         /// Sizes: `paper` (d 32, width 1024, 6 blocks, batch 256), `small` (d 32, width 256, 4 blocks,
         /// batch 256) or `both`.
@@ -241,11 +241,20 @@ fn store_bench(cli: &Cli, processes: usize, points: usize, batch: usize) -> anyh
 }
 
 /// The Python to run a reference script with: the flag, else the project's venv, else python3.
+/// A file of the project (a reference script, a venv): under the current directory when it is there
+/// (a binary run from a checkout other than the one it was built in), else under the build's checkout.
+fn project_file(rel: &str) -> std::path::PathBuf {
+    let here = std::path::Path::new(rel);
+    if here.exists() {
+        here.to_path_buf()
+    } else {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+    }
+}
+
 fn venv_python(flag: Option<&std::path::Path>, venv: &str) -> std::path::PathBuf {
     flag.map(|p| p.to_path_buf()).unwrap_or_else(|| {
-        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join(venv)
-            .join("bin/python");
+        let p = project_file(&format!("{venv}/bin/python"));
         if p.exists() { p } else { "python3".into() }
     })
 }
@@ -281,7 +290,7 @@ fn knn_bench(
     crate::features::write_npy(&qp, &q, &[nq, dim])?;
     crate::features::write_npy(&tp, &t, &[nt, dim])?;
     let python = venv_python(faiss_python, ".venv-bench");
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/bench_knn.py");
+    let script = project_file("scripts/bench_knn.py");
     let out = std::process::Command::new(&python)
         .arg(&script)
         .arg(&qp)
@@ -344,11 +353,13 @@ fn torch_reference(
     python: &std::path::Path,
     b: &PriorBench,
     threads: usize,
+    device: &str,
 ) -> Result<f64, String> {
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/bench_prior.py");
+    let script = project_file("scripts/bench_prior.py");
     let out = std::process::Command::new(python)
         .arg(&script)
         .args([b.dim, b.width, b.depth, b.batch, b.steps, b.warmup, threads].map(|v| v.to_string()))
+        .arg(device)
         .env("OMP_NUM_THREADS", threads.to_string())
         .env("MKL_NUM_THREADS", threads.to_string())
         .output()
@@ -417,18 +428,35 @@ fn prior_bench(
         "release profile"
     };
     let mut b = tabled::builder::Builder::default();
-    b.push_record(["size", "backend", "steps/s", "PyTorch CPU steps/s", "ratio"]);
+    b.push_record([
+        "size",
+        "backend",
+        "steps/s",
+        "PyTorch device",
+        "PyTorch steps/s",
+        "ratio",
+    ]);
     for (name, bench) in &sizes {
-        let reference = torch_reference(&python, bench, threads);
-        let ref_text = match &reference {
-            Ok(v) => format!("{v:.2}"),
-            Err(e) => {
-                eprintln!("{e}");
-                "unavailable".into()
-            }
-        };
+        // One PyTorch measurement per device kind, on the device the backend runs on.
+        let mut references: std::collections::BTreeMap<&str, Result<f64, String>> =
+            Default::default();
         for backend in &backends {
             let device = DeviceSpec::parse(*backend, None)?;
+            let torch_device = match device {
+                DeviceSpec::Cpu => "cpu",
+                DeviceSpec::Cuda(_) => "cuda",
+            };
+            let reference = references.entry(torch_device).or_insert_with(|| {
+                let r = torch_reference(&python, bench, threads, torch_device);
+                if let Err(e) = &r {
+                    eprintln!("{e}");
+                }
+                r
+            });
+            let ref_text = match &reference {
+                Ok(v) => format!("{v:.2}"),
+                Err(_) => "unavailable".into(),
+            };
             let label = format!(
                 "{name} (d {}, w {}, {} blocks, batch {})",
                 bench.dim, bench.width, bench.depth, bench.batch
@@ -443,7 +471,8 @@ fn prior_bench(
                         label,
                         backend.name().into(),
                         format!("{v:.2}"),
-                        ref_text.clone(),
+                        torch_device.into(),
+                        ref_text,
                         ratio,
                     ]);
                 }
@@ -451,7 +480,8 @@ fn prior_bench(
                     label,
                     backend.name().into(),
                     format!("error: {e}"),
-                    ref_text.clone(),
+                    torch_device.into(),
+                    ref_text,
                     "-".into(),
                 ]),
             }

@@ -136,9 +136,9 @@ where
 mod tests {
     use super::*;
     use crate::models::dit::DitShape;
-    use crate::models::mar::{MASK_RATIO_MIN, MarShape};
+    use crate::models::mar::{MASK_RATIO_MIN, MarShape, MaskRatio};
 
-    type B = burn::backend::Autodiff<burn::backend::Flex>;
+    type B = crate::backend::TestAutodiff;
 
     /// (mean, std per axis) of one token's Gaussian.
     type Spec = ([f32; 2], [f32; 2]);
@@ -220,12 +220,12 @@ mod tests {
         .valid();
         for (c, [(m, s)]) in specs.iter().enumerate() {
             let k = 1000;
-            let x0 = Tensor::<burn::backend::Flex, 3>::random(
+            let x0 = Tensor::<crate::backend::TestBackend, 3>::random(
                 [k, 1, 2],
                 Distribution::Normal(0.0, 1.0),
                 &device,
             );
-            let y = Tensor::<burn::backend::Flex, 1, Int>::from_data(
+            let y = Tensor::<crate::backend::TestBackend, 1, Int>::from_data(
                 TensorData::new(vec![c as i64; k], [k]),
                 &device,
             );
@@ -290,7 +290,17 @@ mod tests {
             &data,
             &settings(1000, 64, 1e-3, 250, 1e-4),
             &device,
-            |net, x, y, rng| net.loss(x, y, 4, MASK_RATIO_MIN, rng),
+            |net, x, y, rng| {
+                net.loss(
+                    x,
+                    y,
+                    4,
+                    MaskRatio::Mar {
+                        min: MASK_RATIO_MIN,
+                    },
+                    rng,
+                )
+            },
             &mut |_, _| Ok::<(), ()>(()),
         )
         .expect("trains")

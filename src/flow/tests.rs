@@ -1,17 +1,16 @@
 //! The flow module against closed forms and independent computations.
 
-use burn::backend::{Autodiff, Flex};
 use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor, TensorData};
 
 use super::*;
 
-type B = Flex;
-type AB = Autodiff<Flex>;
+type B = crate::backend::TestBackend;
+type AB = crate::backend::TestAutodiff;
 
-fn dev() -> burn::backend::flex::FlexDevice {
-    burn::backend::flex::FlexDevice
+fn dev() -> burn::tensor::Device<B> {
+    Default::default()
 }
 
 fn vec2<Bk: Backend>(t: Tensor<Bk, 2>) -> Vec<f64> {
@@ -154,7 +153,14 @@ fn reversed_time_converts_the_public_convention() {
     assert!((a - b).abs() < 1e-5 * a.abs().max(1.0), "{a} vs {b}");
 }
 
+// On a GPU the f32 matrix products run in TF32 (crate::backend::TEST_MATMUL_REL): a central difference
+// of f32 losses at h = 1e-2 then carries noise of about 1e-3 |L| / h, as large as the tolerance, so the
+// check runs on flex only; the autodiff graph is the same code on every backend.
 #[test]
+#[cfg_attr(
+    feature = "gpu-tests",
+    ignore = "TF32 matrix products: see the comment above"
+)]
 fn align_loss_gradient_matches_finite_differences() {
     let prior = random_net::<AB>(3).no_grad();
     let n = 4;

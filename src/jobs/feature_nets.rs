@@ -199,7 +199,7 @@ pub struct NetOutput {
 mod tests {
     use super::*;
 
-    type B = burn::backend::Flex;
+    type B = crate::backend::TestBackend;
 
     #[test]
     fn missing_inception_weights_are_named_and_identities_cover_weight_files() {

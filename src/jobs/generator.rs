@@ -38,7 +38,7 @@ use crate::metrics::frechet::frechet_from_samples;
 use crate::metrics::inception_score::{inception_score, softmax_rows};
 use crate::metrics::knn::precision_recall;
 use crate::models::dit::{Dit, DitShape};
-use crate::models::mar::{MASK_RATIO_MIN, Mar, MarShape};
+use crate::models::mar::{MASK_RATIO_MIN, Mar, MarShape, MaskRatio};
 use crate::models::tokenizer::Tokenizer;
 use crate::store::{ActiveRun, RunSpec, Store};
 use crate::tensors::to_host;
@@ -77,10 +77,21 @@ pub const OPTIONAL_SETTINGS: &[&str] = &[
     "flow_mul",
     "mask_min",
     "iters",
+    "mask",
 ];
 
 /// The optional settings only `mar` takes.
 const MAR_SETTINGS: &[&str] = OPTIONAL_SETTINGS.split_at(1).1;
+
+/// MAR's distribution of training mask ratios (setting `mask`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MaskSchedule {
+    /// MAR's truncated normal on [`mask_min`, 1] (the default).
+    Mar,
+    /// MaskGIT's cosine ratios, covering every state the sampler visits ([`MaskRatio::Cosine`]).
+    Cosine,
+}
 
 /// Configuration of a generator run. Every field is part of its identity.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -132,6 +143,20 @@ pub struct GeneratorConfig {
     /// Sampling steps over the tokens (default: one token per step).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iters: Option<usize>,
+    /// Training mask ratios (default `mar`; `cosine` for short sequences, README, Generators).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mask: Option<MaskSchedule>,
+}
+
+/// Samples generated per call of the sampler. A GPU runs the per-step kernels of a small chunk at
+/// launch-bound speed (MAR's sampler makes `iters x sample_steps` head calls per chunk: at 250 samples,
+/// 10k samples took minutes on an H100), so GPU backends take ten times more per call. Part of the
+/// run's identity through `backend`, since the chunking orders the random draws.
+fn sample_chunk(backend: BackendKind) -> usize {
+    match backend {
+        BackendKind::Flex => 250,
+        BackendKind::Cuda | BackendKind::Tch => 2500,
+    }
 }
 
 impl Default for GeneratorConfig {
@@ -164,6 +189,7 @@ impl Default for GeneratorConfig {
             flow_mul: None,
             mask_min: None,
             iters: None,
+            mask: None,
         }
     }
 }
@@ -219,6 +245,12 @@ impl GeneratorConfig {
         {
             return Err(format!("`mask_min` must be in [0, 1], got {v}"));
         }
+        if self.mask == Some(MaskSchedule::Cosine) && self.mask_min.is_some() {
+            return Err(
+                "`mask_min` bounds MAR's mask ratios; it does not apply with mask = \"cosine\""
+                    .into(),
+            );
+        }
         if self.samples <= self.knn_k || self.test_size <= self.knn_k {
             return Err(format!(
                 "`samples` and `test_size` must exceed `knn_k` ({})",
@@ -258,9 +290,14 @@ impl GeneratorConfig {
         self.flow_mul.unwrap_or(4)
     }
 
-    /// MAR's lower bound of the training mask ratio (default MAR's 0.7).
-    pub fn mask_min(&self) -> f64 {
-        self.mask_min.unwrap_or(MASK_RATIO_MIN)
+    /// MAR's training mask ratios: `mask` (default MAR's) with `mask_min` (default MAR's 0.7).
+    pub fn mask_ratio(&self) -> MaskRatio {
+        match self.mask.unwrap_or(MaskSchedule::Mar) {
+            MaskSchedule::Mar => MaskRatio::Mar {
+                min: self.mask_min.unwrap_or(MASK_RATIO_MIN),
+            },
+            MaskSchedule::Cosine => MaskRatio::Cosine,
+        }
     }
 
     /// MAR's sampling steps over `tokens` tokens (default one per token).
@@ -545,13 +582,13 @@ fn train<B: AutodiffBackend>(
             Generator::Dit(Box::new(net.valid()))
         }
         GeneratorKind::Mar => {
-            let (flow_mul, mask_min) = (cfg.flow_mul(), cfg.mask_min());
+            let (flow_mul, ratio) = (cfg.flow_mul(), cfg.mask_ratio());
             let net = train_generator(
                 Mar::<B>::new(cfg.mar_shape(tokens, channels, classes), device),
                 &data,
                 &train_cfg,
                 device,
-                |net, x, y, rng| net.loss(x, y, flow_mul, mask_min, rng),
+                |net, x, y, rng| net.loss(x, y, flow_mul, ratio, rng),
                 &mut on_step,
             )?;
             Generator::Mar(Box::new(net.valid()), cfg.iters(tokens))
@@ -587,12 +624,14 @@ fn train<B: AutodiffBackend>(
     let all: Vec<usize> = (0..test.len()).collect();
     let (real_images, _) = test.gather(&all);
 
-    // Samples without and with guidance, from the same noise, orders and labels.
+    // Samples without and with guidance, from the same noise, orders and labels, drawn in chunks of
+    // `sample_chunk(backend)` samples (the chunking orders the draws, so it is fixed per backend).
+    let chunk_size = sample_chunk(cfg.backend);
     let generate = |s: f64| -> Vec<f32> {
         let mut rng = StdRng::seed_from_u64(cfg.seed ^ 0x5eed);
         let mut images = Vec::with_capacity(cfg.samples * 784);
         let ids: Vec<usize> = (0..cfg.samples).collect();
-        for chunk in ids.chunks(250) {
+        for chunk in ids.chunks(chunk_size) {
             let y: Vec<i64> = chunk.iter().map(|i| (i % classes) as i64).collect();
             let z = net.sample(
                 &y,
@@ -685,6 +724,25 @@ mod tests {
             ..mar.clone()
         };
         assert!(bad.validate().expect_err("iters 0").contains("iters"));
+        // Mask ratios: MAR's by default (mask_min 0.7 unless set), the cosine ones without a bound.
+        assert_eq!(mar.mask_ratio(), MaskRatio::Mar { min: 0.7 });
+        let cosine = GeneratorConfig {
+            mask: Some(MaskSchedule::Cosine),
+            ..mar.clone()
+        };
+        assert_eq!(cosine.validate(), Ok(()));
+        assert_eq!(cosine.mask_ratio(), MaskRatio::Cosine);
+        let bad = GeneratorConfig {
+            mask_min: Some(0.2),
+            ..cosine.clone()
+        };
+        assert!(bad.validate().expect_err("bound").contains("mask_min"));
+        let bad = GeneratorConfig {
+            generator: GeneratorKind::Dit,
+            buffer: None,
+            ..cosine
+        };
+        assert!(bad.validate().expect_err("dit").contains("`mask`"));
         // Adam's epsilon: per-generator defaults, a set value wins, and it must be positive.
         assert_eq!(GeneratorConfig::default().adam_eps(), 1e-8);
         assert_eq!(mar.adam_eps(), 1e-4);
@@ -715,7 +773,8 @@ mod tests {
         }
         // Every optional setting is a field of the configuration.
         for k in OPTIONAL_SETTINGS {
-            let text = format!("generator = \"mar\"\n{k} = 1\n");
+            let value = if *k == "mask" { "\"cosine\"" } else { "1" };
+            let text = format!("generator = \"mar\"\n{k} = {value}\n");
             let mut full = serde_json::to_value(GeneratorConfig::default()).expect("json");
             let extra: serde_json::Value = toml::from_str(&text).expect("toml");
             for (key, v) in extra.as_object().expect("table") {
@@ -723,7 +782,11 @@ mod tests {
             }
             let cfg: GeneratorConfig = serde_json::from_value(full).expect("known field");
             let back = serde_json::to_value(&cfg).expect("json");
-            assert_eq!(back[*k].as_f64(), Some(1.0), "{k}");
+            if *k == "mask" {
+                assert_eq!(back[*k].as_str(), Some("cosine"));
+            } else {
+                assert_eq!(back[*k].as_f64(), Some(1.0), "{k}");
+            }
         }
         assert!(keys.contains(&"generator") && keys.contains(&"width"));
     }

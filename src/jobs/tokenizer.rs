@@ -836,7 +836,7 @@ mod tests {
     use crate::flow::FlowNetConfig;
     use burn::tensor::Distribution;
 
-    type B = burn::backend::Autodiff<burn::backend::Flex>;
+    type B = crate::backend::TestAutodiff;
 
     fn flat_params<B: Backend, M: Module<B>>(m: &M) -> Vec<f32> {
         struct Collect(Vec<f32>);

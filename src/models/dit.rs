@@ -186,7 +186,7 @@ mod tests {
     use crate::models::testing::Perturb;
     use burn::tensor::TensorData;
 
-    type B = burn::backend::Flex;
+    type B = crate::backend::TestBackend;
 
     fn shape() -> DitShape {
         DitShape {

@@ -210,7 +210,7 @@ mod tests {
     use super::*;
     use burn::tensor::TensorData;
 
-    type B = burn::backend::Flex;
+    type B = crate::backend::TestBackend;
 
     /// Compares with an independent PyTorch forward (scripts/efficientnet_reference.py, output stored
     /// in tests/fixtures) on a deterministic synthetic image. Needs the weights that `just data`

@@ -405,7 +405,7 @@ mod tests {
     use burn::store::{ModuleSnapshot, TensorSnapshot};
     use burn::tensor::TensorData;
 
-    type B = burn::backend::Flex;
+    type B = crate::backend::TestBackend;
 
     /// The deterministic weights of scripts/inception_reference.py: a formula of each parameter's
     /// path and flat index (computed in f64, stored as f32).

@@ -200,7 +200,7 @@ impl<B: Backend> LatentAe<B> {
 mod tests {
     use super::*;
 
-    type B = burn::backend::Flex;
+    type B = crate::backend::TestBackend;
 
     #[test]
     fn shapes_and_quantisation_pick_the_nearest_code() {

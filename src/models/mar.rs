@@ -64,6 +64,33 @@ pub const MASK_RATIO_MIN: f64 = 0.7;
 /// Standard deviation of MAR's mask-ratio distribution (mean 1, truncated to [0.7, 1]).
 pub const MASK_RATIO_STD: f64 = 0.25;
 
+/// How many tokens a training mask hides (one count per batch).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MaskRatio {
+    /// MAR's: ratio r ~ N(1, 0.25^2) truncated to [min, 1] (MAR: min 0.7).
+    Mar { min: f64 },
+    /// MaskGIT's: r = cos(pi/2 u), u ~ U(0, 1): the ratios MAR's cosine sampling schedule visits,
+    /// so every state of the sampler (down to one unknown token) is seen in training.
+    Cosine,
+}
+
+impl MaskRatio {
+    /// A count of masked tokens out of `l` (between 1 and `l`): `ceil(l r)`.
+    fn draw(self, l: usize, rng: &mut StdRng) -> usize {
+        let ratio = match self {
+            MaskRatio::Mar { min } => loop {
+                let r: f64 =
+                    1.0 + MASK_RATIO_STD * rng.sample::<f64, _>(rand_distr::StandardNormal);
+                if (min..=1.0).contains(&r) {
+                    break r;
+                }
+            },
+            MaskRatio::Cosine => (std::f64::consts::FRAC_PI_2 * rng.random::<f64>()).cos(),
+        };
+        ((l as f64 * ratio).ceil() as usize).clamp(1, l)
+    }
+}
+
 fn norm<B: Backend>(w: usize, device: &B::Device) -> LayerNorm<B> {
     LayerNormConfig::new(w).with_epsilon(LN_EPS).init(device)
 }
@@ -310,19 +337,19 @@ impl<B: Backend> Mar<B> {
     }
 
     /// The training loss on tokens `x1` [B, L, C] with labels `y` [B] (already dropped where wanted):
-    /// MAR's mask ratio (truncated to [`mask_min`, 1]) and random orders from `rng`, then
+    /// masks of [`train_mask`] with `ratio` and random orders from `rng`, then
     /// [`Mar::masked_loss`].
     pub fn loss(
         &self,
         x1: Tensor<B, 3>,
         y: Tensor<B, 1, Int>,
         flow_mul: usize,
-        mask_min: f64,
+        ratio: MaskRatio,
         rng: &mut StdRng,
     ) -> Tensor<B, 1> {
         let [b, l, _] = x1.dims();
         let mask = Tensor::<B, 2>::from_data(
-            TensorData::new(train_mask(b, l, mask_min, rng), [b, l]),
+            TensorData::new(train_mask(b, l, ratio, rng), [b, l]),
             &x1.device(),
         );
         self.masked_loss(x1, y, mask, flow_mul, rng)
@@ -501,16 +528,10 @@ pub fn unknown_after_each_step(l: usize, iters: usize) -> Vec<usize> {
 }
 
 /// MAR's training mask for `b` samples of `l` tokens (1 = masked, row-major [b, l]): one ratio per
-/// batch from N(1, 0.25^2) truncated to [`mask_min`, 1] (MAR: 0.7), `ceil(l * ratio)` tokens masked
-/// in a random order per sample.
-pub fn train_mask(b: usize, l: usize, mask_min: f64, rng: &mut StdRng) -> Vec<f32> {
-    let draw = |rng: &mut StdRng| loop {
-        let r: f64 = 1.0 + MASK_RATIO_STD * rng.sample::<f64, _>(rand_distr::StandardNormal);
-        if (mask_min..=1.0).contains(&r) {
-            break ((l as f64 * r).ceil() as usize).clamp(1, l);
-        }
-    };
-    let masked = draw(rng);
+/// batch from `ratio` (MAR: N(1, 0.25^2) truncated to [0.7, 1]), `ceil(l * ratio)` tokens masked in a
+/// random order per sample.
+pub fn train_mask(b: usize, l: usize, ratio: MaskRatio, rng: &mut StdRng) -> Vec<f32> {
+    let masked = ratio.draw(l, rng);
     let mut mask = vec![0f32; b * l];
     let mut order: Vec<usize> = (0..l).collect();
     for row in mask.chunks_exact_mut(l) {
@@ -527,7 +548,7 @@ mod tests {
     use super::*;
     use rand::SeedableRng;
 
-    type B = burn::backend::Flex;
+    type B = crate::backend::TestBackend;
 
     #[test]
     fn the_sampling_schedule_follows_the_cosine_and_reveals_every_token_once() {
@@ -541,11 +562,43 @@ mod tests {
     }
 
     #[test]
+    fn cosine_masks_hide_counts_with_maskgits_distribution() {
+        // r = cos(pi/2 u): P(ceil(l r) <= k) = P(r <= k/l) = 1 - (2/pi) acos(k/l).
+        let (l, draws) = (4usize, 20_000usize);
+        let mut rng = StdRng::seed_from_u64(0);
+        let mut freq = [0usize; 5];
+        for _ in 0..draws {
+            let m = train_mask(2, l, MaskRatio::Cosine, &mut rng);
+            let per: Vec<usize> = m
+                .chunks_exact(l)
+                .map(|r| r.iter().filter(|v| **v == 1.0).count())
+                .collect();
+            assert_eq!(per[0], per[1]);
+            freq[per[0]] += 1;
+        }
+        assert_eq!(freq[0], 0, "at least one token is masked");
+        let cdf = |k: usize| 1.0 - std::f64::consts::FRAC_2_PI * (k as f64 / l as f64).acos();
+        for (k, &count) in freq.iter().enumerate().skip(1) {
+            let want = cdf(k) - cdf(k - 1);
+            let got = count as f64 / draws as f64;
+            // Binomial standard error at 20k draws is below 0.0036.
+            assert!((got - want).abs() < 0.015, "count {k}: {got} vs {want}");
+        }
+    }
+
+    #[test]
     fn training_masks_hide_the_same_count_per_sample_between_70_and_100_percent() {
         let mut rng = StdRng::seed_from_u64(0);
         let mut counts = std::collections::BTreeSet::new();
         for _ in 0..200 {
-            let m = train_mask(5, 10, MASK_RATIO_MIN, &mut rng);
+            let m = train_mask(
+                5,
+                10,
+                MaskRatio::Mar {
+                    min: MASK_RATIO_MIN,
+                },
+                &mut rng,
+            );
             let per: Vec<usize> = m
                 .chunks_exact(10)
                 .map(|r| r.iter().filter(|v| **v == 1.0).count())

@@ -29,7 +29,7 @@ mod tests {
     use super::*;
     use burn::tensor::TensorData;
 
-    type B = burn::backend::Flex;
+    type B = crate::backend::TestBackend;
 
     #[test]
     fn kl_matches_hand_values() {

@@ -200,3 +200,33 @@ fn errors_name_what_to_fix() {
     let (ok, _, err) = sb.run(&["classifier", "--backend", "flex", "--device", "cuda:1"]);
     assert!(!ok && err.contains("flex runs on the CPU only"), "{err}");
 }
+
+#[test]
+fn prior_bench_prints_each_backend_next_to_its_reference_device() {
+    let sb = Sandbox::new();
+    // No PyTorch at this path: the reference is reported unavailable, the backend is still measured.
+    let out = sb.ok(&[
+        "bench",
+        "prior",
+        "--size",
+        "small",
+        "--steps",
+        "1",
+        "--warmup",
+        "0",
+        "--backends",
+        "flex",
+        "--torch-python",
+        "/nonexistent/python",
+    ]);
+    let row = out
+        .lines()
+        .find(|l| l.contains("small (d 32, w 256, 4 blocks, batch 256)"))
+        .unwrap_or_else(|| panic!("no small row in {out}"));
+    let cells: Vec<&str> = row.split('│').map(str::trim).collect();
+    assert_eq!(cells[2], "flex", "{row}");
+    let steps: f64 = cells[3].parse().unwrap_or_else(|_| panic!("{row}"));
+    assert!(steps > 0.0, "{row}");
+    assert_eq!(cells[4], "cpu", "{row}");
+    assert_eq!(cells[5], "unavailable", "{row}");
+}
