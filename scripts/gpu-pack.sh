@@ -20,4 +20,6 @@ mkdir -p .gpu
 strip -o .gpu/flowprior "$CARGO_TARGET_DIR/release/flowprior"
 strip -o .gpu/flowprior-tests "$tests"
 xz -T2 -6 -f .gpu/flowprior .gpu/flowprior-tests
+# The binaries name test fixtures and weights by the checkout they were built in (CARGO_MANIFEST_DIR).
+pwd > .gpu/built-in.txt
 ls -la .gpu

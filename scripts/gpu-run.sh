@@ -14,7 +14,7 @@ for f in .gpu/*.xz; do
     chmod +x "${f%.xz}"
 done
 # The binaries name fixtures and weights by the checkout they were built in; point it here.
-built_in=/work/main
+built_in=$(cat .gpu/built-in.txt 2>/dev/null || echo /work/main)
 if [ ! -e "$built_in" ] && [ "$PWD" != "$built_in" ]; then mkdir -p "$(dirname "$built_in")" && ln -s "$PWD" "$built_in"; fi
 # cudarc loads libcuda and NVRTC at run time.
 nvrtc=$(find / -xdev \( -path /proc -o -path /sys \) -prune -o -name 'libnvrtc.so.1[0-9]*' -print 2>/dev/null | head -1)

@@ -240,7 +240,6 @@ fn store_bench(cli: &Cli, processes: usize, points: usize, batch: usize) -> anyh
     Ok(())
 }
 
-/// The Python to run a reference script with: the flag, else the project's venv, else python3.
 /// A file of the project (a reference script, a venv): under the current directory when it is there
 /// (a binary run from a checkout other than the one it was built in), else under the build's checkout.
 fn project_file(rel: &str) -> std::path::PathBuf {
@@ -252,6 +251,7 @@ fn project_file(rel: &str) -> std::path::PathBuf {
     }
 }
 
+/// The Python to run a reference script with: the flag, else the project's venv, else python3.
 fn venv_python(flag: Option<&std::path::Path>, venv: &str) -> std::path::PathBuf {
     flag.map(|p| p.to_path_buf()).unwrap_or_else(|| {
         let p = project_file(&format!("{venv}/bin/python"));
