@@ -136,7 +136,7 @@ where
 mod tests {
     use super::*;
     use crate::models::dit::DitShape;
-    use crate::models::mar::{MASK_RATIO_MIN, MarShape, MaskRatio};
+    use crate::models::mar::{MASK_RATIO_MIN, MarShape, MaskRatio, POS_STD_MAR};
 
     type B = crate::backend::TestAutodiff;
 
@@ -272,6 +272,7 @@ mod tests {
             buffer: 2,
             head_width: 64,
             head_depth: 2,
+            pos_std: POS_STD_MAR,
         };
         // Training and sampling draw from their own seeded generators; the initial weights from the
         // backend's, which tests running in parallel share, so the start is the seeded one only when
@@ -339,5 +340,69 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn mar_learns_which_position_holds_which_value() {
+        // 16 one-value tokens whose value is fixed by the position (p / 8 - 1, noise 0.05). A sampler
+        // blind to positions draws every position from the pooled 16 values (mean error ~0.47). With
+        // MAR's position embeddings at 0.02 that is what 300 steps give; at 1.0 the per-position means
+        // land within 0.1 (held from several initial weights, README, Generators).
+        let (l, n) = (16usize, 2000usize);
+        let mut rng = StdRng::seed_from_u64(1);
+        let latents: Vec<f32> = (0..n * l)
+            .map(|k| {
+                (k % l) as f32 / 8.0 - 1.0 + 0.05 * rng.sample::<f32, _>(rand_distr::StandardNormal)
+            })
+            .collect();
+        let labels: Vec<i64> = (0..n).map(|i| (i % 2) as i64).collect();
+        let device = Default::default();
+        <B as Backend>::seed(&device, 0);
+        let shape = MarShape {
+            tokens: l,
+            channels: 1,
+            width: 32,
+            depth: 1,
+            heads: 2,
+            classes: 2,
+            buffer: 2,
+            head_width: 32,
+            head_depth: 2,
+            pos_std: 1.0,
+        };
+        let data = LabelledLatents {
+            latents: &latents,
+            labels: &labels,
+            tokens: l,
+            channels: 1,
+        };
+        let net = train_generator(
+            Mar::<B>::new(shape, &device),
+            &data,
+            &settings(300, 64, 1e-3, 50, 1e-4),
+            &device,
+            |net, x, y, rng| net.loss(x, y, 4, MaskRatio::Cosine, rng),
+            &mut |_, _| Ok::<(), ()>(()),
+        )
+        .expect("trains")
+        .valid();
+        let k = 200;
+        let out = net.sample(
+            &vec![0; k],
+            1,
+            l,
+            20,
+            1.0,
+            &mut StdRng::seed_from_u64(9),
+            &device,
+        );
+        let err = (0..l)
+            .map(|p| {
+                let mean = (0..k).map(|i| out[i * l + p]).sum::<f32>() / k as f32;
+                (mean - (p as f32 / 8.0 - 1.0)).abs()
+            })
+            .sum::<f32>()
+            / l as f32;
+        assert!(err < 0.2, "per-position means off by {err} on average");
     }
 }

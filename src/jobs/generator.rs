@@ -38,7 +38,7 @@ use crate::metrics::frechet::frechet_from_samples;
 use crate::metrics::inception_score::{inception_score, softmax_rows};
 use crate::metrics::knn::precision_recall;
 use crate::models::dit::{Dit, DitShape};
-use crate::models::mar::{MASK_RATIO_MIN, Mar, MarShape, MaskRatio};
+use crate::models::mar::{MASK_RATIO_MIN, Mar, MarShape, MaskRatio, POS_STD_MAR};
 use crate::models::tokenizer::Tokenizer;
 use crate::store::{ActiveRun, RunSpec, Store};
 use crate::tensors::to_host;
@@ -78,6 +78,7 @@ pub const OPTIONAL_SETTINGS: &[&str] = &[
     "mask_min",
     "iters",
     "mask",
+    "pos_std",
 ];
 
 /// The optional settings only `mar` takes.
@@ -146,6 +147,10 @@ pub struct GeneratorConfig {
     /// Training mask ratios (default `mar`; `cosine` for short sequences, README, Generators).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mask: Option<MaskSchedule>,
+    /// Initial standard deviation of the position embeddings (default MAR's 0.02; at this project's
+    /// sizes 1.0 lets the head learn positions, README, Generators).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pos_std: Option<f64>,
 }
 
 /// Samples generated per call of the sampler. A GPU runs the per-step kernels of a small chunk at
@@ -190,6 +195,7 @@ impl Default for GeneratorConfig {
             mask_min: None,
             iters: None,
             mask: None,
+            pos_std: None,
         }
     }
 }
@@ -245,6 +251,11 @@ impl GeneratorConfig {
         {
             return Err(format!("`mask_min` must be in [0, 1], got {v}"));
         }
+        if let Some(v) = self.pos_std
+            && !(v > 0.0 && v.is_finite())
+        {
+            return Err(format!("`pos_std` must be positive, got {v}"));
+        }
         if self.mask == Some(MaskSchedule::Cosine) && self.mask_min.is_some() {
             return Err(
                 "`mask_min` bounds MAR's mask ratios; it does not apply with mask = \"cosine\""
@@ -282,6 +293,7 @@ impl GeneratorConfig {
             buffer: self.buffer.unwrap_or(4),
             head_width: self.head_width.unwrap_or(self.width),
             head_depth: self.head_depth.unwrap_or(3),
+            pos_std: self.pos_std.unwrap_or(POS_STD_MAR),
         }
     }
 
@@ -724,6 +736,12 @@ mod tests {
             ..mar.clone()
         };
         assert!(bad.validate().expect_err("iters 0").contains("iters"));
+        let bad = GeneratorConfig {
+            pos_std: Some(0.0),
+            ..mar.clone()
+        };
+        assert!(bad.validate().expect_err("pos_std 0").contains("pos_std"));
+        assert_eq!(mar.mar_shape(16, 16, 10).pos_std, 0.02);
         // Mask ratios: MAR's by default (mask_min 0.7 unless set), the cosine ones without a bound.
         assert_eq!(mar.mask_ratio(), MaskRatio::Mar { min: 0.7 });
         let cosine = GeneratorConfig {

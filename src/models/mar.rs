@@ -44,7 +44,7 @@ use rand::seq::SliceRandom;
 use crate::flow::net::{FlowNetConfig, Init, LN_EPS, SimpleMlpAdaLn, linear};
 
 /// Sizes of a MAR generator.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MarShape {
     pub tokens: usize,
     pub channels: usize,
@@ -57,7 +57,13 @@ pub struct MarShape {
     /// Width and residual blocks of the flow head (MAR-B: 1024, 6).
     pub head_width: usize,
     pub head_depth: usize,
+    /// Standard deviation of the position embeddings' initial values (MAR: 0.02, [`POS_STD_MAR`]).
+    pub pos_std: f64,
 }
+
+/// MAR's initial standard deviation of its position embeddings (and of the mask token and class
+/// embeddings, which keep it).
+pub const POS_STD_MAR: f64 = 0.02;
 
 /// MAR's lower bound of the training mask ratio.
 pub const MASK_RATIO_MIN: f64 = 0.7;
@@ -95,10 +101,14 @@ fn norm<B: Backend>(w: usize, device: &B::Device) -> LayerNorm<B> {
     LayerNormConfig::new(w).with_epsilon(LN_EPS).init(device)
 }
 
-fn embedding_param<B: Backend>(shape: [usize; 2], device: &B::Device) -> Param<Tensor<B, 2>> {
+fn embedding_param<B: Backend>(
+    shape: [usize; 2],
+    std: f64,
+    device: &B::Device,
+) -> Param<Tensor<B, 2>> {
     Param::from_tensor(Tensor::random(
         shape,
-        Distribution::Normal(0.0, 0.02),
+        Distribution::Normal(0.0, std),
         device,
     ))
 }
@@ -245,14 +255,14 @@ impl<B: Backend> Mar<B> {
                     std: 0.02,
                 })
                 .init(device),
-            mask_token: embedding_param([1, w], device),
-            pos: embedding_param([s.buffer + s.tokens, w], device),
+            mask_token: embedding_param([1, w], POS_STD_MAR, device),
+            pos: embedding_param([s.buffer + s.tokens, w], s.pos_std, device),
             z_ln: norm(w, device),
             blocks: (0..s.depth)
                 .map(|_| MarBlock::new(w, s.heads, device))
                 .collect(),
             out_ln: norm(w, device),
-            head_pos: embedding_param([s.tokens, w], device),
+            head_pos: embedding_param([s.tokens, w], s.pos_std, device),
             head: FlowHead {
                 cond: linear(w, s.head_width, Init::Xavier, device),
                 net: FlowNetConfig {
@@ -658,6 +668,7 @@ mod tests {
             buffer,
             head_width: 8,
             head_depth: 1,
+            pos_std: POS_STD_MAR,
         }
     }
 
