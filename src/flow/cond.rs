@@ -136,7 +136,7 @@ where
 mod tests {
     use super::*;
     use crate::models::dit::DitShape;
-    use crate::models::mar::{MASK_RATIO_MIN, MarShape, MaskRatio, POS_STD_MAR};
+    use crate::models::mar::{EMBED_STD_MAR, MASK_RATIO_MIN, MarShape, MaskRatio};
 
     type B = crate::backend::TestAutodiff;
 
@@ -272,7 +272,7 @@ mod tests {
             buffer: 2,
             head_width: 64,
             head_depth: 2,
-            pos_std: POS_STD_MAR,
+            pos_std: EMBED_STD_MAR,
         };
         // Training and sampling draw from their own seeded generators; the initial weights from the
         // backend's, which tests running in parallel share, so the start is the seeded one only when

@@ -38,7 +38,7 @@ use crate::metrics::frechet::frechet_from_samples;
 use crate::metrics::inception_score::{inception_score, softmax_rows};
 use crate::metrics::knn::precision_recall;
 use crate::models::dit::{Dit, DitShape};
-use crate::models::mar::{MASK_RATIO_MIN, Mar, MarShape, MaskRatio, POS_STD_MAR};
+use crate::models::mar::{EMBED_STD_MAR, MASK_RATIO_MIN, Mar, MarShape, MaskRatio};
 use crate::models::tokenizer::Tokenizer;
 use crate::store::{ActiveRun, RunSpec, Store};
 use crate::tensors::to_host;
@@ -293,7 +293,7 @@ impl GeneratorConfig {
             buffer: self.buffer.unwrap_or(4),
             head_width: self.head_width.unwrap_or(self.width),
             head_depth: self.head_depth.unwrap_or(3),
-            pos_std: self.pos_std.unwrap_or(POS_STD_MAR),
+            pos_std: self.pos_std.unwrap_or(EMBED_STD_MAR),
         }
     }
 

@@ -57,13 +57,13 @@ pub struct MarShape {
     /// Width and residual blocks of the flow head (MAR-B: 1024, 6).
     pub head_width: usize,
     pub head_depth: usize,
-    /// Standard deviation of the position embeddings' initial values (MAR: 0.02, [`POS_STD_MAR`]).
+    /// Standard deviation of the position embeddings' initial values (MAR: [`EMBED_STD_MAR`]).
     pub pos_std: f64,
 }
 
-/// MAR's initial standard deviation of its position embeddings (and of the mask token and class
-/// embeddings, which keep it).
-pub const POS_STD_MAR: f64 = 0.02;
+/// MAR's initial standard deviation of its learned embeddings: class, mask token and positions (the
+/// positions' can be set apart, [`MarShape::pos_std`]).
+pub const EMBED_STD_MAR: f64 = 0.02;
 
 /// MAR's lower bound of the training mask ratio.
 pub const MASK_RATIO_MIN: f64 = 0.7;
@@ -252,10 +252,10 @@ impl<B: Backend> Mar<B> {
             class_emb: EmbeddingConfig::new(s.classes + 1, w)
                 .with_initializer(Initializer::Normal {
                     mean: 0.0,
-                    std: 0.02,
+                    std: EMBED_STD_MAR,
                 })
                 .init(device),
-            mask_token: embedding_param([1, w], POS_STD_MAR, device),
+            mask_token: embedding_param([1, w], EMBED_STD_MAR, device),
             pos: embedding_param([s.buffer + s.tokens, w], s.pos_std, device),
             z_ln: norm(w, device),
             blocks: (0..s.depth)
@@ -668,7 +668,7 @@ mod tests {
             buffer,
             head_width: 8,
             head_depth: 1,
-            pos_std: POS_STD_MAR,
+            pos_std: EMBED_STD_MAR,
         }
     }
 

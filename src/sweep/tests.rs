@@ -501,14 +501,7 @@ fn variant_problems_are_named() {
     // A tokenizer whose latent size differs from the prior's is an impossible combination.
     let text = VARIANTS.replace("prior.dim = 16", "prior.dim = 8");
     let sweep = parse(&text).expect("each setting valid on its own");
-    match Plan::expand(&sweep, Path::new("data")) {
-        Err(SweepError::Invalid(p)) => assert!(
-            p.iter()
-                .any(|m| m.contains("set `prior.dim` = `tokenizer.channels`")),
-            "{p:#?}"
-        ),
-        other => panic!("expected an impossible combination, got {other:?}"),
-    }
+    assert_plan_fault(&sweep, "set `prior.dim` = `tokenizer.channels`");
 }
 
 #[test]
@@ -528,14 +521,10 @@ generator.generator = ["mar", "dit"]
 "one step" = { generator.iters = 1, generator.adam_eps = 1e-5 }
 "#;
     let sweep = parse(text).expect("each value valid with some other axis value");
-    match Plan::expand(&sweep, Path::new("data")) {
-        Err(SweepError::Invalid(p)) => assert!(
-            p.iter()
-                .any(|m| m.contains("`iters` is a setting of generator = \"mar\", not \"dit\"")),
-            "{p:#?}"
-        ),
-        other => panic!("expected an impossible combination, got {other:?}"),
-    }
+    assert_plan_fault(
+        &sweep,
+        "`iters` is a setting of generator = \"mar\", not \"dit\"",
+    );
     let only_mar = text.replace(r#"["mar", "dit"]"#, r#"["mar"]"#);
     let sweep = parse(&only_mar).expect("valid");
     Plan::expand(&sweep, Path::new("data")).expect("every combination valid");
@@ -549,4 +538,14 @@ generator.generator = ["mar", "dit"]
                 && m.contains("adam_eps")),
         "{p:#?}"
     );
+}
+
+/// Expanding `sweep` fails with an impossible combination whose message contains `needle`.
+fn assert_plan_fault(sweep: &Sweep, needle: &str) {
+    match Plan::expand(sweep, Path::new("data")) {
+        Err(SweepError::Invalid(p)) => {
+            assert!(p.iter().any(|m| m.contains(needle)), "{p:#?}")
+        }
+        other => panic!("expected an impossible combination, got {other:?}"),
+    }
 }
