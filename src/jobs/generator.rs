@@ -68,9 +68,12 @@ impl GeneratorKind {
     }
 }
 
-/// Settings left out of a configuration (and of its identity) unless set: `adam_eps` and MAR's.
+/// Settings left out of a configuration (and of its identity) unless set: the optimiser's (the first
+/// [`SHARED_OPTIONAL`], either generator) and MAR's.
 pub const OPTIONAL_SETTINGS: &[&str] = &[
     "adam_eps",
+    "adam_beta2",
+    "grad_clip",
     "buffer",
     "head_width",
     "head_depth",
@@ -81,8 +84,11 @@ pub const OPTIONAL_SETTINGS: &[&str] = &[
     "pos_std",
 ];
 
+/// How many of [`OPTIONAL_SETTINGS`] (the first) both generators take.
+const SHARED_OPTIONAL: usize = 3;
+
 /// The optional settings only `mar` takes.
-const MAR_SETTINGS: &[&str] = OPTIONAL_SETTINGS.split_at(1).1;
+const MAR_SETTINGS: &[&str] = OPTIONAL_SETTINGS.split_at(SHARED_OPTIONAL).1;
 
 /// MAR's distribution of training mask ratios (setting `mask`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,6 +132,12 @@ pub struct GeneratorConfig {
     /// Adam's epsilon; unset: 1e-8 for `dit`, 1e-4 for `mar` ([`GeneratorConfig::adam_eps`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adam_eps: Option<f64>,
+    /// Adam's second-moment decay (unset: PyTorch's 0.999; MAR trains with 0.95).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adam_beta2: Option<f64>,
+    /// Clip the global gradient norm to this value (unset: no clipping; MAR clips at 3.0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grad_clip: Option<f64>,
     /// `mar` only, each with its default in [`GeneratorConfig::mar_shape`] and the accessors below.
     /// Copies of the class embedding in front of the tokens (default 4; MAR: 64 for 256 tokens).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -188,6 +200,8 @@ impl Default for GeneratorConfig {
             seed: 0,
             backend: BackendKind::Flex,
             adam_eps: None,
+            adam_beta2: None,
+            grad_clip: None,
             buffer: None,
             head_width: None,
             head_depth: None,
@@ -251,10 +265,18 @@ impl GeneratorConfig {
         {
             return Err(format!("`mask_min` must be in [0, 1], got {v}"));
         }
-        if let Some(v) = self.pos_std
-            && !(v > 0.0 && v.is_finite())
-        {
-            return Err(format!("`pos_std` must be positive, got {v}"));
+        for (name, value) in [("pos_std", self.pos_std), ("grad_clip", self.grad_clip)] {
+            if let Some(v) = value
+                && !(v > 0.0 && v.is_finite())
+            {
+                return Err(format!("`{name}` must be positive, got {v}"));
+            }
+        }
+        if !(0.0..1.0).contains(&self.adam_beta2()) {
+            return Err(format!(
+                "`adam_beta2` must be in [0, 1), got {}",
+                self.adam_beta2()
+            ));
         }
         if self.mask == Some(MaskSchedule::Cosine) && self.mask_min.is_some() {
             return Err(
@@ -279,6 +301,31 @@ impl GeneratorConfig {
             GeneratorKind::Dit => 1e-8,
             GeneratorKind::Mar => 1e-4,
         })
+    }
+
+    /// The trainer's settings: Adam with warm-up and cosine decay to lr / 10, defaults filled in.
+    pub fn train_config(&self) -> CondTrainConfig {
+        CondTrainConfig {
+            steps: self.steps,
+            batch: self.batch,
+            schedule: LrSchedule::Cosine {
+                lr: self.lr,
+                warmup: self.warmup,
+                total: self.steps,
+                min_lr: self.lr / 10.0,
+            },
+            label_drop: self.label_drop,
+            ema_decay: self.ema_decay,
+            adam_eps: self.adam_eps(),
+            adam_beta2: self.adam_beta2(),
+            grad_clip: self.grad_clip,
+            seed: self.seed,
+        }
+    }
+
+    /// Adam's second-moment decay: as set, else PyTorch's 0.999.
+    pub fn adam_beta2(&self) -> f64 {
+        self.adam_beta2.unwrap_or(0.999)
     }
 
     /// MAR's network for `tokens` x `channels` latents of `classes` classes, defaults filled in.
@@ -527,20 +574,7 @@ fn train<B: AutodiffBackend>(
     let scale = if std > 0.0 { 1.0 / std } else { 1.0 };
     run.log("latent/scale", 0, scale)?;
     let latents = set.data;
-    let train_cfg = CondTrainConfig {
-        steps: cfg.steps,
-        batch: cfg.batch,
-        schedule: LrSchedule::Cosine {
-            lr: cfg.lr,
-            warmup: cfg.warmup,
-            total: cfg.steps,
-            min_lr: cfg.lr / 10.0,
-        },
-        label_drop: cfg.label_drop,
-        ema_decay: cfg.ema_decay,
-        adam_eps: cfg.adam_eps(),
-        seed: cfg.seed,
-    };
+    let train_cfg = cfg.train_config();
     tracing::info!(
         run = run.id(),
         generator = cfg.generator.name(),
@@ -771,9 +805,32 @@ mod tests {
         assert_eq!(set.adam_eps(), 1e-6);
         let bad = GeneratorConfig {
             adam_eps: Some(0.0),
-            ..mar
+            ..mar.clone()
         };
         assert!(bad.validate().expect_err("eps 0").contains("adam_eps"));
+        // MAR's optimiser settings: either generator takes them; beta2 below 1, a positive clip.
+        assert_eq!(mar.adam_beta2(), 0.999);
+        for generator in [GeneratorKind::Dit, GeneratorKind::Mar] {
+            let set = GeneratorConfig {
+                generator,
+                adam_beta2: Some(0.95),
+                grad_clip: Some(3.0),
+                ..GeneratorConfig::default()
+            };
+            assert_eq!(set.validate(), Ok(()));
+            let train = set.train_config();
+            assert_eq!((train.adam_beta2, train.grad_clip), (0.95, Some(3.0)));
+        }
+        let unset = GeneratorConfig::default().train_config();
+        assert_eq!((unset.adam_beta2, unset.grad_clip), (0.999, None));
+        for (beta2, clip, field) in [(1.0, None, "adam_beta2"), (0.9, Some(-1.0), "grad_clip")] {
+            let bad = GeneratorConfig {
+                adam_beta2: Some(beta2),
+                grad_clip: clip,
+                ..mar.clone()
+            };
+            assert!(bad.validate().expect_err(field).contains(field));
+        }
     }
 
     #[test]
