@@ -40,10 +40,19 @@ check-cuda:
 gpu-pack:
     bash scripts/gpu-pack.sh
 
-# libtorch for the `tch` backend (PyPI torch==2.9.0 in .venv-torch, ~4 GB), then clippy with every backend.
+# libtorch (PyPI torch==2.9.0 in .venv-torch, ~4 GB), then clippy with every backend (tests built for libtorch).
 check-tch:
     bash scripts/setup-libtorch.sh
-    bash -c 'source scripts/libtorch-env.sh && cargo clippy --locked --all-targets --features cuda,tch -- -D warnings'
+    bash -c 'source scripts/libtorch-env.sh && cargo clippy --locked --all-targets --features cuda,tch,tch-tests -- -D warnings'
+
+# Unit tests on libtorch's CPU backend, then the smoke sweep with --backend tch (builds into target/tch-build).
+test-tch:
+    bash scripts/setup-libtorch.sh
+    bash -c 'source scripts/libtorch-env.sh && export CARGO_TARGET_DIR=target/tch-build && \
+      cargo test --locked --lib --features tch-tests && \
+      rm -f target/tch-smoke.db* && \
+      cargo run --locked --features tch -- sweep run --db target/tch-smoke.db --backend tch sweeps/smoke.toml && \
+      cargo run --locked --features tch -- report smoke --db target/tch-smoke.db --out target/tch-report --check'
 
 # The 2-D toy experiments (paper Fig. 3, 5, 6), e.g. just toy --target all --preset paper
 toy *ARGS:

@@ -12,17 +12,21 @@
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
-/// The backend the unit tests run on: flex, or CUDA with the `gpu-tests` feature (README, "Backends").
-#[cfg(all(test, not(feature = "gpu-tests")))]
+/// The backend the unit tests run on: flex; CUDA with the `gpu-tests` feature; libtorch on the CPU
+/// with `tch-tests` (README, "Backends"; `gpu-tests` wins if both are on).
+#[cfg(all(test, not(any(feature = "gpu-tests", feature = "tch-tests"))))]
 pub(crate) type TestBackend = burn::backend::Flex;
 #[cfg(all(test, feature = "gpu-tests"))]
 pub(crate) type TestBackend = burn::backend::Cuda;
+#[cfg(all(test, feature = "tch-tests", not(feature = "gpu-tests")))]
+pub(crate) type TestBackend = burn::backend::LibTorch;
 /// [`TestBackend`] with autodiff.
 #[cfg(test)]
 pub(crate) type TestAutodiff = burn::backend::Autodiff<TestBackend>;
 /// Relative error of one f32 matrix product on [`TestBackend`], for tests whose tolerance must allow
-/// for it: flex multiplies in f32; on tensor-core GPUs CUDA's matmul kernels (cubek-matmul) run f32
-/// operands as TF32 (10-bit mantissa, unit roundoff 2^-11), as PyTorch does with `allow_tf32`.
+/// for it: flex and libtorch on the CPU multiply in f32; on tensor-core GPUs CUDA's matmul kernels
+/// (cubek-matmul) run f32 operands as TF32 (10-bit mantissa, unit roundoff 2^-11), as PyTorch does
+/// with `allow_tf32`.
 #[cfg(all(test, not(feature = "gpu-tests")))]
 pub(crate) const TEST_MATMUL_REL: f64 = 1e-6;
 #[cfg(all(test, feature = "gpu-tests"))]

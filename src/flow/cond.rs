@@ -33,6 +33,9 @@ pub fn cond_flow_loss<B: burn::tensor::backend::Backend>(
     (net.forward(xt, t, y) - (x1 - x0)).powi_scalar(2).mean()
 }
 
+/// Adam's second-moment decay when none is set (PyTorch's default).
+pub const ADAM_BETA2_DEFAULT: f64 = 0.999;
+
 /// Training settings.
 #[derive(Debug, Clone)]
 pub struct CondTrainConfig {
@@ -188,7 +191,7 @@ mod tests {
             label_drop: 0.1,
             ema_decay: 0.99,
             adam_eps,
-            adam_beta2: 0.999,
+            adam_beta2: ADAM_BETA2_DEFAULT,
             grad_clip: None,
             seed: 0,
         }
@@ -252,9 +255,9 @@ mod tests {
         // Clipping at 0.05 (the gradient's norm is about 5.4) with epsilon 0.01 makes the steps
         // markedly smaller than unclipped ones; beta2 0.5 differs from 0.999 from the second step.
         for (beta2, clip) in [
-            (0.999, None),
+            (ADAM_BETA2_DEFAULT, None),
             (0.5, None),
-            (0.999, Some(0.05)),
+            (ADAM_BETA2_DEFAULT, Some(0.05)),
             (0.5, Some(0.05)),
         ] {
             let (lr, eps) = (0.1, 0.01);
@@ -389,9 +392,10 @@ mod tests {
         };
         // Training and sampling draw from their own seeded generators; the initial weights from the
         // backend's, which tests running in parallel share, so the start is the seeded one only when
-        // the test runs alone. The criteria held from each of five starts (backend seeds 0-4); with
-        // Adam's epsilon at 1e-8 some starts ignore the class (class-0 samples centred at (0.2, 0.5)
-        // instead of (2, 0)). At this size the narrow components come out up to ~4.5x too wide.
+        // the test runs alone. The criteria hold from flex's starts 0-4, not from 5-9 nor from most of
+        // libtorch's (README, Generators): at this size MAR learns the class from some starts only, so
+        // this pinned start guards the wiring, not MAR's reliability. At this size the narrow
+        // components come out up to ~4.5x too wide.
         <B as Backend>::seed(&device, 0);
         let data = LabelledLatents {
             latents: &latents,

@@ -32,7 +32,9 @@ use crate::config::{fractions, positive_counts, positive_rates};
 use crate::data::Split;
 use crate::error::{Error, Result};
 use crate::features::read_features;
-use crate::flow::cond::{CondTrainConfig, LabelledLatents, cond_flow_loss, train_generator};
+use crate::flow::cond::{
+    ADAM_BETA2_DEFAULT, CondTrainConfig, LabelledLatents, cond_flow_loss, train_generator,
+};
 use crate::flow::schedule::LrSchedule;
 use crate::metrics::frechet::frechet_from_samples;
 use crate::metrics::inception_score::{inception_score, softmax_rows};
@@ -325,7 +327,7 @@ impl GeneratorConfig {
 
     /// Adam's second-moment decay: as set, else PyTorch's 0.999.
     pub fn adam_beta2(&self) -> f64 {
-        self.adam_beta2.unwrap_or(0.999)
+        self.adam_beta2.unwrap_or(ADAM_BETA2_DEFAULT)
     }
 
     /// MAR's network for `tokens` x `channels` latents of `classes` classes, defaults filled in.
@@ -809,7 +811,7 @@ mod tests {
         };
         assert!(bad.validate().expect_err("eps 0").contains("adam_eps"));
         // MAR's optimiser settings: either generator takes them; beta2 below 1, a positive clip.
-        assert_eq!(mar.adam_beta2(), 0.999);
+        assert_eq!(mar.adam_beta2(), ADAM_BETA2_DEFAULT);
         for generator in [GeneratorKind::Dit, GeneratorKind::Mar] {
             let set = GeneratorConfig {
                 generator,
@@ -822,7 +824,10 @@ mod tests {
             assert_eq!((train.adam_beta2, train.grad_clip), (0.95, Some(3.0)));
         }
         let unset = GeneratorConfig::default().train_config();
-        assert_eq!((unset.adam_beta2, unset.grad_clip), (0.999, None));
+        assert_eq!(
+            (unset.adam_beta2, unset.grad_clip),
+            (ADAM_BETA2_DEFAULT, None)
+        );
         for (beta2, clip, field) in [(1.0, None, "adam_beta2"), (0.9, Some(-1.0), "grad_clip")] {
             let bad = GeneratorConfig {
                 adam_beta2: Some(beta2),
