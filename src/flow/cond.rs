@@ -197,6 +197,17 @@ mod tests {
         }
     }
 
+    /// [`train_generator`] on the default device, without a step callback.
+    fn fit<M: AutodiffModule<B> + Conditional>(
+        net: M,
+        data: &LabelledLatents<'_>,
+        cfg: &CondTrainConfig,
+        loss: impl Fn(&M, Tensor<B, 3>, Tensor<B, 1, Int>, &mut StdRng) -> Tensor<B, 1>,
+    ) -> M {
+        let on_step = &mut |_, _| Ok::<(), ()>(());
+        train_generator(net, data, cfg, &Default::default(), loss, on_step).expect("trains")
+    }
+
     /// One trainable scalar, a "generator" whose loss is `sum((w - a)^2)` whatever the batch.
     #[derive(burn::module::Module, Debug)]
     struct Scalar<B: Backend> {
@@ -278,15 +289,9 @@ mod tests {
                     &device,
                 )),
             };
-            let trained = train_generator(
-                net,
-                &data,
-                &cfg,
-                &device,
-                |net, _, _, _| (net.w.val() - a).powi_scalar(2).sum(),
-                &mut |_, _| Ok::<(), ()>(()),
-            )
-            .expect("trains");
+            let trained = fit(net, &data, &cfg, |net, _, _, _| {
+                (net.w.val() - a).powi_scalar(2).sum()
+            });
             let got: Vec<f32> = trained.w.val().into_data().to_vec().expect("f32");
             let start64 = start.iter().map(|&x| f64::from(x)).collect();
             let want = adam_by_hand(start64, a, steps, (lr, beta2, eps), clip);
@@ -324,15 +329,12 @@ mod tests {
             tokens: 1,
             channels: 2,
         };
-        let net = train_generator(
+        let net = fit(
             Dit::<B>::new(shape, &device),
             &data,
             &settings(400, 128, 3e-3, 50, 1e-8),
-            &device,
             |net, x, y, _| cond_flow_loss(net, x, y),
-            &mut |_, _| Ok::<(), ()>(()),
         )
-        .expect("trains")
         .valid();
         for (c, [(m, s)]) in specs.iter().enumerate() {
             let k = 1000;
@@ -403,11 +405,10 @@ mod tests {
             tokens: 2,
             channels: 2,
         };
-        let net = train_generator(
+        let net = fit(
             Mar::<B>::new(shape, &device),
             &data,
             &settings(1000, 64, 1e-3, 250, 1e-4),
-            &device,
             |net, x, y, rng| {
                 net.loss(
                     x,
@@ -419,9 +420,7 @@ mod tests {
                     rng,
                 )
             },
-            &mut |_, _| Ok::<(), ()>(()),
         )
-        .expect("trains")
         .valid();
         let k = 1000;
         let dist2 = |p: &[f32], m: &[f32; 2]| (p[0] - m[0]).powi(2) + (p[1] - m[1]).powi(2);
@@ -493,15 +492,12 @@ mod tests {
             tokens: l,
             channels: 1,
         };
-        let net = train_generator(
+        let net = fit(
             Mar::<B>::new(shape, &device),
             &data,
             &settings(300, 64, 1e-3, 50, 1e-4),
-            &device,
             |net, x, y, rng| net.loss(x, y, 4, MaskRatio::Cosine, rng),
-            &mut |_, _| Ok::<(), ()>(()),
         )
-        .expect("trains")
         .valid();
         let k = 200;
         let out = net.sample(

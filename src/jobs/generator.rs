@@ -267,19 +267,13 @@ impl GeneratorConfig {
         {
             return Err(format!("`mask_min` must be in [0, 1], got {v}"));
         }
-        for (name, value) in [("pos_std", self.pos_std), ("grad_clip", self.grad_clip)] {
-            if let Some(v) = value
-                && !(v > 0.0 && v.is_finite())
-            {
-                return Err(format!("`{name}` must be positive, got {v}"));
-            }
-        }
-        if !(0.0..1.0).contains(&self.adam_beta2()) {
-            return Err(format!(
-                "`adam_beta2` must be in [0, 1), got {}",
-                self.adam_beta2()
-            ));
-        }
+        let set_rates: Vec<(&str, f64)> =
+            [("pos_std", self.pos_std), ("grad_clip", self.grad_clip)]
+                .into_iter()
+                .filter_map(|(name, value)| value.map(|v| (name, v)))
+                .collect();
+        positive_rates(&set_rates)?;
+        fractions(&[("adam_beta2", self.adam_beta2())])?;
         if self.mask == Some(MaskSchedule::Cosine) && self.mask_min.is_some() {
             return Err(
                 "`mask_min` bounds MAR's mask ratios; it does not apply with mask = \"cosine\""
