@@ -32,6 +32,19 @@ pub(crate) const TEST_MATMUL_REL: f64 = 1e-6;
 #[cfg(all(test, feature = "gpu-tests"))]
 pub(crate) const TEST_MATMUL_REL: f64 = 2e-3;
 
+/// Whether `B` (an inner backend, without autodiff) is flex, the CPU backend: the training code then
+/// splits a batch over threads (`flow::shard`) and steps the optimiser on the host (`flow::host_adam`).
+pub fn is_flex<B: burn::tensor::backend::Backend>() -> bool {
+    #[cfg(feature = "flex")]
+    {
+        std::any::TypeId::of::<B>() == std::any::TypeId::of::<burn::backend::Flex>()
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        false
+    }
+}
+
 /// A backend the CLI can name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, Default)]
 #[serde(rename_all = "lowercase")]

@@ -12,11 +12,13 @@
 
 pub mod cond;
 pub mod ema;
+pub mod host_adam;
 pub mod likelihood;
 pub mod loss;
 pub mod net;
 pub mod sample;
 pub mod schedule;
+pub mod shard;
 pub mod train;
 
 use burn::tensor::Tensor;

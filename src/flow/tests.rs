@@ -22,7 +22,7 @@ fn tensor2<Bk: Backend>(v: Vec<f32>, n: usize, d: usize) -> Tensor<Bk, 2> {
 }
 
 /// Replaces every parameter by N(0, 0.3^2) draws, so zero-initialised layers become non-trivial.
-struct Randomise;
+pub(super) struct Randomise;
 impl<Bk: Backend> ModuleMapper<Bk> for Randomise {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<Bk, D>>) -> Param<Tensor<Bk, D>> {
         let (id, t, mapper) = param.consume();
@@ -33,7 +33,7 @@ impl<Bk: Backend> ModuleMapper<Bk> for Randomise {
     }
 }
 
-fn random_net<Bk: Backend>(dim: usize) -> SimpleMlpAdaLn<Bk> {
+pub(super) fn random_net<Bk: Backend>(dim: usize) -> SimpleMlpAdaLn<Bk> {
     <Bk as Backend>::seed(&Default::default(), 7);
     FlowNetConfig {
         dim,

@@ -10,8 +10,10 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use serde::{Deserialize, Serialize};
 
 use super::ema::ema_update;
+use super::host_adam::HostAdam;
 use super::schedule::LrSchedule;
-use super::{FlowNetConfig, SimpleMlpAdaLn, flow_matching_loss};
+use super::shard::{StepGrads, flow_matching_grads, shards_for};
+use super::{FlowNetConfig, SimpleMlpAdaLn};
 
 /// Which optimiser.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -149,9 +151,11 @@ where
     let mut ema = (cfg.ema_decay > 0.0).then(|| net.clone());
     for step in 0..cfg.steps {
         let x1 = next_batch(step);
-        let loss = flow_matching_loss(&net, x1);
-        let loss_value = crate::tensors::scalar(loss.clone());
-        let mut grads = GradientsParams::from_grads(loss.backward(), &net);
+        let shards = shards_for::<B::InnerBackend>(x1.dims()[0]);
+        let StepGrads {
+            loss: loss_value,
+            mut grads,
+        } = flow_matching_grads(&net, x1, shards);
         let grad_norm = clip_global_norm::<B, _>(&net, &mut grads, cfg.grad_clip);
         let lr = cfg.schedule.at(step);
         if !on_step(StepLog {
@@ -181,6 +185,20 @@ pub fn train_prior<B: AutodiffBackend, E>(
     on_step: &mut dyn FnMut(StepLog) -> Result<bool, E>,
 ) -> Result<SimpleMlpAdaLn<B>, E> {
     let net = net_cfg.init::<B>(device);
+    if crate::backend::is_flex::<B::InnerBackend>() {
+        // The same Adam / AdamW in one fused pass per parameter on the CPU (`host_adam`).
+        let o = HostAdam {
+            beta_1: cfg.beta1 as f32,
+            beta_2: cfg.beta2 as f32,
+            epsilon: 1e-8,
+            weight_decay: match cfg.optimizer {
+                OptimizerKind::Adam => None,
+                OptimizerKind::AdamW => Some(cfg.weight_decay as f32),
+            },
+        }
+        .init::<B, SimpleMlpAdaLn<B>>();
+        return train_with(net, o, cfg, next_batch, on_step);
+    }
     match cfg.optimizer {
         OptimizerKind::Adam => {
             let o = AdamConfig::new()

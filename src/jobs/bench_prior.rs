@@ -1,15 +1,19 @@
 //! Training-step throughput of a flow prior (what `flowprior bench prior` measures): the velocity
-//! network at a given size, the flow-matching loss and an Adam step, timed after a warm-up.
+//! network at a given size, the flow-matching loss and an Adam step (the prior trainer's own step),
+//! timed after a warm-up.
 
+use std::convert::Infallible;
 use std::time::Instant;
 
-use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Distribution, Tensor};
 use serde::Serialize;
 
 use crate::backend::BackendJob;
-use crate::flow::{FlowNetConfig, SimpleMlpAdaLn, flow_matching_loss};
+use crate::flow::FlowNetConfig;
+use crate::flow::cond::ADAM_BETA2_DEFAULT;
+use crate::flow::schedule::LrSchedule;
+use crate::flow::train::{OptimizerKind, PriorTrainConfig, train_prior};
 
 /// The measured size.
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -25,40 +29,51 @@ pub struct PriorBench {
 impl BackendJob for PriorBench {
     type Output = f64;
 
-    /// Returns training steps per second.
+    /// Returns training steps per second of the prior trainer itself (`flow::train::train_prior`, so
+    /// whatever it does on this backend: on flex the data-parallel shards and the host Adam) with
+    /// Adam at lr 1e-4, PyTorch's defaults otherwise, no clipping and no EMA, as the PyTorch reference.
+    /// The clock runs from the last warm-up step's gradients to the last timed step's gradients: that
+    /// is `steps` optimiser steps and `steps` gradient computations.
     fn run<B: AutodiffBackend>(self, device: B::Device) -> f64 {
         B::seed(&device, 0);
-        let mut net = FlowNetConfig {
+        let net = FlowNetConfig {
             dim: self.dim,
             width: self.width,
             depth: self.depth,
-        }
-        .init::<B>(&device);
-        let mut optim = AdamConfig::new()
-            .with_epsilon(1e-8)
-            .init::<B, SimpleMlpAdaLn<B>>();
+        };
+        let (warmup, steps) = (self.warmup.max(1), self.steps.max(1));
+        let cfg = PriorTrainConfig {
+            optimizer: OptimizerKind::Adam,
+            schedule: LrSchedule::Constant { lr: 1e-4 },
+            beta1: 0.9,
+            beta2: ADAM_BETA2_DEFAULT,
+            weight_decay: 0.0,
+            grad_clip: None,
+            ema_decay: 0.0,
+            steps: warmup + steps,
+            batch: self.batch,
+        };
         let data = Tensor::<B, 2>::random(
             [self.batch, self.dim],
             Distribution::Normal(0.0, 1.0),
             &device,
         );
-        let mut step = |net: SimpleMlpAdaLn<B>| {
-            let loss = flow_matching_loss(&net, data.clone());
-            let grads = GradientsParams::from_grads(loss.backward(), &net);
-            optim.step(1e-4, net, grads)
-        };
-        for _ in 0..self.warmup {
-            net = step(net);
-        }
-        // Make sure queued work (GPU backends) is done before and after timing.
-        let _ = B::sync(&device);
-        let start = Instant::now();
-        for _ in 0..self.steps {
-            net = step(net);
-        }
-        let _ = B::sync(&device);
-        let secs = start.elapsed().as_secs_f64();
-        drop(net);
-        self.steps as f64 / secs.max(1e-9)
+        let mut start = None;
+        let mut secs = f64::NAN;
+        let last = warmup + steps - 1;
+        let trained =
+            train_prior::<B, Infallible>(net, &cfg, &device, &mut |_| data.clone(), &mut |log| {
+                // Queued work (GPU backends) is done before the clock is read.
+                let _ = B::sync(&device);
+                if log.step == warmup - 1 {
+                    start = Some(Instant::now());
+                } else if log.step == last {
+                    secs = start.map_or(f64::NAN, |s| s.elapsed().as_secs_f64());
+                    return Ok(false);
+                }
+                Ok(true)
+            });
+        drop(trained);
+        steps as f64 / secs.max(1e-9)
     }
 }

@@ -1,0 +1,272 @@
+//! Data-parallel gradients of the flow-matching loss: the batch's rows are cut into `shards`
+//! contiguous blocks, each block's loss is built and backpropagated on its own thread (rayon), in its
+//! own autodiff graph over a copy of the network that shares the weights' storage, and the blocks'
+//! gradients are summed.
+//!
+//! Each block's loss is weighted by its share of the rows, so the sum is the gradient of the mean over
+//! the whole batch: the same step as one graph over the batch, up to the order of floating-point sums.
+//! The random draws (t, x0) are made once for the whole batch before it is cut, so a seed gives the same
+//! draws whatever the shard count.
+//!
+//! Why: on the CPU backend (flex) one graph's operations are too small at the flow prior's sizes to keep
+//! two threads busy (small size: 1.14x from a second thread, against PyTorch's 1.6x); independent
+//! graphs are. [`shards_for`] picks the count: rayon's thread count on flex, 1 elsewhere (a GPU runs
+//! one graph's kernels in order anyway; libtorch threads inside its own operations).
+
+use std::ops::Range;
+
+use burn::module::AutodiffModule;
+use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Distribution, Tensor};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use rayon::{ThreadPool, ThreadPoolBuilder};
+
+use super::{SimpleMlpAdaLn, flow_matching_loss_with};
+use crate::tensors::scalar;
+
+/// Fewest rows a shard gets: below this a second graph costs more than it saves.
+pub const MIN_SHARD_ROWS: usize = 32;
+
+/// Shards for a batch of `rows` on backend `B` (the inner backend, without autodiff): rayon's thread
+/// count on flex (at most one per [`MIN_SHARD_ROWS`] rows), 1 on every other backend.
+pub fn shards_for<B: Backend>(rows: usize) -> usize {
+    if crate::backend::is_flex::<B>() {
+        rayon::current_num_threads()
+            .min(rows / MIN_SHARD_ROWS)
+            .max(1)
+    } else {
+        1
+    }
+}
+
+/// `n` rows cut into `k` contiguous blocks whose sizes differ by at most one (no empty block).
+pub fn row_blocks(n: usize, k: usize) -> Vec<Range<usize>> {
+    let k = k.clamp(1, n.max(1));
+    let (base, extra) = (n / k, n % k);
+    let mut start = 0;
+    (0..k)
+        .map(|i| {
+            let len = base + usize::from(i < extra);
+            let r = start..start + len;
+            start += len;
+            r
+        })
+        .collect()
+}
+
+/// Single-thread rayon pools, one per shard, made on first use and kept for the process.
+static SHARD_POOLS: Mutex<Vec<Arc<ThreadPool>>> = Mutex::new(Vec::new());
+
+fn shard_pools(k: usize) -> Vec<Option<Arc<ThreadPool>>> {
+    let mut pools = SHARD_POOLS.lock().unwrap_or_else(PoisonError::into_inner);
+    while pools.len() < k {
+        match ThreadPoolBuilder::new()
+            .num_threads(1)
+            .thread_name(|i| format!("flowprior-shard-{i}"))
+            .build()
+        {
+            Ok(p) => pools.push(Arc::new(p)),
+            Err(_) => break,
+        }
+    }
+    (0..k).map(|i| pools.get(i).cloned()).collect()
+}
+
+/// Runs `f` on every item at once, each on its own thread inside a single-thread rayon pool, and
+/// returns the results in order. Inside, the backend's rayon-parallel operations (flex's matrix
+/// products and element-wise kernels) see one thread and run in place: the parallelism is the shards'
+/// alone, instead of every shard's products also splitting over one shared pool (which packed matrix
+/// panels twice and cost the paper size 0.90x -> see README, "Benchmarks"). A panic in `f` is
+/// re-raised here.
+pub fn on_shard_threads<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
+    let pools = shard_pools(items.len());
+    let f = &f;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .into_iter()
+            .zip(pools)
+            .map(|(item, pool)| {
+                scope.spawn(move || match pool {
+                    Some(pool) => pool.install(|| f(item)),
+                    None => f(item),
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
+}
+
+/// The loss value and parameter gradients of one training step.
+pub struct StepGrads {
+    /// The mean flow-matching loss over the batch.
+    pub loss: f64,
+    pub grads: GradientsParams,
+}
+
+/// The flow-matching loss of `x1` ([N, d]) with fresh draws `t ~ U[0, 1]`, `x0 ~ N(0, I)` (drawn in
+/// that order, as [`super::flow_matching_loss`] does) and its gradients, over `shards` row blocks.
+pub fn flow_matching_grads<B: AutodiffBackend>(
+    net: &SimpleMlpAdaLn<B>,
+    x1: Tensor<B, 2>,
+    shards: usize,
+) -> StepGrads {
+    let [n, _] = x1.dims();
+    let t = Tensor::<B, 1>::random([n], Distribution::Uniform(0.0, 1.0), &x1.device());
+    let x0 = x1.random_like(Distribution::Normal(0.0, 1.0));
+    flow_matching_grads_with(net, x1, x0, t, shards)
+}
+
+/// [`flow_matching_grads`] for given draws of `t` ([N]) and `x0` ([N, d]).
+pub fn flow_matching_grads_with<B: AutodiffBackend>(
+    net: &SimpleMlpAdaLn<B>,
+    x1: Tensor<B, 2>,
+    x0: Tensor<B, 2>,
+    t: Tensor<B, 1>,
+    shards: usize,
+) -> StepGrads {
+    let [n, _] = x1.dims();
+    let blocks = row_blocks(n, shards);
+    if blocks.len() <= 1 {
+        let loss = flow_matching_loss_with(net, x1, x0, t);
+        let value = scalar(loss.clone());
+        return StepGrads {
+            loss: value,
+            grads: GradientsParams::from_grads(loss.backward(), net),
+        };
+    }
+    // The shards' networks are fresh autodiff leaves over the same weights (same parameter ids), so
+    // each shard's graph is its own and the gradients map back onto `net`'s parameters. (Each is made
+    // from `net.valid()`: a clone of an inner module would drop the parameters' `require_grad`.)
+    let (x1, x0, t) = (x1.inner(), x0.inner(), t.inner());
+    let work: Vec<(Range<usize>, SimpleMlpAdaLn<B>)> = blocks
+        .into_iter()
+        .map(|rows| (rows, SimpleMlpAdaLn::<B>::from_inner(net.valid())))
+        .collect();
+    let parts: Vec<(f64, GradientsParams)> = on_shard_threads(work, |(rows, worker)| {
+        let weight = rows.len() as f64 / n as f64;
+        let loss = flow_matching_loss_with(
+            &worker,
+            Tensor::from_inner(x1.clone().slice(rows.clone())),
+            Tensor::from_inner(x0.clone().slice(rows.clone())),
+            Tensor::from_inner(t.clone().slice(rows)),
+        ) * weight;
+        let value = scalar(loss.clone());
+        (value, GradientsParams::from_grads(loss.backward(), &worker))
+    });
+    let mut sum = GradientsAccumulator::<SimpleMlpAdaLn<B>>::new();
+    let mut loss = 0.0;
+    for (value, grads) in parts {
+        loss += value;
+        sum.accumulate(net, grads);
+    }
+    StepGrads {
+        loss,
+        grads: sum.grads(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{TEST_MATMUL_REL, TestAutodiff};
+    use crate::flow::train::clip_global_norm;
+    use burn::module::{Module, ModuleVisitor, Param};
+
+    type B = TestAutodiff;
+
+    #[test]
+    fn row_blocks_cover_the_rows_in_order() {
+        assert_eq!(row_blocks(10, 3), vec![0..4, 4..7, 7..10]);
+        assert_eq!(row_blocks(4, 4), vec![0..1, 1..2, 2..3, 3..4]);
+        assert_eq!(row_blocks(3, 8), vec![0..1, 1..2, 2..3]);
+        assert_eq!(row_blocks(7, 0), vec![0..7]);
+        assert_eq!(row_blocks(0, 2), vec![0..0]);
+    }
+
+    #[test]
+    fn shard_count_is_one_per_min_rows_at_most() {
+        type Inner = <B as AutodiffBackend>::InnerBackend;
+        assert_eq!(shards_for::<Inner>(MIN_SHARD_ROWS - 1), 1);
+        let big = shards_for::<Inner>(1 << 20);
+        if crate::backend::is_flex::<Inner>() {
+            assert_eq!(big, rayon::current_num_threads());
+        } else {
+            assert_eq!(big, 1);
+        }
+    }
+
+    /// Every parameter gradient, flattened, in visiting order.
+    struct Flat<'a> {
+        grads: &'a GradientsParams,
+        out: Vec<Vec<f64>>,
+    }
+    impl ModuleVisitor<B> for Flat<'_> {
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<B, D>>) {
+            let g = self
+                .grads
+                .get::<<B as AutodiffBackend>::InnerBackend, D>(p.id)
+                .map(crate::tensors::to_host)
+                .unwrap_or_default();
+            self.out.push(g);
+        }
+    }
+
+    fn flat(net: &SimpleMlpAdaLn<B>, grads: &GradientsParams) -> Vec<Vec<f64>> {
+        let mut v = Flat {
+            grads,
+            out: Vec::new(),
+        };
+        net.visit(&mut v);
+        v.out
+    }
+
+    /// The sharded gradients equal one graph's over the whole batch (same draws), for uneven blocks,
+    /// on a network whose zero-initialised layers were given weights so that every gradient is non-zero.
+    #[test]
+    fn sharded_gradients_equal_the_whole_batch_gradients() {
+        let device = Default::default();
+        // Every weight random (the zero-initialised ones too), so no gradient is trivially 0.
+        let net = crate::flow::tests::random_net::<B>(3);
+        let n = 23;
+        let x1 = Tensor::<B, 2>::random([n, 3], Distribution::Normal(0.0, 1.0), &device);
+        let x0 = Tensor::<B, 2>::random([n, 3], Distribution::Normal(0.0, 1.0), &device);
+        let t = Tensor::<B, 1>::random([n], Distribution::Uniform(0.0, 1.0), &device);
+
+        let whole = flow_matching_loss_with(&net, x1.clone(), x0.clone(), t.clone());
+        let whole_loss = scalar(whole.clone());
+        let whole_grads = GradientsParams::from_grads(whole.backward(), &net);
+        let reference = flat(&net, &whole_grads);
+        let mut whole_grads = whole_grads;
+        let whole_norm = clip_global_norm::<B, _>(&net, &mut whole_grads, None);
+        assert!(whole_norm > 0.0);
+
+        for shards in [2, 3, 5] {
+            let mut got = flow_matching_grads_with(&net, x1.clone(), x0.clone(), t.clone(), shards);
+            assert!(
+                (got.loss - whole_loss).abs() <= 1e-5 * whole_loss.abs(),
+                "{shards} shards: loss {} vs {whole_loss}",
+                got.loss
+            );
+            let g = flat(&net, &got.grads);
+            assert_eq!(g.len(), reference.len());
+            for (i, (a, b)) in g.iter().zip(&reference).enumerate() {
+                assert_eq!(a.len(), b.len(), "parameter {i}: missing gradient");
+                let scale = b.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+                assert!(scale > 0.0, "parameter {i}: zero gradient in the reference");
+                for (x, y) in a.iter().zip(b) {
+                    assert!(
+                        (x - y).abs() <= (1e-4 + 50.0 * TEST_MATMUL_REL) * scale,
+                        "{shards} shards, parameter {i}: {x} vs {y}"
+                    );
+                }
+            }
+            let norm = clip_global_norm::<B, _>(&net, &mut got.grads, None);
+            assert!((norm - whole_norm).abs() <= 1e-4 * whole_norm);
+        }
+    }
+}
