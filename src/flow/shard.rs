@@ -1,7 +1,7 @@
 //! Data-parallel gradients of the flow-matching loss: the batch's rows are cut into `shards`
-//! contiguous blocks, each block's loss is built and backpropagated on its own thread (rayon), in its
-//! own autodiff graph over a copy of the network that shares the weights' storage, and the blocks'
-//! gradients are summed.
+//! contiguous blocks, each block's loss is built and backpropagated on its own thread (inside a
+//! single-thread rayon pool of its own), in its own autodiff graph over a copy of the network that
+//! shares the weights' storage, and the blocks' gradients are summed.
 //!
 //! Each block's loss is weighted by its share of the rows, so the sum is the gradient of the mean over
 //! the whole batch: the same step as one graph over the batch, up to the order of floating-point sums.
@@ -13,14 +13,14 @@
 //! graphs are. [`shards_for`] picks the count: rayon's thread count on flex, 1 elsewhere (a GPU runs
 //! one graph's kernels in order anyway; libtorch threads inside its own operations).
 
+use std::cell::Cell;
 use std::ops::Range;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use burn::module::AutodiffModule;
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Distribution, Tensor};
-use std::sync::{Arc, Mutex, PoisonError};
-
 use rayon::{ThreadPool, ThreadPoolBuilder};
 
 use super::{SimpleMlpAdaLn, flow_matching_loss_with};
@@ -56,15 +56,22 @@ pub fn row_blocks(n: usize, k: usize) -> Vec<Range<usize>> {
         .collect()
 }
 
+thread_local! {
+    /// Set on the shard pools' threads.
+    static IN_SHARD: Cell<bool> = const { Cell::new(false) };
+}
+
 /// Single-thread rayon pools, one per shard, made on first use and kept for the process.
 static SHARD_POOLS: Mutex<Vec<Arc<ThreadPool>>> = Mutex::new(Vec::new());
 
 fn shard_pools(k: usize) -> Vec<Option<Arc<ThreadPool>>> {
     let mut pools = SHARD_POOLS.lock().unwrap_or_else(PoisonError::into_inner);
     while pools.len() < k {
+        let index = pools.len();
         match ThreadPoolBuilder::new()
             .num_threads(1)
-            .thread_name(|i| format!("flowprior-shard-{i}"))
+            .thread_name(move |_| format!("flowprior-shard-{index}"))
+            .start_handler(|_| IN_SHARD.with(|c| c.set(true)))
             .build()
         {
             Ok(p) => pools.push(Arc::new(p)),
@@ -78,9 +85,13 @@ fn shard_pools(k: usize) -> Vec<Option<Arc<ThreadPool>>> {
 /// returns the results in order. Inside, the backend's rayon-parallel operations (flex's matrix
 /// products and element-wise kernels) see one thread and run in place: the parallelism is the shards'
 /// alone, instead of every shard's products also splitting over one shared pool (which packed matrix
-/// panels twice and cost the paper size 0.90x -> see README, "Benchmarks"). A panic in `f` is
-/// re-raised here.
+/// panels twice: see README, "Benchmarks"). A panic in `f` is re-raised here. Called from a shard's
+/// own thread (nested), it runs the items there one after another: the pools are busy with the outer
+/// call, and waiting on them would never end.
 pub fn on_shard_threads<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
+    if IN_SHARD.with(Cell::get) {
+        return items.into_iter().map(f).collect();
+    }
     let pools = shard_pools(items.len());
     let f = &f;
     std::thread::scope(|scope| {
@@ -186,6 +197,23 @@ mod tests {
         assert_eq!(row_blocks(3, 8), vec![0..1, 1..2, 2..3]);
         assert_eq!(row_blocks(7, 0), vec![0..7]);
         assert_eq!(row_blocks(0, 2), vec![0..0]);
+    }
+
+    #[test]
+    fn shard_threads_return_results_in_order_and_nest_without_waiting_forever() {
+        let out = on_shard_threads((0..3).collect(), |i: usize| {
+            let inner = on_shard_threads(vec![10 * i, 10 * i + 1], |j| j * 2);
+            let name = std::thread::current().name().map(str::to_string);
+            (i, inner, name)
+        });
+        for (k, (i, inner, name)) in out.into_iter().enumerate() {
+            assert_eq!(i, k);
+            assert_eq!(inner, vec![20 * k, 20 * k + 2]);
+            assert_eq!(
+                name.as_deref(),
+                Some(format!("flowprior-shard-{k}").as_str())
+            );
+        }
     }
 
     #[test]
