@@ -39,3 +39,69 @@ pub fn grey28_to_rgb<B: Backend>(x: Tensor<B, 2>, side: usize, lo: f64, hi: f64)
     )
     .repeat_dim(1, 3)
 }
+
+/// `k` copies of `x` stacked along dimension 0: row `r n + i` is row `i` (what `repeat_dim(0, k)`
+/// computes), with a correct gradient (the sum over the k copies of each row).
+///
+/// Not `repeat_dim`: Burn 0.21's autodiff backward for `repeat_dim` reshapes the gradient to
+/// `[n, k, ...]` and sums over the copies as if they were interleaved (row `i k + r`), while the
+/// forward tiles them (row `r n + i`), so for more than one row each row receives other rows'
+/// gradients. Concatenation's backward slices the copies back out, which is right.
+pub fn tile_rows<B: Backend, const D: usize>(x: Tensor<B, D>, k: usize) -> Tensor<B, D> {
+    if k <= 1 {
+        x
+    } else {
+        Tensor::cat(vec![x; k], 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::TestAutodiff as AB;
+
+    /// d/dx of sum(w * tile(x)) is, for row i, the sum over r of w's rows r n + i (closed form, on
+    /// host values), and the forward equals `repeat_dim(0, k)`.
+    #[test]
+    fn tiled_rows_forward_and_gradient_match_the_closed_form() {
+        let device = Default::default();
+        let (n, d, k) = (3usize, 2usize, 4usize);
+        let xv: Vec<f64> = (0..n * d).map(|i| i as f64 * 0.5 - 1.0).collect();
+        let wv: Vec<f64> = (0..n * d * k).map(|i| ((i * 7) % 5) as f64 - 2.0).collect();
+        let x = from_host::<AB>(&xv, d, &device).require_grad();
+        let w = from_host::<AB>(&wv, d, &device);
+        let tiled = tile_rows(x.clone(), k);
+        assert_eq!(
+            to_host(tiled.clone()),
+            to_host(x.clone().inner().repeat_dim(0, k))
+        );
+        let grads = (tiled * w).sum().backward();
+        let got = to_host(x.grad(&grads).expect("x has a gradient"));
+        for i in 0..n {
+            for j in 0..d {
+                let want: f64 = (0..k).map(|r| wv[(r * n + i) * d + j]).sum();
+                assert_eq!(got[i * d + j], want, "row {i} column {j}");
+            }
+        }
+    }
+
+    /// Canary: Burn's `repeat_dim` still sends each row the gradient of the interleaved layout. When
+    /// this fails, Burn has fixed it and [`tile_rows`] may go back to `repeat_dim`.
+    #[test]
+    fn burns_repeat_dim_gradient_is_still_the_interleaved_one() {
+        let device = Default::default();
+        let (n, k) = (3usize, 2usize);
+        let x = from_host::<AB>(&[1.0, 2.0, 3.0], 1, &device).require_grad();
+        let w = from_host::<AB>(&[1.0, 10.0, 100.0, 1000.0, 10000.0, 100000.0], 1, &device);
+        let grads = (x.clone().repeat_dim(0, k) * w).sum().backward();
+        let got = to_host(x.grad(&grads).expect("x has a gradient"));
+        // Tiled (correct): row i gets w[i] + w[n + i] = 1001, 10010, 100100.
+        // Interleaved (Burn 0.21): row i gets w[2 i] + w[2 i + 1] = 11, 1100, 110000.
+        assert_eq!(
+            got,
+            vec![11.0, 1100.0, 110000.0],
+            "Burn's repeat_dim gradient changed"
+        );
+        let _ = n;
+    }
+}

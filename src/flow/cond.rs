@@ -394,10 +394,10 @@ mod tests {
         };
         // Training and sampling draw from their own seeded generators; the initial weights from the
         // backend's, which tests running in parallel share, so the start is the seeded one only when
-        // the test runs alone. The criteria hold from flex's starts 0-4, not from 5-9 nor from most of
-        // libtorch's (README, Generators): at this size MAR learns the class from some starts only, so
-        // this pinned start guards the wiring, not MAR's reliability. At this size the narrow
-        // components come out up to ~4.5x too wide.
+        // the test runs alone. Since z's gradient is right (`tensors::tile_rows`) the criteria hold
+        // from 13 of flex's starts 0-14; starts 10 and 13 miss narrowly (a mean off by 0.24, 930 of
+        // 1000 samples on their side), where before the fix starts 5-9 failed by ignoring the class
+        // (README, Generators). At this size the narrow components come out too wide.
         <B as Backend>::seed(&device, 0);
         let data = LabelledLatents {
             latents: &latents,

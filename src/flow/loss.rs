@@ -47,14 +47,30 @@ pub fn align_loss<B: Backend, V: VelocityField<B>, const D: usize>(
     y: Tensor<B, D>,
     flow_mul: usize,
 ) -> Tensor<B, 1> {
+    let n = y.dims()[..D - 1].iter().product::<usize>() * flow_mul.max(1);
+    let device = y.device();
+    let t = Tensor::<B, 1>::random([n], Distribution::Uniform(0.0, 1.0), &device);
+    let x0 = Tensor::<B, 2>::random(
+        [n, y.dims()[D - 1]],
+        Distribution::Normal(0.0, 1.0),
+        &device,
+    );
+    align_loss_with(prior, y, flow_mul, x0, t)
+}
+
+/// [`align_loss`] for given draws `x0` ([P * flow_mul, C]) and `t` ([P * flow_mul]) of the repeated
+/// points: row `r P + p` is token `p`'s `r`-th draw ([`crate::tensors::tile_rows`]; not Burn's
+/// `repeat_dim`, whose gradient is wrong in Burn 0.21).
+pub fn align_loss_with<B: Backend, V: VelocityField<B>, const D: usize>(
+    prior: &V,
+    y: Tensor<B, D>,
+    flow_mul: usize,
+    x0: Tensor<B, 2>,
+    t: Tensor<B, 1>,
+) -> Tensor<B, 1> {
     let dims = y.dims();
     let c = dims[D - 1];
     let points: usize = dims[..D - 1].iter().product();
-    let flat = y.reshape([points, c]);
-    let flat = if flow_mul > 1 {
-        flat.repeat_dim(0, flow_mul)
-    } else {
-        flat
-    };
-    flow_matching_loss(prior, flat)
+    let tiled = crate::tensors::tile_rows(y.reshape([points, c]), flow_mul);
+    flow_matching_loss_with(prior, tiled, x0, t)
 }

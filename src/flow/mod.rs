@@ -25,7 +25,7 @@ use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
 pub use likelihood::{Divergence, divergence, elbo_c, log_likelihood};
-pub use loss::{align_loss, flow_matching_loss, flow_matching_loss_with};
+pub use loss::{align_loss, align_loss_with, flow_matching_loss, flow_matching_loss_with};
 pub use net::{FlowNetConfig, SimpleMlpAdaLn};
 pub use sample::{Solver, sample};
 

@@ -24,7 +24,7 @@ use burn::tensor::{Distribution, Tensor};
 use rayon::{ThreadPool, ThreadPoolBuilder};
 
 use super::{SimpleMlpAdaLn, flow_matching_loss_with};
-use crate::tensors::scalar;
+use crate::tensors::{scalar, tile_rows};
 
 /// Fewest rows a shard gets: below this a second graph costs more than it saves.
 pub const MIN_SHARD_ROWS: usize = 32;
@@ -181,6 +181,88 @@ pub fn flow_matching_grads_with<B: AutodiffBackend>(
     }
 }
 
+/// L_align(y) under a FROZEN prior (see [`super::align_loss`]: `flow_mul` draws per token, the same
+/// draws in the same order), its gradient with respect to `y` computed over `shards` row blocks of the
+/// prior's points, each in its own graph on its own thread. The result's value is L_align(y) and its
+/// gradient with respect to `y` is that gradient: it is `s - detach(s) + L` with `s = sum(y * g)` and
+/// `g` the blocks' gradients (detached), so the caller's graph holds one product instead of the prior.
+/// No gradient reaches the prior's parameters (they are frozen in every use). One shard: exactly
+/// [`super::align_loss`] (the same draws and graph).
+pub fn align_loss_sharded<B: AutodiffBackend, const D: usize>(
+    prior: &SimpleMlpAdaLn<B>,
+    y: Tensor<B, D>,
+    flow_mul: usize,
+    shards: usize,
+) -> Tensor<B, 1> {
+    if shards <= 1 {
+        return super::align_loss(prior, y, flow_mul);
+    }
+    let n = y.dims()[..D - 1].iter().product::<usize>() * flow_mul.max(1);
+    let device = y.device();
+    let t = Tensor::<B, 1>::random([n], Distribution::Uniform(0.0, 1.0), &device);
+    let x0 = Tensor::<B, 2>::random(
+        [n, y.dims()[D - 1]],
+        Distribution::Normal(0.0, 1.0),
+        &device,
+    );
+    align_loss_sharded_with(prior, y, flow_mul, x0, t, shards)
+}
+
+/// [`align_loss_sharded`] for given draws `x0` ([P * flow_mul, C]) and `t` ([P * flow_mul]) of the
+/// repeated points (row `r P + p` is token `p`'s `r`-th draw, as [`tile_rows`] lays them out).
+pub fn align_loss_sharded_with<B: AutodiffBackend, const D: usize>(
+    prior: &SimpleMlpAdaLn<B>,
+    y: Tensor<B, D>,
+    flow_mul: usize,
+    x0: Tensor<B, 2>,
+    t: Tensor<B, 1>,
+    shards: usize,
+) -> Tensor<B, 1> {
+    let dims = y.dims();
+    let c = dims[D - 1];
+    let points: usize = dims[..D - 1].iter().product();
+    let k = flow_mul.max(1);
+    let blocks = row_blocks(points * k, shards);
+    if blocks.len() <= 1 {
+        return super::align_loss_with(prior, y, flow_mul, x0, t);
+    }
+    let flat = y.reshape([points, c]);
+    let n = points * k;
+    let rep = tile_rows(flat.clone().inner(), k);
+    let (x0, t) = (x0.inner(), t.inner());
+    let work: Vec<(Range<usize>, SimpleMlpAdaLn<B>)> = blocks
+        .into_iter()
+        .map(|rows| (rows, SimpleMlpAdaLn::<B>::from_inner(prior.valid())))
+        .collect();
+    let parts = on_shard_threads(work, |(rows, worker)| {
+        let weight = rows.len() as f64 / n as f64;
+        let y_s = Tensor::<B, 2>::from_inner(rep.clone().slice(rows.clone())).require_grad();
+        let loss = flow_matching_loss_with(
+            &worker,
+            y_s.clone(),
+            Tensor::from_inner(x0.clone().slice(rows.clone())),
+            Tensor::from_inner(t.clone().slice(rows)),
+        ) * weight;
+        let value = scalar(loss.clone());
+        let mut grads = loss.backward();
+        (value, y_s.grad_remove(&mut grads))
+    });
+    let mut value = 0.0;
+    let mut grads = Vec::with_capacity(parts.len());
+    for (v, g) in parts {
+        value += v;
+        // Every block's points are leaves of its loss, so the gradient is there.
+        grads.push(g.unwrap_or_else(|| unreachable!("a block's points have a gradient")));
+    }
+    // The k draws of each token add up: rows r P + p of the repeated points are token p's.
+    let g = Tensor::cat(grads, 0)
+        .reshape([k, points, c])
+        .sum_dim(0)
+        .reshape([points, c]);
+    let s = (flat * Tensor::from_inner(g)).sum();
+    s.clone() - s.detach() + value
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,6 +295,50 @@ mod tests {
                 name.as_deref(),
                 Some(format!("flowprior-shard-{k}").as_str())
             );
+        }
+    }
+
+    /// The sharded L_align has the value and the gradient with respect to y of one graph over all the
+    /// points (same draws), for [B, L, C] latents and uneven blocks.
+    #[test]
+    fn sharded_alignment_loss_equals_the_whole_graph() {
+        use burn::module::Module;
+        let device = Default::default();
+        let prior = crate::flow::tests::random_net::<B>(3).no_grad();
+        let normal = Distribution::Normal(0.0, 1.0);
+        let (b, l, c, k) = (3, 5, 3, 4);
+        let y0 = Tensor::<B, 3>::random([b, l, c], normal, &device);
+        let x0 = Tensor::<B, 2>::random([b * l * k, c], normal, &device);
+        let t = Tensor::<B, 1>::random([b * l * k], Distribution::Uniform(0.0, 1.0), &device);
+
+        let y = y0.clone().require_grad();
+        let whole = crate::flow::flow_matching_loss_with(
+            &prior,
+            crate::tensors::tile_rows(y.clone().reshape([b * l, c]), k),
+            x0.clone(),
+            t.clone(),
+        );
+        let whole_value = scalar(whole.clone());
+        let whole_grad =
+            crate::tensors::to_host(y.grad(&whole.backward()).expect("y has a gradient"));
+        let scale = whole_grad.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        assert!(scale > 0.0);
+
+        for shards in [1, 2, 7] {
+            let y = y0.clone().require_grad();
+            let got = align_loss_sharded_with(&prior, y.clone(), k, x0.clone(), t.clone(), shards);
+            let value = scalar(got.clone());
+            assert!(
+                (value - whole_value).abs() <= 1e-5 * whole_value.abs(),
+                "{shards} shards: {value} vs {whole_value}"
+            );
+            let grad = crate::tensors::to_host(y.grad(&got.backward()).expect("y has a gradient"));
+            for (a, w) in grad.iter().zip(&whole_grad) {
+                assert!(
+                    (a - w).abs() <= (1e-4 + 50.0 * TEST_MATMUL_REL) * scale,
+                    "{shards} shards: {a} vs {w}"
+                );
+            }
         }
     }
 

@@ -388,7 +388,11 @@ impl GeneratorConfig {
                 ("classifier", classifier_hash),
                 ("tokenizer", tokenizer_hash),
             ],
-            weights_entry(weights),
+            weights_entry(weights)
+                .into_iter()
+                .chain(super::tiled_gradient_entry(
+                    self.generator == GeneratorKind::Mar && self.flow_mul() > 1,
+                )),
         );
         RunSpec {
             stage: GENERATOR.into(),
@@ -863,5 +867,33 @@ mod tests {
             }
         }
         assert!(keys.contains(&"generator") && keys.contains(&"width"));
+    }
+
+    #[test]
+    fn mar_runs_carry_the_tiled_gradient_key_and_dit_runs_do_not() {
+        let weights = std::collections::BTreeMap::new();
+        let key = crate::jobs::TILED_GRADIENT_KEY;
+        let dit = GeneratorConfig::default();
+        assert_eq!(dit.generator, GeneratorKind::Dit);
+        assert!(dit.run_spec("c", "t", &weights).config.get(key).is_none());
+        let mar = GeneratorConfig {
+            generator: GeneratorKind::Mar,
+            ..GeneratorConfig::default()
+        };
+        assert_eq!(
+            mar.run_spec("c", "t", &weights).config[key],
+            serde_json::Value::Bool(true)
+        );
+        let one_draw = GeneratorConfig {
+            flow_mul: Some(1),
+            ..mar
+        };
+        assert!(
+            one_draw
+                .run_spec("c", "t", &weights)
+                .config
+                .get(key)
+                .is_none()
+        );
     }
 }

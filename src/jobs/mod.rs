@@ -20,6 +20,18 @@ use crate::store::{ActiveRun, DEFAULT_STALE_AFTER_S, RunInfo, RunSpec, Store, Su
 /// (`{"inputs": {"<stage>": "<hash>"}}`), so that a run's identity covers everything upstream.
 pub const INPUTS_KEY: &str = "inputs";
 
+/// Identity key (value `true`) of the runs whose results changed when Burn's `repeat_dim` was replaced
+/// by [`crate::tensors::tile_rows`] (2026-11-23; Burn 0.21's `repeat_dim` sent each repeated row
+/// another row's gradient): aligned tokenizers and toy alignments with `flow_mul` > 1, and `mar`
+/// generators with `flow_mul` > 1. Runs of those settings recorded before carry no such key, so they are
+/// not taken for finished results of the same settings now; every other identity is unchanged.
+pub const TILED_GRADIENT_KEY: &str = "tiled_gradient";
+
+/// The [`TILED_GRADIENT_KEY`] entry of an identity when `affected`.
+pub fn tiled_gradient_entry(affected: bool) -> Option<(&'static str, serde_json::Value)> {
+    affected.then_some((TILED_GRADIENT_KEY, serde_json::Value::Bool(true)))
+}
+
 /// A configuration as a run's identity: its settings, `inputs` (the hashes of the upstream runs it
 /// reads, by stage) under [`INPUTS_KEY`], and `extra` keys (e.g. the content identity of files it
 /// reads).

@@ -34,6 +34,7 @@ use crate::flow::align_loss;
 use crate::flow::likelihood::{Divergence, log_likelihood};
 use crate::flow::net::SimpleMlpAdaLn;
 use crate::flow::schedule::LrSchedule;
+use crate::flow::shard::{align_loss_sharded, shards_for};
 use crate::flow::train::load_prior;
 use crate::metrics::frechet::frechet_from_samples;
 use crate::metrics::image::{psnr, ssim};
@@ -266,7 +267,12 @@ impl TokenizerConfig {
         if let Some(h) = semantic_hash {
             inputs.push((super::dino::DINO, h));
         }
-        let config = super::identity(self, &inputs, weights_entry(weights));
+        let extra = weights_entry(weights)
+            .into_iter()
+            .chain(super::tiled_gradient_entry(
+                self.lambda > 0.0 && self.flow_mul > 1,
+            ));
+        let config = super::identity(self, &inputs, extra);
         RunSpec {
             stage: TOKENIZER.into(),
             name: format!(
@@ -581,10 +587,12 @@ pub fn step_losses<B: AutodiffBackend>(
     if let Some(s) = &semantic {
         total = total + s.clone() * cfg.semantic_weight;
     }
-    let align = ctx
-        .prior
-        .filter(|_| cfg.lambda > 0.0)
-        .map(|p| align_loss(p, out.latents, cfg.flow_mul));
+    // On flex the frozen prior's part runs data-parallel over the threads (`flow::shard`).
+    let align = ctx.prior.filter(|_| cfg.lambda > 0.0).map(|p| {
+        let [b, l, _] = out.latents.dims();
+        let shards = shards_for::<B::InnerBackend>(b * l * cfg.flow_mul.max(1));
+        align_loss_sharded(p, out.latents, cfg.flow_mul, shards)
+    });
     if let Some(a) = &align {
         total = total + a.clone() * cfg.lambda;
     }
@@ -848,6 +856,24 @@ mod tests {
         let mut c = Collect(Vec::new());
         m.visit(&mut c);
         c.0
+    }
+
+    #[test]
+    fn aligned_runs_with_several_draws_carry_the_tiled_gradient_key() {
+        let weights = std::collections::BTreeMap::new();
+        let key = crate::jobs::TILED_GRADIENT_KEY;
+        let has = |c: &TokenizerConfig| {
+            c.run_spec("c", Some("p"), None, &weights)
+                .config
+                .get(key)
+                .is_some()
+        };
+        assert!(has(&tiny(0.01)));
+        assert!(!has(&tiny(0.0)));
+        assert!(!has(&TokenizerConfig {
+            flow_mul: 1,
+            ..tiny(0.01)
+        }));
     }
 
     fn tiny(lambda: f64) -> TokenizerConfig {

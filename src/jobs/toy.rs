@@ -319,7 +319,11 @@ impl ToyAlignConfig {
     /// The run of this stage under the prior whose run spec is `prior`: its identity includes the
     /// prior's configuration hash (`inputs.toy_prior`).
     pub fn run_spec(&self, prior: &ToyPriorConfig) -> RunSpec {
-        let config = super::identity(self, &[(TOY_PRIOR, &prior.run_spec().hash())], []);
+        let config = super::identity(
+            self,
+            &[(TOY_PRIOR, &prior.run_spec().hash())],
+            super::tiled_gradient_entry(self.flow_mul > 1),
+        );
         RunSpec {
             stage: TOY_ALIGN.into(),
             name: format!("{TOY_ALIGN}/{}", prior.target.name()),

@@ -42,6 +42,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 
 use crate::flow::net::{FlowNetConfig, Init, LN_EPS, SimpleMlpAdaLn, linear};
+use crate::tensors::tile_rows;
 
 /// Sizes of a MAR generator.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -203,9 +204,11 @@ impl<B: Backend> FlowHead<B> {
         let [n, c] = x1.dims();
         let device = x1.device();
         let k = flow_mul.max(1);
-        let z = z.repeat_dim(0, k);
-        let x1 = x1.repeat_dim(0, k);
-        let m = weight.repeat_dim(0, k);
+        // Not `repeat_dim`: its gradient is wrong in Burn 0.21 (see `tile_rows`), and z's gradient is
+        // what trains the transformer.
+        let z = tile_rows(z, k);
+        let x1 = tile_rows(x1, k);
+        let m = tile_rows(weight, k);
         let t: Vec<f32> = (0..n * k).map(|_| rng.random::<f32>()).collect();
         let t = Tensor::<B, 1>::from_data(TensorData::new(t, [n * k]), &device);
         let x0: Vec<f32> = (0..n * k * c)
@@ -655,6 +658,76 @@ mod tests {
     type A = burn::backend::Autodiff<B>;
 
     use crate::models::testing::Perturb;
+
+    /// With `flow_mul` k each token's condition z must get the gradients of ITS OWN k copies: the same
+    /// loss on inputs tiled on the host (k = 1, the same draws) gives each copy's gradient, summed per
+    /// token here. Tokens with weight 0 get none. (Burn's `repeat_dim` sent each token other tokens'
+    /// gradients; see `tensors::tile_rows`.)
+    #[test]
+    fn the_flow_heads_condition_gradient_sums_each_tokens_own_copies() {
+        use crate::tensors::{from_host_f32, to_host};
+        let device = Default::default();
+        let (n, w, c, k) = (5usize, 6usize, 2usize, 3usize);
+        let head = FlowHead::<A> {
+            cond: linear(w, 8, Init::Xavier, &device),
+            net: FlowNetConfig {
+                dim: c,
+                width: 8,
+                depth: 1,
+            }
+            .init(&device),
+        }
+        .map(&mut Perturb);
+        let mut r = StdRng::seed_from_u64(3);
+        let mut draw = |len: usize| -> Vec<f32> {
+            (0..len)
+                .map(|_| r.sample::<f32, _>(rand_distr::StandardNormal))
+                .collect()
+        };
+        let (zv, xv) = (draw(n * w), draw(n * c));
+        let wv = vec![1.0f32, 0.0, 1.0, 1.0, 0.0];
+        let weight = |v: Vec<f32>| {
+            let len = v.len();
+            Tensor::<A, 1>::from_data(TensorData::new(v, [len]), &device)
+        };
+
+        let z = from_host_f32::<A>(zv.clone(), w, &device).require_grad();
+        let loss = head.loss(
+            z.clone(),
+            from_host_f32(xv.clone(), c, &device),
+            weight(wv.clone()),
+            k,
+            &mut StdRng::seed_from_u64(9),
+        );
+        let value = crate::tensors::scalar(loss.clone());
+        let got = to_host(z.grad(&loss.backward()).expect("z has a gradient"));
+
+        let zt = from_host_f32::<A>(zv.repeat(k), w, &device).require_grad();
+        let tiled = head.loss(
+            zt.clone(),
+            from_host_f32(xv.repeat(k), c, &device),
+            weight(wv.repeat(k)),
+            1,
+            &mut StdRng::seed_from_u64(9),
+        );
+        assert!((crate::tensors::scalar(tiled.clone()) - value).abs() < 1e-6 * value.abs());
+        let per_copy = to_host(zt.grad(&tiled.backward()).expect("z has a gradient"));
+        let scale = per_copy.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        assert!(scale > 0.0);
+        for i in 0..n {
+            for j in 0..w {
+                let want: f64 = (0..k).map(|r| per_copy[(r * n + i) * w + j]).sum();
+                let g = got[i * w + j];
+                assert!(
+                    (g - want).abs() <= 1e-5 * scale,
+                    "token {i} value {j}: {g} vs {want}"
+                );
+                if wv[i] == 0.0 {
+                    assert_eq!(g, 0.0, "token {i} has weight 0");
+                }
+            }
+        }
+    }
 
     /// A small shape: 2 channels, 1 block of 2 heads, a flow head of width 8 and 1 block.
     fn small(tokens: usize, width: usize, classes: usize, buffer: usize) -> MarShape {
