@@ -24,15 +24,36 @@ pub fn flow_matching_loss_with<B: Backend, V: VelocityField<B>>(
     (v - (x1 - x0)).powi_scalar(2).mean()
 }
 
+/// Fresh draws of the straight path for `n` points of dimension `d`: `t ~ U[0, 1]` ([n]), then
+/// `x0 ~ N(0, I)` ([n, d]), in that order (every loss of this module draws so, which keeps a seed's
+/// draws the same whichever way the loss is computed).
+pub fn path_draws<B: Backend>(
+    n: usize,
+    d: usize,
+    device: &B::Device,
+) -> (Tensor<B, 1>, Tensor<B, 2>) {
+    let t = Tensor::<B, 1>::random([n], Distribution::Uniform(0.0, 1.0), device);
+    let x0 = Tensor::<B, 2>::random([n, d], Distribution::Normal(0.0, 1.0), device);
+    (t, x0)
+}
+
+/// [`path_draws`] for L_align of latents `y` ([..., C]): `flow_mul` draws per token.
+pub fn align_draws<B: Backend, const D: usize>(
+    y: &Tensor<B, D>,
+    flow_mul: usize,
+) -> (Tensor<B, 1>, Tensor<B, 2>) {
+    let dims = y.dims();
+    let points: usize = dims[..D - 1].iter().product();
+    path_draws(points * flow_mul.max(1), dims[D - 1], &y.device())
+}
+
 /// Flow-matching loss with fresh draws `t ~ U[0, 1]`, `x0 ~ N(0, I)`.
 pub fn flow_matching_loss<B: Backend, V: VelocityField<B>>(
     field: &V,
     x1: Tensor<B, 2>,
 ) -> Tensor<B, 1> {
-    let [n, _] = x1.dims();
-    let device = x1.device();
-    let t = Tensor::<B, 1>::random([n], Distribution::Uniform(0.0, 1.0), &device);
-    let x0 = x1.random_like(Distribution::Normal(0.0, 1.0));
+    let [n, d] = x1.dims();
+    let (t, x0) = path_draws(n, d, &x1.device());
     flow_matching_loss_with(field, x1, x0, t)
 }
 
@@ -47,14 +68,7 @@ pub fn align_loss<B: Backend, V: VelocityField<B>, const D: usize>(
     y: Tensor<B, D>,
     flow_mul: usize,
 ) -> Tensor<B, 1> {
-    let n = y.dims()[..D - 1].iter().product::<usize>() * flow_mul.max(1);
-    let device = y.device();
-    let t = Tensor::<B, 1>::random([n], Distribution::Uniform(0.0, 1.0), &device);
-    let x0 = Tensor::<B, 2>::random(
-        [n, y.dims()[D - 1]],
-        Distribution::Normal(0.0, 1.0),
-        &device,
-    );
+    let (t, x0) = align_draws(&y, flow_mul);
     align_loss_with(prior, y, flow_mul, x0, t)
 }
 

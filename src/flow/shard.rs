@@ -19,10 +19,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use burn::module::AutodiffModule;
 use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Distribution, Tensor};
 use rayon::{ThreadPool, ThreadPoolBuilder};
 
+use super::loss::{align_draws, path_draws};
 use super::{SimpleMlpAdaLn, flow_matching_loss_with};
 use crate::tensors::{scalar, tile_rows};
 
@@ -126,9 +127,8 @@ pub fn flow_matching_grads<B: AutodiffBackend>(
     x1: Tensor<B, 2>,
     shards: usize,
 ) -> StepGrads {
-    let [n, _] = x1.dims();
-    let t = Tensor::<B, 1>::random([n], Distribution::Uniform(0.0, 1.0), &x1.device());
-    let x0 = x1.random_like(Distribution::Normal(0.0, 1.0));
+    let [n, d] = x1.dims();
+    let (t, x0) = path_draws(n, d, &x1.device());
     flow_matching_grads_with(net, x1, x0, t, shards)
 }
 
@@ -197,14 +197,7 @@ pub fn align_loss_sharded<B: AutodiffBackend, const D: usize>(
     if shards <= 1 {
         return super::align_loss(prior, y, flow_mul);
     }
-    let n = y.dims()[..D - 1].iter().product::<usize>() * flow_mul.max(1);
-    let device = y.device();
-    let t = Tensor::<B, 1>::random([n], Distribution::Uniform(0.0, 1.0), &device);
-    let x0 = Tensor::<B, 2>::random(
-        [n, y.dims()[D - 1]],
-        Distribution::Normal(0.0, 1.0),
-        &device,
-    );
+    let (t, x0) = align_draws(&y, flow_mul);
     align_loss_sharded_with(prior, y, flow_mul, x0, t, shards)
 }
 
@@ -269,6 +262,7 @@ mod tests {
     use crate::backend::{TEST_MATMUL_REL, TestAutodiff};
     use crate::flow::train::clip_global_norm;
     use burn::module::{Module, ModuleVisitor, Param};
+    use burn::tensor::Distribution;
 
     type B = TestAutodiff;
 
