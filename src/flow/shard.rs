@@ -121,18 +121,17 @@ pub struct StepGrads {
 }
 
 /// The flow-matching loss of `x1` ([N, d]) with fresh draws `t ~ U[0, 1]`, `x0 ~ N(0, I)` (drawn in
-/// that order, as [`super::flow_matching_loss`] does) and its gradients, over `shards` row blocks.
+/// that order, as [`super::flow_matching_loss`] does) and its gradients, over [`shards_for`] row blocks.
 pub fn flow_matching_grads<B: AutodiffBackend>(
     net: &SimpleMlpAdaLn<B>,
     x1: Tensor<B, 2>,
-    shards: usize,
 ) -> StepGrads {
     let [n, d] = x1.dims();
     let (t, x0) = path_draws(n, d, &x1.device());
-    flow_matching_grads_with(net, x1, x0, t, shards)
+    flow_matching_grads_with(net, x1, x0, t, shards_for::<B::InnerBackend>(n))
 }
 
-/// [`flow_matching_grads`] for given draws of `t` ([N]) and `x0` ([N, d]).
+/// [`flow_matching_grads`] for given draws of `t` ([N]) and `x0` ([N, d]) and a given shard count.
 pub fn flow_matching_grads_with<B: AutodiffBackend>(
     net: &SimpleMlpAdaLn<B>,
     x1: Tensor<B, 2>,
@@ -150,30 +149,12 @@ pub fn flow_matching_grads_with<B: AutodiffBackend>(
             grads: GradientsParams::from_grads(loss.backward(), net),
         };
     }
-    // The shards' networks are fresh autodiff leaves over the same weights (same parameter ids), so
-    // each shard's graph is its own and the gradients map back onto `net`'s parameters. (Each is made
-    // from `net.valid()`: a clone of an inner module would drop the parameters' `require_grad`.)
-    let (x1, x0, t) = (x1.inner(), x0.inner(), t.inner());
-    let work: Vec<(Range<usize>, SimpleMlpAdaLn<B>)> = blocks
-        .into_iter()
-        .map(|rows| (rows, SimpleMlpAdaLn::<B>::from_inner(net.valid())))
-        .collect();
-    let parts: Vec<(f64, GradientsParams)> = on_shard_threads(work, |(rows, worker)| {
-        let weight = rows.len() as f64 / n as f64;
-        let loss = flow_matching_loss_with(
-            &worker,
-            Tensor::from_inner(x1.clone().slice(rows.clone())),
-            Tensor::from_inner(x0.clone().slice(rows.clone())),
-            Tensor::from_inner(t.clone().slice(rows)),
-        ) * weight;
-        let value = scalar(loss.clone());
-        (value, GradientsParams::from_grads(loss.backward(), &worker))
-    });
+    let parts = backward_blocks(net, x1.inner(), x0.inner(), t.inner(), blocks, false);
     let mut sum = GradientsAccumulator::<SimpleMlpAdaLn<B>>::new();
     let mut loss = 0.0;
-    for (value, grads) in parts {
-        loss += value;
-        sum.accumulate(net, grads);
+    for part in parts {
+        loss += part.loss;
+        sum.accumulate(net, part.params);
     }
     StepGrads {
         loss,
@@ -182,27 +163,25 @@ pub fn flow_matching_grads_with<B: AutodiffBackend>(
 }
 
 /// L_align(y) under a FROZEN prior (see [`super::align_loss`]: `flow_mul` draws per token, the same
-/// draws in the same order), its gradient with respect to `y` computed over `shards` row blocks of the
-/// prior's points, each in its own graph on its own thread. The result's value is L_align(y) and its
-/// gradient with respect to `y` is that gradient: it is `s - detach(s) + L` with `s = sum(y * g)` and
-/// `g` the blocks' gradients (detached), so the caller's graph holds one product instead of the prior.
-/// No gradient reaches the prior's parameters (they are frozen in every use). One shard: exactly
-/// [`super::align_loss`] (the same draws and graph).
+/// draws in the same order), its gradient with respect to `y` computed over [`shards_for`] row blocks
+/// of the prior's points, each in its own graph on its own thread. The result's value is L_align(y) and
+/// its gradient with respect to `y` is that gradient: it is `s - detach(s) + L` with `s = sum(y * g)`
+/// and `g` the blocks' gradients (detached), so the caller's graph holds one product instead of the
+/// prior. No gradient reaches the prior's parameters (they are frozen in every use). One shard:
+/// exactly [`super::align_loss`] (the same draws and graph).
 pub fn align_loss_sharded<B: AutodiffBackend, const D: usize>(
     prior: &SimpleMlpAdaLn<B>,
     y: Tensor<B, D>,
     flow_mul: usize,
-    shards: usize,
 ) -> Tensor<B, 1> {
-    if shards <= 1 {
-        return super::align_loss(prior, y, flow_mul);
-    }
     let (t, x0) = align_draws(&y, flow_mul);
+    let shards = shards_for::<B::InnerBackend>(t.dims()[0]);
     align_loss_sharded_with(prior, y, flow_mul, x0, t, shards)
 }
 
 /// [`align_loss_sharded`] for given draws `x0` ([P * flow_mul, C]) and `t` ([P * flow_mul]) of the
-/// repeated points (row `r P + p` is token `p`'s `r`-th draw, as [`tile_rows`] lays them out).
+/// repeated points (row `r P + p` is token `p`'s `r`-th draw, as [`tile_rows`] lays them out) and a
+/// given shard count.
 pub fn align_loss_sharded_with<B: AutodiffBackend, const D: usize>(
     prior: &SimpleMlpAdaLn<B>,
     y: Tensor<B, D>,
@@ -220,32 +199,17 @@ pub fn align_loss_sharded_with<B: AutodiffBackend, const D: usize>(
         return super::align_loss_with(prior, y, flow_mul, x0, t);
     }
     let flat = y.reshape([points, c]);
-    let n = points * k;
     let rep = tile_rows(flat.clone().inner(), k);
-    let (x0, t) = (x0.inner(), t.inner());
-    let work: Vec<(Range<usize>, SimpleMlpAdaLn<B>)> = blocks
-        .into_iter()
-        .map(|rows| (rows, SimpleMlpAdaLn::<B>::from_inner(prior.valid())))
-        .collect();
-    let parts = on_shard_threads(work, |(rows, worker)| {
-        let weight = rows.len() as f64 / n as f64;
-        let y_s = Tensor::<B, 2>::from_inner(rep.clone().slice(rows.clone())).require_grad();
-        let loss = flow_matching_loss_with(
-            &worker,
-            y_s.clone(),
-            Tensor::from_inner(x0.clone().slice(rows.clone())),
-            Tensor::from_inner(t.clone().slice(rows)),
-        ) * weight;
-        let value = scalar(loss.clone());
-        let mut grads = loss.backward();
-        (value, y_s.grad_remove(&mut grads))
-    });
+    let parts = backward_blocks(prior, rep, x0.inner(), t.inner(), blocks, true);
     let mut value = 0.0;
     let mut grads = Vec::with_capacity(parts.len());
-    for (v, g) in parts {
-        value += v;
+    for part in parts {
+        value += part.loss;
         // Every block's points are leaves of its loss, so the gradient is there.
-        grads.push(g.unwrap_or_else(|| unreachable!("a block's points have a gradient")));
+        grads.push(
+            part.points
+                .unwrap_or_else(|| unreachable!("a block's points have a gradient")),
+        );
     }
     // The k draws of each token add up: rows r P + p of the repeated points are token p's.
     let g = Tensor::cat(grads, 0)
@@ -254,6 +218,64 @@ pub fn align_loss_sharded_with<B: AutodiffBackend, const D: usize>(
         .reshape([points, c]);
     let s = (flat * Tensor::from_inner(g)).sum();
     s.clone() - s.detach() + value
+}
+
+/// What one row block's backward pass gives.
+struct Block<B: AutodiffBackend> {
+    /// Its loss, weighted by its share of the rows.
+    loss: f64,
+    /// The gradients of the network's tracked parameters (none for a frozen network).
+    params: GradientsParams,
+    /// The gradient with respect to its points `x1`, when asked for.
+    points: Option<Tensor<B::InnerBackend, 2>>,
+}
+
+/// The flow-matching loss of each row block of (`x1`, `x0`, `t`), weighted by the block's share of
+/// the rows, built and backpropagated on its own thread ([`on_shard_threads`]) in its own graph, with
+/// the points `x1` as leaves when `points_grad`.
+fn backward_blocks<B: AutodiffBackend>(
+    net: &SimpleMlpAdaLn<B>,
+    x1: Tensor<B::InnerBackend, 2>,
+    x0: Tensor<B::InnerBackend, 2>,
+    t: Tensor<B::InnerBackend, 1>,
+    blocks: Vec<Range<usize>>,
+    points_grad: bool,
+) -> Vec<Block<B>> {
+    let n = x1.dims()[0];
+    // The blocks' networks are fresh autodiff leaves over the same weights (same parameter ids), so
+    // each block's graph is its own and the gradients map back onto `net`'s parameters. (Each is made
+    // from `net.valid()`: a clone of an inner module would drop the parameters' `require_grad`.)
+    let work: Vec<(Range<usize>, SimpleMlpAdaLn<B>)> = blocks
+        .into_iter()
+        .map(|rows| (rows, SimpleMlpAdaLn::<B>::from_inner(net.valid())))
+        .collect();
+    on_shard_threads(work, |(rows, worker)| {
+        let weight = rows.len() as f64 / n as f64;
+        let points = Tensor::<B, 2>::from_inner(x1.clone().slice(rows.clone()));
+        let points = if points_grad {
+            points.require_grad()
+        } else {
+            points
+        };
+        let loss = flow_matching_loss_with(
+            &worker,
+            points.clone(),
+            Tensor::from_inner(x0.clone().slice(rows.clone())),
+            Tensor::from_inner(t.clone().slice(rows)),
+        ) * weight;
+        let value = scalar(loss.clone());
+        let mut grads = loss.backward();
+        let points = if points_grad {
+            points.grad_remove(&mut grads)
+        } else {
+            None
+        };
+        Block {
+            loss: value,
+            params: GradientsParams::from_grads(grads, &worker),
+            points,
+        }
+    })
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::ema::ema_update;
 use super::host_adam::HostAdam;
 use super::schedule::LrSchedule;
-use super::shard::{StepGrads, flow_matching_grads, shards_for};
+use super::shard::{StepGrads, flow_matching_grads};
 use super::{FlowNetConfig, SimpleMlpAdaLn};
 
 /// Which optimiser.
@@ -151,11 +151,10 @@ where
     let mut ema = (cfg.ema_decay > 0.0).then(|| net.clone());
     for step in 0..cfg.steps {
         let x1 = next_batch(step);
-        let shards = shards_for::<B::InnerBackend>(x1.dims()[0]);
         let StepGrads {
             loss: loss_value,
             mut grads,
-        } = flow_matching_grads(&net, x1, shards);
+        } = flow_matching_grads(&net, x1);
         let grad_norm = clip_global_norm::<B, _>(&net, &mut grads, cfg.grad_clip);
         let lr = cfg.schedule.at(step);
         if !on_step(StepLog {

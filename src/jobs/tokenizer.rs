@@ -34,7 +34,7 @@ use crate::flow::align_loss;
 use crate::flow::likelihood::{Divergence, log_likelihood};
 use crate::flow::net::SimpleMlpAdaLn;
 use crate::flow::schedule::LrSchedule;
-use crate::flow::shard::{align_loss_sharded, shards_for};
+use crate::flow::shard::align_loss_sharded;
 use crate::flow::train::load_prior;
 use crate::metrics::frechet::frechet_from_samples;
 use crate::metrics::image::{psnr, ssim};
@@ -588,11 +588,10 @@ pub fn step_losses<B: AutodiffBackend>(
         total = total + s.clone() * cfg.semantic_weight;
     }
     // On flex the frozen prior's part runs data-parallel over the threads (`flow::shard`).
-    let align = ctx.prior.filter(|_| cfg.lambda > 0.0).map(|p| {
-        let [b, l, _] = out.latents.dims();
-        let shards = shards_for::<B::InnerBackend>(b * l * cfg.flow_mul.max(1));
-        align_loss_sharded(p, out.latents, cfg.flow_mul, shards)
-    });
+    let align = ctx
+        .prior
+        .filter(|_| cfg.lambda > 0.0)
+        .map(|p| align_loss_sharded(p, out.latents, cfg.flow_mul));
     if let Some(a) = &align {
         total = total + a.clone() * cfg.lambda;
     }
