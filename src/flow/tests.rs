@@ -153,6 +153,49 @@ fn reversed_time_converts_the_public_convention() {
     assert!((a - b).abs() < 1e-5 * a.abs().max(1.0), "{a} vs {b}");
 }
 
+/// L_align of token latents [B, L, C] with `flow_mul` draws per token (the tokenizer's use): the
+/// gradient with respect to every latent value matches central differences of the loss on the same
+/// draws. (With Burn's `repeat_dim` for the draws each token got other tokens' gradients.)
+#[test]
+#[cfg_attr(
+    feature = "gpu-tests",
+    ignore = "TF32 matrix products: see the comment below"
+)]
+fn token_align_loss_gradient_with_several_draws_matches_finite_differences() {
+    let prior = random_net::<AB>(3).no_grad();
+    let (b, l, c, k) = (2usize, 3usize, 3usize, 3usize);
+    let y0: Vec<f32> = (0..b * l * c)
+        .map(|i| ((i * 5 % 13) as f32 - 6.0) / 5.0)
+        .collect();
+    let x0 = Tensor::<AB, 2>::random([b * l * k, c], Distribution::Normal(0.0, 1.0), &dev());
+    let t = Tensor::<AB, 1>::random([b * l * k], Distribution::Uniform(0.0, 1.0), &dev());
+    let latents = |v: Vec<f32>| Tensor::<AB, 3>::from_data(TensorData::new(v, [b, l, c]), &dev());
+    let loss_at = |v: Vec<f32>| -> f64 {
+        let loss = align_loss_with(&prior, latents(v), k, x0.clone(), t.clone());
+        vec2(loss.unsqueeze::<2>())[0]
+    };
+    let y = latents(y0.clone()).require_grad();
+    let loss = align_loss_with(&prior, y.clone(), k, x0.clone(), t.clone());
+    let g: Vec<f64> = y
+        .grad(&loss.backward())
+        .expect("y has a gradient")
+        .into_data()
+        .iter::<f64>()
+        .collect();
+    let h = 1e-2f32;
+    for i in 0..b * l * c {
+        let (mut up, mut down) = (y0.clone(), y0.clone());
+        up[i] += h;
+        down[i] -= h;
+        let fd = (loss_at(up) - loss_at(down)) / (2.0 * h as f64);
+        assert!(
+            (fd - g[i]).abs() < 2e-3 + 2e-2 * fd.abs(),
+            "value {i}: autodiff {} vs finite difference {fd}",
+            g[i]
+        );
+    }
+}
+
 // On a GPU the f32 matrix products run in TF32 (crate::backend::TEST_MATMUL_REL): a central difference
 // of f32 losses at h = 1e-2 then carries noise of about 1e-3 |L| / h, as large as the tolerance, so the
 // check runs on flex only; the autodiff graph is the same code on every backend.
