@@ -416,6 +416,9 @@ fn prior_bench(
     let _ = rayon::ThreadPoolBuilder::new()
         .num_threads(threads.max(1))
         .build_global();
+    // libtorch keeps its own intra-op pool (all cores by default), which rayon's setting does not reach.
+    #[cfg(feature = "tch")]
+    tch::set_num_threads(i32::try_from(threads.max(1)).unwrap_or(i32::MAX));
     let backends: Vec<BackendKind> = if backends.is_empty() {
         BackendKind::compiled()
     } else {
