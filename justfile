@@ -14,7 +14,7 @@ setup:
 data:
     bash scripts/fetch-data.sh
 
-# Run every test (unit + integration) with the default CPU backend.
+# Every test (unit + integration) on the default CPU backend, then the lone MAR test.
 test:
     cargo test --locked --lib --bins --tests
     # The MAR mixture test alone (see README, Generators); fails if the name no longer matches a test.
@@ -28,6 +28,11 @@ lint:
     # The unit tests as compiled for a GPU (`gpu-tests`: their backend is CUDA).
     cargo clippy --locked --lib --tests --features gpu-tests -- -D warnings
 
+# Kill -9 and resume, concurrent store starters, diverging configs, hostile SQL: nothing may be lost.
+chaos:
+    cargo build --locked
+    bash scripts/chaos.sh
+
 # Apply the run-store migrations to a throw-away PostgreSQL cluster (schema portability).
 check-postgres:
     bash scripts/check-postgres-schema.sh
@@ -36,12 +41,14 @@ check-postgres:
 check-cuda:
     cargo check --locked --features cuda
 
-# There `bash scripts/gpu-run.sh` runs the tests on the GPU, the GPU benchmarks and a smoke sweep (README, "GPU runs").
+# On the GPU machine, `bash scripts/gpu-run.sh` runs the tests, the GPU benchmarks and a smoke sweep
+# (docs: "GPU runs").
+
 # Build the `cuda` binary and the unit tests on CUDA (release) into .gpu/ for a GPU machine.
 gpu-pack:
     bash scripts/gpu-pack.sh
 
-# libtorch (PyPI torch==2.9.0 in .venv-torch, ~4 GB), then clippy with every backend (tests built for libtorch).
+# Clippy with every backend, tests built for libtorch (installs PyPI torch 2.9.0, ~4 GB, first).
 check-tch:
     bash scripts/setup-libtorch.sh
     bash -c 'source scripts/libtorch-env.sh && cargo clippy --locked --all-targets --features cuda,tch,tch-tests -- -D warnings'
@@ -63,17 +70,21 @@ toy *ARGS:
 classifier *ARGS:
     cargo run --locked -- classifier {{ARGS}}
 
-# Run sweeps/NAME.toml (only what is not finished yet), then its report in reports/NAME.md;
-# extra flags go to `flowprior sweep run`, e.g. just sweep toy --workers 2 --preset smoke
+# Extra flags go to `flowprior sweep run`, e.g. just sweep toy --workers 2 --preset smoke.
+# With --dry-run only the plan is printed (no report).
+
+# Run sweeps/NAME.toml (what is not finished yet), then write its report reports/NAME.md.
 sweep NAME *ARGS:
     cargo run --locked -- --db {{db}} sweep run sweeps/{{NAME}}.toml {{ARGS}}
-    cargo run --locked -- --db {{db}} report {{NAME}} --check
+    @case " {{ARGS}} " in *" --dry-run "*) ;; *) cargo run --locked -- --db {{db}} report {{NAME}} --check ;; esac
 
-# The same as `sweep`, with a release build (about 3x faster training; the first build takes a few
-# minutes). Runs are identified by their configuration, not by the build: either recipe resumes the other.
+# Runs are identified by their configuration, not by the build: either recipe resumes the other.
+# The first release build takes a few minutes.
+
+# `sweep` with a release build: about 3x faster training, for long sweeps.
 sweep-release NAME *ARGS:
     CARGO_TARGET_DIR=target/release-build cargo run --locked --release -- --db {{db}} sweep run sweeps/{{NAME}}.toml {{ARGS}}
-    CARGO_TARGET_DIR=target/release-build cargo run --locked --release -- --db {{db}} report {{NAME}} --check
+    @case " {{ARGS}} " in *" --dry-run "*) ;; *) CARGO_TARGET_DIR=target/release-build cargo run --locked --release -- --db {{db}} report {{NAME}} --check ;; esac
 
 # Rebuild reports/NAME.md and its figures from the run store.
 report NAME *ARGS:
@@ -91,8 +102,9 @@ runs:
 sql QUERY:
     cargo run --locked -- --db {{db}} sql "{{QUERY}}"
 
-# Benchmarks (release build; references: `just torch` for PyTorch, `just faiss` for faiss-cpu): prior
-# training vs PyTorch, store writes, exact k-NN vs faiss IndexFlatL2, the step-time cost of L_align.
+# References: `just torch` for PyTorch, `just faiss` for faiss-cpu.
+
+# Benchmarks (release): prior training vs PyTorch, store writes, k-NN vs faiss, the cost of L_align.
 bench threads="1":
     CARGO_TARGET_DIR=target/release-build cargo run --locked --release -- bench prior --threads {{threads}}
     CARGO_TARGET_DIR=target/release-build cargo run --locked --release -- --db target/bench.db bench store --processes 4 --points 5000 --batch 50

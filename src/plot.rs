@@ -45,14 +45,9 @@ fn colour(v: f64) -> RGBColor {
     RGBColor(c.0, c.1, c.2)
 }
 
-fn draw_grid<DB: DrawingBackend>(
-    chart: &mut ChartContext<
-        '_,
-        DB,
-        Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
-    >,
-    grid: &Grid<'_>,
-) -> Result<(), String> {
+/// The colour scale's ends: the 2nd and 98th percentiles of the grid's finite values (values outside
+/// take the end colours).
+fn colour_range(grid: &Grid<'_>) -> (f64, f64) {
     let finite: Vec<f64> = grid
         .values
         .iter()
@@ -61,7 +56,19 @@ fn draw_grid<DB: DrawingBackend>(
         .collect();
     let lo = crate::toy::metrics::quantile(&finite, 0.02);
     let hi = crate::toy::metrics::quantile(&finite, 0.98);
-    let span = (hi - lo).max(1e-12);
+    (lo, hi.max(lo + 1e-12))
+}
+
+fn draw_grid<DB: DrawingBackend>(
+    chart: &mut ChartContext<
+        '_,
+        DB,
+        Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+    >,
+    grid: &Grid<'_>,
+) -> Result<(), String> {
+    let (lo, hi) = colour_range(grid);
+    let span = hi - lo;
     let (x0, x1, y0, y1) = grid.extent;
     let (dx, dy) = ((x1 - x0) / grid.nx as f64, (y1 - y0) / grid.ny as f64);
     chart
@@ -81,20 +88,61 @@ fn draw_grid<DB: DrawingBackend>(
     Ok(())
 }
 
-/// Heat map of `grid` with `points` (row-major [n, 2]) drawn on top.
+/// A vertical colour bar for values `lo..hi` (viridis), labelled `label`, in `area`.
+fn colour_bar<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    lo: f64,
+    hi: f64,
+    label: &str,
+) -> Result<(), String> {
+    let mut bar = ChartBuilder::on(area)
+        .margin_top(40)
+        .margin_bottom(40)
+        .margin_right(10)
+        .y_label_area_size(72)
+        .build_cartesian_2d(0.0..1.0, lo..hi)
+        .map_err(|x| x.to_string())?;
+    bar.configure_mesh()
+        .disable_mesh()
+        .disable_x_axis()
+        .y_desc(label)
+        .y_labels(6)
+        .y_label_style(("sans-serif", 13))
+        .axis_desc_style(("sans-serif", 14))
+        .draw()
+        .map_err(|x| x.to_string())?;
+    let steps = 100;
+    let dv = (hi - lo) / steps as f64;
+    bar.draw_series((0..steps).map(|k| {
+        let v = lo + k as f64 * dv;
+        Rectangle::new(
+            [(0.0, v), (1.0, v + dv)],
+            colour((k as f64 + 0.5) / steps as f64).filled(),
+        )
+    }))
+    .map_err(|x| x.to_string())?;
+    Ok(())
+}
+
+/// Heat map of `grid` with `points` (row-major [n, 2]) drawn on top, and a colour bar of the grid's
+/// values labelled `value_label`.
 pub fn heatmap_with_points(
     path: &Path,
     title: &str,
     grid: &Grid<'_>,
+    value_label: &str,
     points: &[f64],
     point_colour: RGBColor,
 ) -> Result<(), PlotError> {
     register_font();
     let e = err(path);
-    let root = BitMapBackend::new(path, (640, 640)).into_drawing_area();
+    let root = BitMapBackend::new(path, (760, 640)).into_drawing_area();
     root.fill(&WHITE).map_err(|x| e(x.to_string()))?;
+    let (map_area, bar_area) = root.split_horizontally(640);
+    let (lo, hi) = colour_range(grid);
+    colour_bar(&bar_area, lo, hi, value_label).map_err(&e)?;
     let (x0, x1, y0, y1) = grid.extent;
-    let mut chart = ChartBuilder::on(&root)
+    let mut chart = ChartBuilder::on(&map_area)
         .caption(title, ("sans-serif", 20))
         .margin(10)
         .x_label_area_size(30)
@@ -134,6 +182,7 @@ pub fn curves(
                 label: String::new(),
                 points: pts.to_vec(),
                 err: None,
+                band: false,
             }],
         })
         .collect();
@@ -185,18 +234,35 @@ pub fn snapshots(
     Ok(())
 }
 
-/// One named line of a [`Panel`], with optional symmetric error bars (one per point). A panel whose
-/// lines all have empty labels gets no legend.
+/// One named line of a [`Panel`], with optional symmetric error bars (one per point) or a shaded band
+/// of the same half-width around the line (`band`). A panel whose lines all have empty labels gets no
+/// legend.
 pub struct Line {
     pub label: String,
     pub points: Vec<(f64, f64)>,
     pub err: Option<Vec<f64>>,
+    pub band: bool,
 }
 
 /// A panel of several lines sharing axes, with a legend.
 pub struct Panel {
     pub name: String,
     pub lines: Vec<Line>,
+}
+
+/// `v` with two significant digits, in plain notation (0.011, 0.3, 25, 1200).
+fn two_significant(v: f64) -> String {
+    if !v.is_finite() || v == 0.0 {
+        return format!("{v}");
+    }
+    let decimals = (1 - v.abs().log10().floor() as i32).max(0) as usize;
+    let rounded = format!("{v:.decimals$}");
+    if decimals == 0 {
+        let scale = 10f64.powi(v.abs().log10().floor() as i32 - 1);
+        format!("{}", (v / scale).round() * scale)
+    } else {
+        rounded
+    }
 }
 
 /// Panels stacked vertically, each with several labelled lines (and error bars where given). With
@@ -257,23 +323,47 @@ pub fn lines(
             .caption(&panel.name, ("sans-serif", 16))
             .build_cartesian_2d((xmin - xpad)..(xmax + xpad), (ymin - ypad)..(ymax + ypad))
             .map_err(|x| e(x.to_string()))?;
-        chart
-            .configure_mesh()
-            .x_desc(if log_x {
-                format!("log10({x_label})")
-            } else {
-                x_label.to_string()
-            })
-            .draw()
-            .map_err(|x| e(x.to_string()))?;
+        // On a log axis the ticks sit at even log10 positions and are labelled with the values.
+        let log_label = |v: &f64| two_significant(10f64.powf(*v));
+        let mut mesh = chart.configure_mesh();
+        if log_x {
+            mesh.x_label_formatter(&log_label);
+        }
+        mesh.x_desc(if log_x {
+            format!("{x_label} (log scale)")
+        } else {
+            x_label.to_string()
+        })
+        .draw()
+        .map_err(|x| e(x.to_string()))?;
         for (k, line) in panel.lines.iter().enumerate() {
             let colour = palette[k % palette.len()];
-            let pts: Vec<(f64, f64)> = line
+            // Points and their half-widths, kept together so that dropping a point drops its width.
+            let with_err: Vec<((f64, f64), f64)> = line
                 .points
                 .iter()
-                .map(|p| (tx(p.0), p.1))
-                .filter(|p| p.0.is_finite() && p.1.is_finite())
+                .enumerate()
+                .map(|(i, p)| {
+                    let s = line.err.as_ref().and_then(|e| e.get(i)).copied();
+                    ((tx(p.0), p.1), s.unwrap_or(0.0))
+                })
+                .filter(|(p, s)| p.0.is_finite() && p.1.is_finite() && s.is_finite())
                 .collect();
+            let pts: Vec<(f64, f64)> = with_err.iter().map(|(p, _)| *p).collect();
+            let errs: Vec<f64> = with_err.iter().map(|(_, s)| *s).collect();
+            if line.band && line.err.is_some() && pts.len() > 1 {
+                let outline: Vec<(f64, f64)> = with_err
+                    .iter()
+                    .map(|(p, s)| (p.0, p.1 + s))
+                    .chain(with_err.iter().rev().map(|(p, s)| (p.0, p.1 - s)))
+                    .collect();
+                chart
+                    .draw_series(std::iter::once(Polygon::new(
+                        outline,
+                        colour.mix(0.2).filled(),
+                    )))
+                    .map_err(|x| e(x.to_string()))?;
+            }
             let drawn = chart
                 .draw_series(LineSeries::new(pts.clone(), colour.stroke_width(2)))
                 .map_err(|x| e(x.to_string()))?;
@@ -282,9 +372,9 @@ pub fn lines(
                     PathElement::new(vec![(x, y), (x + 16, y)], colour.stroke_width(2))
                 });
             }
-            if let Some(errs) = &line.err {
+            if line.err.is_some() && !line.band {
                 chart
-                    .draw_series(pts.iter().zip(errs).map(|(p, s)| {
+                    .draw_series(pts.iter().zip(&errs).map(|(p, s)| {
                         ErrorBar::new_vertical(p.0, p.1 - s, p.1, p.1 + s, colour.filled(), 8)
                     }))
                     .map_err(|x| e(x.to_string()))?;
@@ -344,4 +434,88 @@ pub fn image_grid(
         }
     }
     root.present().map_err(|x| e(x.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pixels(path: &Path) -> image::RgbImage {
+        image::open(path).expect("decode png").to_rgb8()
+    }
+
+    #[test]
+    fn log_axis_labels_have_two_significant_digits() {
+        let got: Vec<String> = [0.01123, 0.03, 0.3, 2.5, 25.4, 1234.0]
+            .iter()
+            .map(|v| two_significant(*v))
+            .collect();
+        assert_eq!(got, ["0.011", "0.030", "0.30", "2.5", "25", "1200"]);
+    }
+
+    #[test]
+    fn heat_maps_carry_a_colour_bar_from_the_low_to_the_high_end_of_viridis() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("map.png");
+        let values: Vec<f64> = (0..100).map(|i| i as f64).collect();
+        let grid = Grid {
+            nx: 10,
+            ny: 10,
+            extent: (0.0, 1.0, 0.0, 1.0),
+            values: &values,
+        };
+        heatmap_with_points(&path, "t", &grid, "NLL", &[0.5, 0.5], RED).expect("draw");
+        let img = pixels(&path);
+        assert_eq!(img.dimensions(), (760, 640));
+        // The bar's column of pixels, right of the map: viridis from purple (low, bottom) to yellow
+        // (high, top).
+        let column: Vec<[u8; 3]> = (0..640)
+            .map(|y| img.get_pixel(735, y).0)
+            .filter(|p| *p != [255, 255, 255] && *p != [0, 0, 0])
+            .collect();
+        assert!(column.len() > 400, "no colour bar: {} pixels", column.len());
+        let (top, bottom) = (column[2], column[column.len() - 3]);
+        assert!(
+            top[0] > 200 && top[1] > 200 && top[2] < 80,
+            "top {top:?} is not yellow"
+        );
+        assert!(
+            bottom[0] < 90 && bottom[1] < 40 && bottom[2] > 60,
+            "bottom {bottom:?} is not purple"
+        );
+    }
+
+    #[test]
+    fn a_band_line_shades_its_spread_and_a_plain_one_does_not() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let draw = |band: bool| {
+            let path = dir.path().join(format!("band-{band}.png"));
+            let points: Vec<(f64, f64)> = (0..20).map(|i| (i as f64, (i as f64).sqrt())).collect();
+            let panel = Panel {
+                name: "p".into(),
+                lines: vec![Line {
+                    label: "a".into(),
+                    points,
+                    err: Some(vec![0.5; 20]),
+                    band,
+                }],
+            };
+            lines(&path, "t", "step", &[panel], false).expect("draw");
+            // Light blue: blue at 20% over white.
+            pixels(&path)
+                .pixels()
+                .filter(|p| {
+                    let [r, g, b] = p.0;
+                    b == 255 && r == g && (190..=215).contains(&r)
+                })
+                .count()
+        };
+        let (shaded, plain) = (draw(true), draw(false));
+        assert!(shaded > 5_000, "no shaded band: {shaded} light-blue pixels");
+        // Without the band only the line's anti-aliased edges are that colour.
+        assert!(
+            plain < shaded / 20,
+            "{plain} light-blue pixels without a band"
+        );
+    }
 }

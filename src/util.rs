@@ -75,33 +75,6 @@ pub fn config_hash(value: &serde_json::Value) -> String {
     sha256_hex(canonical_json(value).as_bytes())
 }
 
-/// The git revision of the working tree the binary runs in, with "-dirty" when it has changes;
-/// `FLOWPRIOR_GIT_REV` overrides it; None outside a repository.
-pub fn git_revision() -> Option<String> {
-    if let Ok(rev) = std::env::var("FLOWPRIOR_GIT_REV") {
-        return Some(rev);
-    }
-    let out = std::process::Command::new("git")
-        .args(["rev-parse", "--short=12", "HEAD"])
-        .stderr(std::process::Stdio::null())
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    let mut rev = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let dirty = std::process::Command::new("git")
-        .args(["status", "--porcelain", "--untracked-files=no"])
-        .stderr(std::process::Stdio::null())
-        .output()
-        .map(|o| !o.stdout.is_empty())
-        .unwrap_or(false);
-    if dirty {
-        rev.push_str("-dirty");
-    }
-    Some(rev)
-}
-
 /// This machine's host name.
 pub fn host_name() -> String {
     gethostname::gethostname().to_string_lossy().into_owned()

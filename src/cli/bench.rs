@@ -19,10 +19,13 @@ pub struct BenchArgs {
 pub enum BenchCommand {
     /// Several processes log metrics into one store at once; prints points/s and checks none is lost.
     Store {
+        /// Writer processes started at once.
         #[arg(long, default_value_t = 4)]
         processes: usize,
+        /// Steps each writer logs (two metric points per step).
         #[arg(long, default_value_t = 5000)]
         points: usize,
+        /// Steps per write transaction.
         #[arg(long, default_value_t = 50)]
         batch: usize,
     },
@@ -33,8 +36,10 @@ pub enum BenchCommand {
         /// batch 256) or `both`.
         #[arg(long, default_value = "both")]
         size: String,
+        /// Timed training steps per side.
         #[arg(long, default_value_t = 10)]
         steps: usize,
+        /// Untimed steps first (allocation, kernel selection).
         #[arg(long, default_value_t = 3)]
         warmup: usize,
         /// Threads for both sides (rayon for Burn's CPU backend, torch.set_num_threads for PyTorch).
@@ -50,14 +55,19 @@ pub enum BenchCommand {
     /// Exact k-NN search throughput (queries/s) side by side with faiss-cpu IndexFlatL2 on the same
     /// arrays in the same run and thread count; also checks both find the same k-th distances.
     Knn {
+        /// Query points.
         #[arg(long, default_value_t = 10_000)]
         queries: usize,
+        /// Target points searched.
         #[arg(long, default_value_t = 100_000)]
         targets: usize,
+        /// Dimension of the points.
         #[arg(long, default_value_t = 32)]
         dim: usize,
+        /// Neighbours per query.
         #[arg(long, default_value_t = 5)]
         k: usize,
+        /// Threads for both sides.
         #[arg(long, default_value_t = 1)]
         threads: usize,
         /// Python with faiss-cpu (default: .venv-bench/bin/python from `just faiss`, else python3).
@@ -67,10 +77,13 @@ pub enum BenchCommand {
     /// The cost of alignment: tokenizer training steps/s with lambda = 0 and lambda > 0 under a frozen
     /// prior, for the tokenizer and prior sizes of the sweeps' presets (target: at most 10% more).
     Align {
+        /// Timed tokenizer steps per row.
         #[arg(long, default_value_t = 3)]
         steps: usize,
+        /// Untimed steps first.
         #[arg(long, default_value_t = 1)]
         warmup: usize,
+        /// Threads (rayon) for the CPU backend.
         #[arg(long, default_value_t = 1)]
         threads: usize,
         /// Backend (default: flex).
@@ -82,13 +95,18 @@ pub enum BenchCommand {
         /// Run name (distinct writers need distinct names).
         #[arg(long)]
         name: String,
+        /// Steps the run declares (two metric points per step).
         #[arg(long, default_value_t = 1000)]
         points: usize,
+        /// Steps per write transaction.
         #[arg(long, default_value_t = 10)]
         batch: usize,
         /// Pause between batches, in milliseconds.
         #[arg(long, default_value_t = 0)]
         sleep_ms: u64,
+        /// Finish the run after this many points (of `points`): a short retake of a long run.
+        #[arg(long)]
+        stop_after: Option<usize>,
     },
 }
 
@@ -114,7 +132,14 @@ pub fn run(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
             points,
             batch,
             sleep_ms,
-        } => store_writer(cli, name, *points, *batch, *sleep_ms),
+            stop_after,
+        } => store_writer(
+            cli,
+            name,
+            (*points, stop_after.unwrap_or(*points).min(*points)),
+            *batch,
+            *sleep_ms,
+        ),
         BenchCommand::Store {
             processes,
             points,
@@ -144,10 +169,11 @@ pub fn run(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
     }
 }
 
+/// `points` = (the run's declared points, the points written before finishing).
 fn store_writer(
     cli: &Cli,
     name: &str,
-    points: usize,
+    (points, written): (usize, usize),
     batch: usize,
     sleep_ms: u64,
 ) -> anyhow::Result<()> {
@@ -159,12 +185,12 @@ fn store_writer(
         config: serde_json::json!({"name": name, "points": points, "batch": batch}),
         seed: None,
     };
-    let run = ActiveRun::begin(&store, &spec, "none", true)?
+    let mut run = ActiveRun::begin(&store, &spec, "none", true)?
         .with_context(|| format!("run {name:?} is already finished or held by a live process"))?;
     let id = run.id();
     let mut step = 0usize;
-    while step < points {
-        let n = batch.min(points - step);
+    while step < written {
+        let n = batch.min(written - step);
         let chunk: Vec<MetricPoint> = (step..step + n)
             .flat_map(|s| {
                 let x = s as f64;
@@ -174,14 +200,14 @@ fn store_writer(
                 ]
             })
             .collect();
-        store.log_metrics(id, &chunk)?;
+        run.log_points(&chunk)?;
         step += n;
         if sleep_ms > 0 {
             std::thread::sleep(Duration::from_millis(sleep_ms));
         }
     }
     run.finish()?;
-    println!("run {id}: {points} steps logged");
+    println!("run {id}: {written} steps logged");
     Ok(())
 }
 

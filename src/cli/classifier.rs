@@ -14,8 +14,10 @@ pub struct ClassifierArgs {
     /// TOML file with any of the fields below (flags win).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Dataset to train and test on.
     #[arg(long, value_enum)]
     pub dataset: Option<DatasetId>,
+    /// Training steps (mini-batches).
     #[arg(long)]
     pub steps: Option<usize>,
     /// Training images used (0 = all).
@@ -24,14 +26,19 @@ pub struct ClassifierArgs {
     /// Test images evaluated (0 = all).
     #[arg(long)]
     pub test_size: Option<usize>,
+    /// Width of the MLP's hidden layers.
     #[arg(long)]
     pub hidden: Option<usize>,
+    /// Images per training step.
     #[arg(long)]
     pub batch_size: Option<usize>,
+    /// Adam's learning rate.
     #[arg(long)]
     pub lr: Option<f64>,
+    /// Seed of the weights' initialisation and the batches' order.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Log the training loss every this many steps.
     #[arg(long)]
     pub log_every: Option<usize>,
     /// Run again a run that failed before (finished runs are always reused).
@@ -63,7 +70,7 @@ pub fn run(cli: &Cli, args: &ClassifierArgs) -> anyhow::Result<()> {
         data_dir: cli.data_dir(),
         artifacts_dir,
         store: &store,
-        claim: crate::jobs::Claim::new(args.retry_failed),
+        claim: cli.claim(args.retry_failed)?,
     };
     let outcome = run_job(backend, device, job)?.with_context(|| {
         format!(
@@ -79,6 +86,9 @@ pub fn run(cli: &Cli, args: &ClassifierArgs) -> anyhow::Result<()> {
             outcome.run_id,
             fmt(outcome.test_accuracy)
         );
+        if let Some(note) = super::reuse_note(&store, outcome.run_id) {
+            println!("{note}");
+        }
     } else {
         println!(
             "run {} finished: test accuracy {}, test loss {}, {} steps/s on {}",

@@ -21,7 +21,7 @@ use crate::store::{Store, resolve_db_path};
 #[derive(Parser, Debug)]
 #[command(
     name = "flowprior",
-    version,
+    version = crate::provenance::VERSION,
     about = "Latent-space alignment with flow priors: runs, sweeps, reports"
 )]
 pub struct Cli {
@@ -31,6 +31,12 @@ pub struct Cli {
     /// Data folder. Default: $FLOWPRIOR_DATA, else data/.
     #[arg(long, global = true, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Divergence guard: a run fails when a training loss (a metric key ending in `/loss`) exceeds
+    /// this many times the median of its first 10 values; 0 turns the guard off. A NaN or infinite
+    /// logged value always fails the run.
+    #[arg(long, global = true, env = "FLOWPRIOR_DIVERGENCE_FACTOR", value_name = "K",
+          default_value_t = crate::store::DEFAULT_DIVERGENCE_FACTOR)]
+    pub divergence_factor: f64,
     /// More log output (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -109,6 +115,30 @@ impl Cli {
     pub fn open_store(&self) -> anyhow::Result<Store> {
         Ok(Store::open(&self.db_path())?)
     }
+
+    /// The store for a verb that only reads: it must exist (a mistyped `--db` is an error, not a new
+    /// empty store), and it is opened read-only (a store in a read-only folder can still be read).
+    pub fn open_existing_store(&self) -> anyhow::Result<Store> {
+        Ok(Store::open_existing(&self.db_path())?)
+    }
+
+    /// The divergence guard of `--divergence-factor`, checked.
+    pub fn guard(&self) -> anyhow::Result<crate::store::DivergenceGuard> {
+        let k = self.divergence_factor;
+        anyhow::ensure!(
+            k.is_finite() && k >= 0.0,
+            "--divergence-factor {k}: expected a factor >= 0 (0 turns the guard off)"
+        );
+        Ok(crate::store::DivergenceGuard {
+            factor: k,
+            ..Default::default()
+        })
+    }
+
+    /// Which runs a job of this invocation may claim, with its divergence guard.
+    pub fn claim(&self, retry_failed: bool) -> anyhow::Result<crate::jobs::Claim> {
+        Ok(crate::jobs::Claim::new(retry_failed).with_guard(self.guard()?))
+    }
 }
 
 fn init_logging(verbose: u8) {
@@ -122,6 +152,7 @@ fn init_logging(verbose: u8) {
     });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();
 }
@@ -136,7 +167,7 @@ pub fn main() -> ExitCode {
     match dispatch(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_chain(&e));
             if sweep::is_invalid_input(&e) {
                 ExitCode::from(2)
             } else {
@@ -144,6 +175,35 @@ pub fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// A line for a finished run that is reused rather than run again, when another build recorded it:
+/// `note: run 3 was recorded by revision abc (this binary: def); reused, as its configuration is the same`.
+pub fn reuse_note(store: &Store, run: i64) -> Option<String> {
+    let info = store.run(run).ok()?;
+    let this = crate::provenance::revision();
+    let rev = info.git_rev.as_deref().unwrap_or("unknown");
+    (rev != this).then(|| {
+        format!(
+            "note: run {run} was recorded by revision {rev} (this binary: {this}); reused, as its \
+             configuration is the same (--retry-failed does not rerun finished runs: remove it from the \
+             store or change a setting to run it again)"
+        )
+    })
+}
+
+/// The error and its causes on one line, each cause once: a cause whose text the line already holds
+/// (a library error that prints its source) is not repeated.
+pub fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+    }
+    out
 }
 
 fn dispatch(cli: &Cli) -> anyhow::Result<()> {

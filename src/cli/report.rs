@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 
 use super::Cli;
-use crate::store::Store;
 
 #[derive(clap::Args, Debug)]
 pub struct ReportArgs {
@@ -18,9 +17,7 @@ pub struct ReportArgs {
 }
 
 pub fn run(cli: &Cli, args: &ReportArgs) -> anyhow::Result<()> {
-    let db = cli.db_path();
-    anyhow::ensure!(db.exists(), "no run store at {}", db.display());
-    let store = Store::open_read_only(&db)?;
+    let store = cli.open_existing_store()?;
     let out = crate::report::build(&store, &args.name, &args.out, &cli.data_dir())?;
     println!("report: {}", out.markdown.display());
     for f in &out.figures {

@@ -28,9 +28,14 @@ pub enum RunsCommand {
         stage: Option<String>,
     },
     /// Everything recorded about one run.
-    Show { id: i64 },
-    /// Runs marked running whose heartbeat is older than --after seconds (their process died).
+    Show {
+        /// The run's id (the first column of `runs list`).
+        id: i64,
+    },
+    /// Runs marked running whose process is gone: heartbeat older than --after seconds, or run on
+    /// this host by a process that has ended (the rule `sweep run` retakes runs by).
     Stale {
+        /// Seconds without a heartbeat after which a running run counts as dead.
         #[arg(long, default_value_t = crate::store::DEFAULT_STALE_AFTER_S)]
         after: f64,
     },
@@ -42,14 +47,15 @@ pub enum RunsCommand {
         /// params, summary, artifacts.
         #[arg(long, value_enum, default_value = "runs")]
         table: ExportTable,
-        /// Output file (default: runs/export/<table>.<csv|parquet>).
+        /// Output file (default: export/<table>.<csv|parquet> in the store's folder, e.g.
+        /// runs/export/runs.csv for the default store).
         #[arg(long, short)]
         out: Option<PathBuf>,
     },
 }
 
 pub fn run(cli: &Cli, args: &RunsArgs) -> anyhow::Result<()> {
-    let store = cli.open_store()?;
+    let store = cli.open_existing_store()?;
     match &args.command {
         RunsCommand::List { status, stage } => {
             let status = match status.as_deref() {
@@ -64,7 +70,9 @@ pub fn run(cli: &Cli, args: &RunsArgs) -> anyhow::Result<()> {
         RunsCommand::Stale { after } => {
             let stale = store.stale_runs(*after)?;
             if stale.is_empty() {
-                println!("no stale runs (heartbeat older than {after}s)");
+                println!(
+                    "no stale runs (none with a heartbeat older than {after}s or an ended process on this host)"
+                );
             }
             for r in stale {
                 let age = r
@@ -109,7 +117,24 @@ fn list_table(
 ) -> anyhow::Result<String> {
     let runs = store.list_runs(status, stage)?;
     if runs.is_empty() {
-        return Ok("no runs recorded yet\n".into());
+        let all = store.list_runs(None, None)?;
+        if all.is_empty() {
+            return Ok("no runs recorded yet\n".into());
+        }
+        let mut stages: Vec<&str> = all.iter().map(|r| r.stage.as_str()).collect();
+        stages.sort_unstable();
+        stages.dedup();
+        if let Some(s) = stage.filter(|s| !stages.contains(s)) {
+            anyhow::bail!(
+                "--stage {s:?}: no run of that stage; the store has runs of: {}",
+                stages.join(", ")
+            );
+        }
+        return Ok(format!(
+            "no runs match (the store has {} run{})\n",
+            all.len(),
+            if all.len() == 1 { "" } else { "s" }
+        ));
     }
     let summaries = store.all_summaries()?;
     let mut b = Builder::default();
@@ -212,7 +237,19 @@ fn show_text(store: &Store, id: i64) -> anyhow::Result<String> {
         opt(&r.host),
         r.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into())
     ));
-    out.push_str(&format!("git        {}\n", opt(&r.git_rev)));
+    out.push_str(&format!("revision   {}\n", opt(&r.git_rev)));
+    out.push_str(&format!("build      {}\n", opt(&r.build)));
+    out.push_str(&format!(
+        "machine    {}, {} threads{}\n",
+        opt(&r.cpu),
+        r.threads
+            .map(|t| t.to_string())
+            .unwrap_or_else(|| "?".into()),
+        r.gpu
+            .as_ref()
+            .map(|g| format!(", GPU {g}"))
+            .unwrap_or_default()
+    ));
     out.push_str(&format!("created    {}\n", time(Some(r.created_at))));
     out.push_str(&format!("started    {}\n", time(r.started_at)));
     out.push_str(&format!("ended      {}\n", time(r.ended_at)));

@@ -10,10 +10,13 @@ use tabled::settings::Style;
 
 use super::Cli;
 use crate::backend::BackendKind;
+use crate::data::DatasetId;
 use crate::jobs::Claim;
-use crate::store::{DEFAULT_STALE_AFTER_S, RunInfo, RunStatus, Store};
+use crate::store::{DEFAULT_STALE_AFTER_S, RunInfo, RunStatus};
+use crate::sweep::estimate::{Estimate, estimate};
 use crate::sweep::exec::{self, ExecOptions, NodeState};
 use crate::sweep::{Counts, Overrides, Plan, Scale, Sweep};
+use crate::util::format_duration;
 
 #[derive(clap::Args, Debug)]
 pub struct SweepArgs {
@@ -73,7 +76,7 @@ pub fn run(cli: &Cli, args: &SweepArgs) -> anyhow::Result<()> {
         SweepCommand::Run(a) => run_sweep(cli, a),
         SweepCommand::Status { name } => status(cli, name),
         SweepCommand::List => {
-            let store = cli.open_store()?;
+            let store = cli.open_existing_store()?;
             for name in store.sweep_names()? {
                 println!("{name}");
             }
@@ -133,9 +136,21 @@ fn headline(sweep: &Sweep, plan: &Plan) -> String {
     )
 }
 
-fn plan_table(plan: &Plan, runs: &[Option<RunInfo>], states: &[NodeState]) -> String {
+fn plan_table(
+    plan: &Plan,
+    runs: &[Option<RunInfo>],
+    states: &[NodeState],
+    estimates: &[Option<Estimate>],
+) -> String {
     let mut b = Builder::default();
-    b.push_record(["stage", "run name", "config hash", "points", "action"]);
+    b.push_record([
+        "stage",
+        "run name",
+        "config hash",
+        "points",
+        "action",
+        "est. time",
+    ]);
     for (i, n) in plan.nodes.iter().enumerate() {
         b.push_record([
             n.stage.name().to_string(),
@@ -143,27 +158,151 @@ fn plan_table(plan: &Plan, runs: &[Option<RunInfo>], states: &[NodeState]) -> St
             short(&n.hash).to_string(),
             n.users.to_string(),
             action(states[i], runs[i].as_ref()),
+            match &estimates[i] {
+                Some(Estimate {
+                    seconds: Some(s), ..
+                }) => format_duration(*s),
+                Some(_) => "?".into(),
+                None => String::new(),
+            },
         ]);
     }
     b.build().with(Style::sharp()).to_string()
 }
 
-fn dry_run(cli: &Cli, sweep: &Sweep, plan: &Plan, claim: Claim) -> anyhow::Result<()> {
+/// What the plan needs that is not there: input files that cannot be read, datasets missing from
+/// the data folder.
+fn missing_inputs(plan: &Plan, data_dir: &std::path::Path) -> Vec<String> {
+    fn strings<'a>(v: &'a serde_json::Value, out: &mut Vec<&'a str>) {
+        match v {
+            serde_json::Value::String(s) => out.push(s),
+            serde_json::Value::Array(a) => a.iter().for_each(|x| strings(x, out)),
+            serde_json::Value::Object(m) => m.values().for_each(|x| strings(x, out)),
+            _ => {}
+        }
+    }
+    let mut problems = Vec::new();
+    for n in &plan.nodes {
+        let mut values = Vec::new();
+        strings(&n.spec.config, &mut values);
+        if values.contains(&"unreadable") {
+            problems.push(format!(
+                "{}: an input file cannot be read (`flowprior data check` lists what is missing; \
+                 `just data` fetches it)",
+                n.spec.name
+            ));
+        }
+        for d in [DatasetId::FashionMnist, DatasetId::Mnist5k] {
+            let folder = d.name();
+            let needed = values
+                .iter()
+                .any(|v| *v == folder || *v == format!("{d:?}").to_lowercase());
+            let absent: Vec<&str> = crate::data::catalog::EXPECTED_FILES
+                .iter()
+                .filter(|f| f.rel.starts_with(&format!("{folder}/")))
+                .filter(|f| !data_dir.join(f.rel).is_file())
+                .map(|f| f.rel)
+                .collect();
+            if needed && !absent.is_empty() {
+                problems.push(format!(
+                    "{}: dataset {folder} is missing from {} ({}; `just data` fetches it)",
+                    n.spec.name,
+                    data_dir.display(),
+                    absent.join(", ")
+                ));
+            }
+        }
+    }
+    problems.dedup();
+    problems
+}
+
+fn dry_run(
+    cli: &Cli,
+    sweep: &Sweep,
+    plan: &Plan,
+    claim: Claim,
+    workers: usize,
+) -> anyhow::Result<()> {
     let db = cli.db_path();
-    let runs: Vec<Option<RunInfo>> = if db.exists() {
-        exec::lookup(&Store::open_read_only(&db)?, plan)?
+    let store = if db.is_file() {
+        Some(cli.open_existing_store()?)
     } else {
-        vec![None; plan.nodes.len()]
+        None
+    };
+    let runs: Vec<Option<RunInfo>> = match &store {
+        Some(s) => exec::lookup(s, plan)?,
+        None => vec![None; plan.nodes.len()],
     };
     let states = exec::states(plan, &runs, claim, &HashSet::new());
+    let to_run: Vec<usize> = (0..plan.nodes.len())
+        .filter(|&i| matches!(states[i], NodeState::Ready | NodeState::Waiting))
+        .collect();
+    let mut estimates: Vec<Option<Estimate>> = vec![None; plan.nodes.len()];
+    if let Some(s) = &store {
+        let asked: Vec<(&str, &serde_json::Value)> = to_run
+            .iter()
+            .map(|&i| (plan.nodes[i].stage.name(), &plan.nodes[i].spec.config))
+            .collect();
+        for (&i, e) in to_run.iter().zip(estimate(s, &asked)?) {
+            estimates[i] = Some(e);
+        }
+    } else {
+        for &i in &to_run {
+            estimates[i] = Some(Estimate {
+                seconds: None,
+                basis: "no store yet".into(),
+            });
+        }
+    }
     println!("{}", headline(sweep, plan));
-    println!("{}", plan_table(plan, &runs, &states));
-    let to_run = states
-        .iter()
-        .filter(|s| matches!(s, NodeState::Ready | NodeState::Waiting))
-        .count();
+    println!("{}", plan_table(plan, &runs, &states, &estimates));
     let reused = states.iter().filter(|s| **s == NodeState::Finished).count();
-    println!("dry run: {to_run} to run, {reused} reused, nothing written");
+    println!(
+        "dry run: {} to run, {reused} reused, nothing written",
+        to_run.len()
+    );
+    let known: Vec<f64> = estimates
+        .iter()
+        .flatten()
+        .filter_map(|e| e.seconds)
+        .collect();
+    let unknown = to_run.len() - known.len();
+    if !to_run.is_empty() {
+        let total: f64 = known.iter().sum();
+        let mut line = format!(
+            "estimated time: {} of stage runs for the {} with an estimate (from finished runs like \
+             them in the store; machine: {}, {} threads)",
+            format_duration(total),
+            known.len(),
+            crate::provenance::cpu().unwrap_or_else(|| "unknown CPU".into()),
+            crate::provenance::threads()
+        );
+        if workers > 1 {
+            line.push_str(&format!(
+                "; with {workers} workers at best about {} (waits for inputs not counted)",
+                format_duration(total / workers as f64)
+            ));
+        }
+        println!("{line}");
+        if unknown > 0 {
+            println!(
+                "no estimate for {unknown} stage run{}: no finished run like {} is recorded yet \
+                 (run one grid point first, e.g. with --seeds and a smaller grid, to calibrate)",
+                if unknown == 1 { "" } else { "s" },
+                if unknown == 1 { "it" } else { "them" }
+            );
+        }
+    }
+    let problems = missing_inputs(plan, &cli.data_dir());
+    for p in &problems {
+        println!("missing input: {p}");
+    }
+    for b in plan.nodes.iter().map(|n| n.stage.backend(&n.config)) {
+        if let Err(e) = b.ensure_compiled() {
+            println!("backend: {e}");
+        }
+    }
     Ok(())
 }
 
@@ -180,7 +319,9 @@ fn spawn_workers(cli: &Cli, args: &RunArgs, n: usize) -> anyhow::Result<Vec<std:
             .arg(&args.file)
             .arg("--worker")
             .arg("--stale-after")
-            .arg(args.stale_after.to_string());
+            .arg(args.stale_after.to_string())
+            .arg("--divergence-factor")
+            .arg(cli.divergence_factor.to_string());
         if args.retry_failed {
             c.arg("--retry-failed");
         }
@@ -218,13 +359,22 @@ fn run_sweep(cli: &Cli, args: &RunArgs) -> anyhow::Result<()> {
         seeds: args.seeds.clone(),
     };
     let sweep = Sweep::load(&args.file, overrides)?;
+    // Seeds given on the command line add to a registered sweep; a changed one is said to replace it.
+    let (sweep, note) = if cli.db_path().is_file() {
+        exec::reconcile(&cli.open_existing_store()?, sweep)?
+    } else {
+        (sweep, None)
+    };
+    if let Some(note) = note.filter(|_| !args.worker) {
+        println!("{note}");
+    }
     let plan = Plan::expand(&sweep, &cli.data_dir())?;
     let claim = Claim {
-        retry_failed: args.retry_failed,
         stale_after_s: args.stale_after,
+        ..cli.claim(args.retry_failed)?
     };
     if args.dry_run {
-        return dry_run(cli, &sweep, &plan, claim);
+        return dry_run(cli, &sweep, &plan, claim, args.workers);
     }
     for b in plan.nodes.iter().map(|n| n.stage.backend(&n.config)) {
         b.ensure_compiled()?;
@@ -257,13 +407,16 @@ fn run_sweep(cli: &Cli, args: &RunArgs) -> anyhow::Result<()> {
     let overall =
         crate::jobs::progress().insert(0, indicatif::ProgressBar::new(plan.nodes.len() as u64));
     overall.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{msg:>16} [{bar:30}] {pos}/{len} stages, {prefix}",
-        )
+        indicatif::ProgressStyle::with_template(if crate::progress::on_terminal() {
+            "{msg:>16} [{bar:30}] {pos}/{len} stages, {prefix}"
+        } else {
+            "{msg}: {pos}/{len} stages, {prefix}"
+        })
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
         .progress_chars("=> "),
     );
     overall.set_message(format!("sweep {}", sweep.name));
+    overall.set_prefix("starting");
     let show = |c: Counts| {
         overall.set_position(c.done() as u64);
         overall.set_prefix(format!(
@@ -375,9 +528,7 @@ fn print_outcome(
 }
 
 fn status(cli: &Cli, name: &str) -> anyhow::Result<()> {
-    let db = cli.db_path();
-    anyhow::ensure!(db.exists(), "no run store at {}", db.display());
-    let store = Store::open_read_only(&db)?;
+    let store = cli.open_existing_store()?;
     let (sweep, plan, runs) = crate::sweep::load_registered(&store, name, &cli.data_dir())?;
     let claim = Claim::new(false);
     let states = exec::states(&plan, &runs, claim, &HashSet::new());

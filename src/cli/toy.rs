@@ -8,8 +8,8 @@ use tabled::settings::Style;
 
 use super::{BackendArgs, Cli};
 use crate::backend::run_job;
+use crate::jobs::JobRun;
 use crate::jobs::toy::{ToyAlignJob, ToyConfig, ToyPreset, ToyPriorJob};
-use crate::jobs::{Claim, JobRun};
 use crate::toy::{ALL_TARGETS, Target};
 
 #[derive(clap::Args, Debug)]
@@ -29,11 +29,13 @@ pub struct ToyArgs {
     /// Alignment steps of the free points.
     #[arg(long)]
     pub align_steps: Option<usize>,
+    /// Seed of both stages (the prior's weights and samples, the free points and their noise).
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Where figures go (one folder per target).
+    /// Where figures go (one folder per target; a reused run keeps the figures it drew).
     #[arg(long, default_value = "reports/toy")]
     pub figures: PathBuf,
+    /// Run again the runs that failed before (finished runs are always reused).
     #[arg(long)]
     pub retry_failed: bool,
     #[command(flatten)]
@@ -58,8 +60,24 @@ fn targets(spec: &str) -> anyhow::Result<Vec<Target>> {
 /// Overlays a TOML file's keys (settings of either toy stage) on a preset configuration.
 fn overlay(base: &ToyConfig, path: &std::path::Path) -> anyhow::Result<ToyConfig> {
     let patch: serde_json::Map<String, serde_json::Value> = crate::config::load_toml(path)?;
-    base.overlay(&patch)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    base.overlay(&patch).map_err(|e| {
+        // Name the line of the offending key when the message names one.
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let line = e
+            .strip_prefix('`')
+            .and_then(|rest| rest.split_once('`'))
+            .and_then(|(key, _)| {
+                text.lines().position(|l| {
+                    l.trim_start()
+                        .strip_prefix(key)
+                        .is_some_and(|r| r.trim_start().starts_with('='))
+                })
+            });
+        match line {
+            Some(i) => anyhow::anyhow!("{}: line {}: {e}", path.display(), i + 1),
+            None => anyhow::anyhow!("{}: {e}", path.display()),
+        }
+    })
 }
 
 pub fn run(cli: &Cli, args: &ToyArgs) -> anyhow::Result<()> {
@@ -95,7 +113,7 @@ pub fn run(cli: &Cli, args: &ToyArgs) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("toy configuration for {}: {e}", target.name()))?;
         let (backend, device) = args.backend.resolve(cfg.prior.backend)?;
         cfg.set_backend(backend);
-        let claim = Claim::new(args.retry_failed);
+        let claim = cli.claim(args.retry_failed)?;
         let prior_job = ToyPriorJob {
             config: cfg.prior.clone(),
             store: &store,
@@ -150,6 +168,21 @@ pub fn run(cli: &Cli, args: &ToyArgs) -> anyhow::Result<()> {
         ]);
         for f in &out.figures {
             println!("figure: {}", f.display());
+        }
+        if out.reused {
+            println!(
+                "{}: run {} reused; its figures were drawn when it ran (see `flowprior runs show {}`), \
+                 not into {}",
+                target.name(),
+                out.run_id,
+                out.run_id,
+                args.figures.display()
+            );
+            for id in [prior_run, out.run_id] {
+                if let Some(note) = super::reuse_note(&store, id) {
+                    println!("{note}");
+                }
+            }
         }
     }
     println!("{}", b.build().with(Style::sharp()));

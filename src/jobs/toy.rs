@@ -25,7 +25,12 @@ use crate::plot;
 use crate::store::{ActiveRun, RunSpec, Store};
 use crate::tensors::{from_host, scalar, to_host};
 use crate::toy::Target;
-use crate::toy::metrics::{Kde, coverage, mode_shares, quantile, spearman};
+use crate::toy::metrics::{Kde, coverage, energy_distance, mode_shares, quantile, spearman};
+
+/// Rows of each set the energy distance uses at most (O(n^2) pairs).
+const ENERGY_MAX_N: usize = 2000;
+/// Mixed into the seed of the second true sample behind `final/energy_distance_ref`.
+const ENERGY_REF_SEED: u64 = 0x5eed_e4e7;
 
 /// Size presets: `paper` is the paper's setting, `small` a few minutes on a laptop, `tiny` seconds (CI).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -76,19 +81,33 @@ impl ToyConfig {
         &self,
         patch: &serde_json::Map<String, serde_json::Value>,
     ) -> std::result::Result<ToyConfig, String> {
+        /// `base` with the patch's keys that it has set; a value of the wrong type is reported with
+        /// its key (`width`: invalid type ...).
         fn apply<T: Serialize + serde::de::DeserializeOwned>(
             base: &T,
             patch: &serde_json::Map<String, serde_json::Value>,
         ) -> std::result::Result<T, String> {
-            let mut v = serde_json::to_value(base).map_err(|e| e.to_string())?;
-            if let Some(obj) = v.as_object_mut() {
-                for (k, x) in patch {
-                    if let Some(slot) = obj.get_mut(k) {
-                        *slot = x.clone();
+            let v = serde_json::to_value(base).map_err(|e| e.to_string())?;
+            let with = |keys: &mut dyn Iterator<Item = (&String, &serde_json::Value)>| {
+                let mut v = v.clone();
+                if let Some(obj) = v.as_object_mut() {
+                    for (k, x) in keys {
+                        if let Some(slot) = obj.get_mut(k) {
+                            *slot = x.clone();
+                        }
                     }
                 }
-            }
-            serde_json::from_value(v).map_err(|e| e.to_string())
+                serde_json::from_value::<T>(v)
+            };
+            with(&mut patch.iter()).map_err(|e| {
+                match patch
+                    .iter()
+                    .find_map(|kv| with(&mut std::iter::once(kv)).err().map(|e| (kv.0, e)))
+                {
+                    Some((k, e)) => format!("`{k}`: {e}"),
+                    None => e.to_string(),
+                }
+            })
         }
         let (prior, align) = (
             serde_json::to_value(&self.prior).unwrap_or_default(),
@@ -536,6 +555,15 @@ fn run_toy_align<B: AutodiffBackend>(
 ) -> Result<ToyOutcome> {
     let cfg = &job.config;
     let target = job.prior.target;
+    // The target lives in the prior's identity; recorded here too (not part of this run's identity)
+    // so that `toy_align` rows can be filtered by it without a join.
+    run.store().set_params(
+        run.id(),
+        &[(
+            "target".into(),
+            crate::store::ParamValue::Text(target.name().to_string()),
+        )],
+    )?;
     B::seed(device, cfg.seed);
     let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed);
     let file = super::input_artifact(job.store, job.prior_run, "prior")?;
@@ -640,6 +668,23 @@ fn run_toy_align<B: AutodiffBackend>(
             curve_flow.last().map(|p| p.1).unwrap_or(f64::NAN),
         ),
         ("final/flow_nll_true".to_string(), flow_truth_nll),
+        // A two-sample distance to the target that a collapse cannot hide, with the value two
+        // independent true samples of this size give (the noise floor).
+        (
+            "final/energy_distance".to_string(),
+            energy_distance(&y, &truth, ENERGY_MAX_N),
+        ),
+        (
+            "final/energy_distance_ref".to_string(),
+            energy_distance(
+                &target.sample(
+                    cfg.points,
+                    &mut rand::rngs::StdRng::seed_from_u64(cfg.seed ^ ENERGY_REF_SEED),
+                ),
+                &truth,
+                ENERGY_MAX_N,
+            ),
+        ),
         (
             "final/curve_rank_corr".to_string(),
             spearman(
@@ -711,6 +756,7 @@ fn run_toy_align<B: AutodiffBackend>(
             extent,
             values: &grid_nll,
         },
+        &format!("NLL ({})", nll.name()),
         &y,
         plotters::style::RED,
     )
@@ -724,6 +770,7 @@ fn run_toy_align<B: AutodiffBackend>(
             extent,
             values: &land,
         },
+        "L_align",
         &truth,
         plotters::style::WHITE,
     )
@@ -782,6 +829,9 @@ mod tests {
         let e = base
             .overlay(wrong.as_object().expect("object"))
             .expect_err("a string is not a width");
-        assert!(e.contains("invalid type: string \"wide\""), "{e}");
+        assert!(
+            e.starts_with("`width`: invalid type: string \"wide\""),
+            "{e}"
+        );
     }
 }

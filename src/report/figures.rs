@@ -41,6 +41,20 @@ fn mean_std(v: &[f64]) -> (f64, f64) {
     (m, s)
 }
 
+/// Whether an axis is drawn on a log scale without being asked: learning rates and weights such as
+/// lambda (named `*lr*` or `*lambda*`), and any positive axis spanning a factor of 10 or more.
+pub fn auto_log_axis(name: &str, values: &[f64]) -> bool {
+    let positive = !values.is_empty() && values.iter().all(|v| *v > 0.0 && v.is_finite());
+    if !positive {
+        return false;
+    }
+    let last = name.rsplit('.').next().unwrap_or(name);
+    let (lo, hi) = values
+        .iter()
+        .fold((f64::INFINITY, 0f64), |(a, b), v| (a.min(*v), b.max(*v)));
+    last.contains("lr") || last.contains("lambda") || hi / lo >= 10.0
+}
+
 /// Draws one figure; returns its path and title.
 pub fn draw(
     store: &Store,
@@ -73,23 +87,25 @@ pub fn draw(
                         .collect();
                     ids.sort_unstable();
                     ids.dedup();
-                    let mut acc: BTreeMap<i64, (f64, usize)> = BTreeMap::new();
+                    let mut acc: BTreeMap<i64, Vec<f64>> = BTreeMap::new();
                     for id in &ids {
                         for (step, v) in store.series(*id, metric)? {
-                            let e = acc.entry(step).or_insert((0.0, 0));
-                            e.0 += v;
-                            e.1 += 1;
+                            acc.entry(step).or_default().push(v);
                         }
                     }
-                    let points: Vec<(f64, f64)> = acc
+                    // Steps every run logged: the mean, with a band of one standard deviation
+                    // across the runs (seeds).
+                    let stats: Vec<(f64, (f64, f64))> = acc
                         .into_iter()
-                        .filter(|(_, (_, n))| *n == ids.len())
-                        .map(|(s, (sum, n))| (s as f64, sum / n as f64))
+                        .filter(|(_, vs)| vs.len() == ids.len())
+                        .map(|(s, vs)| (s as f64, mean_std(&vs)))
                         .collect();
                     lines.push(Line {
-                        label: format!("{label} ({} runs)", ids.len()),
-                        points,
-                        err: None,
+                        label: format!("{label} ({} runs, band: ± 1 sd)", ids.len()),
+                        points: stats.iter().map(|(s, (m, _))| (*s, *m)).collect(),
+                        err: (ids.len() > 1)
+                            .then(|| stats.iter().map(|(_, (_, sd))| *sd).collect()),
+                        band: true,
                     });
                 }
                 panels.push(Panel {
@@ -140,13 +156,23 @@ pub fn draw(
                     label,
                     points: stats.iter().map(|(x, (m, _))| (*x, *m)).collect(),
                     err: Some(stats.iter().map(|(_, (_, s))| *s).collect()),
+                    band: false,
                 });
             }
             let panels = vec![Panel {
                 name: format!("{metric} (mean ± std over seeds)"),
                 lines,
             }];
-            (file, title, panels, x.clone(), *log_x)
+            let xs: Vec<f64> = xi
+                .map(|i| {
+                    plan.points
+                        .iter()
+                        .filter_map(|p| p.labels[i].1.as_f64())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let log = *log_x || auto_log_axis(x, &xs);
+            (file, title, panels, x.clone(), log)
         }
     };
     let path = dir.join(file);
@@ -155,4 +181,22 @@ pub fn draw(
         message: e.message,
     })?;
     Ok((path, title.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::auto_log_axis;
+
+    #[test]
+    fn rates_weights_and_wide_positive_axes_get_a_log_scale() {
+        assert!(auto_log_axis("toy_align.align_lr", &[0.01, 0.03]));
+        assert!(auto_log_axis(
+            "tokenizer.lambda",
+            &[0.001, 0.005, 0.01, 0.05]
+        ));
+        assert!(auto_log_axis("prior.width", &[16.0, 256.0]));
+        assert!(!auto_log_axis("prior.width", &[64.0, 128.0]));
+        assert!(!auto_log_axis("tokenizer.lambda", &[0.0, 0.01]));
+        assert!(!auto_log_axis("shift", &[]));
+    }
 }

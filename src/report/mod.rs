@@ -5,6 +5,7 @@
 
 mod figures;
 mod frame;
+pub mod glossary;
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -16,7 +17,8 @@ use tabled::settings::Style;
 
 use crate::store::{RunInfo, RunStatus, Store};
 use crate::sweep::plan::{toml_text, value_text};
-use crate::sweep::spec::{Better, TableSpec};
+pub use crate::sweep::spec::Better;
+use crate::sweep::spec::TableSpec;
 use crate::sweep::{Plan, Sweep, SweepError};
 
 pub use frame::SweepFrame;
@@ -73,6 +75,14 @@ pub fn build(
     if !sweep.description.is_empty() {
         let _ = writeln!(md, "{}\n", sweep.description);
     }
+    if sweep.preset == crate::sweep::Scale::Smoke {
+        let _ = writeln!(
+            md,
+            "> **Smoke preset: not results.** Every stage ran at the `smoke` sizes, chosen to exercise \
+             the pipeline in minutes (tiny models, few steps). These numbers check that everything \
+             runs; they must not be read as findings or compared with the paper.\n"
+        );
+    }
     let finished = runs
         .iter()
         .filter(|r| r.as_ref().is_some_and(|r| r.status == RunStatus::Finished))
@@ -103,6 +113,7 @@ pub fn build(
         let _ = writeln!(md, "![{title}]({rel})\n");
         figs.push(path);
     }
+    md.push_str(&metric_definitions(&sweep));
     md.push_str(&provenance(&sweep, &plan, &runs));
     let path = out_dir.join(format!("{name}.md"));
     std::fs::write(&path, md).map_err(|e| ReportError::Write {
@@ -114,6 +125,75 @@ pub fn build(
         figures: figs,
         gaps,
     })
+}
+
+/// The definitions of every metric the report's tables show, in order of first appearance.
+fn metric_definitions(sweep: &Sweep) -> String {
+    let mut keys: Vec<&str> = Vec::new();
+    for t in &sweep.report.tables {
+        for c in &t.columns {
+            if !keys.contains(&c.metric.as_str()) {
+                keys.push(&c.metric);
+            }
+        }
+    }
+    if keys.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from(
+        "## Metrics
+
+",
+    );
+    for k in keys {
+        let d = glossary::define(k).unwrap_or("(no definition recorded for this key)");
+        let _ = writeln!(out, "- `{k}`: {d}");
+    }
+    out.push('\n');
+    out
+}
+
+/// The sentence under a table that says what bold means there.
+fn bold_rule(compared: &[(String, Vec<String>)], seeds: i64) -> String {
+    let short = |a: &String| a.rsplit('.').next().unwrap_or(a).to_string();
+    let rows_of = |within: &[String]| {
+        format!(
+            "rows of the same {}",
+            within.iter().map(short).collect::<Vec<_>>().join(" and ")
+        )
+    };
+    // One scope for every compared column, or each column's own.
+    let scope = match compared.first() {
+        Some((_, first)) if compared.iter().all(|(_, w)| w == first) => {
+            if first.is_empty() {
+                "all rows".to_string()
+            } else {
+                rows_of(first)
+            }
+        }
+        _ => compared
+            .iter()
+            .map(|(col, w)| {
+                if w.is_empty() {
+                    format!("`{col}`: all rows")
+                } else {
+                    format!("`{col}`: {}", rows_of(w))
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+    };
+    if seeds < 2 {
+        format!(
+            "Nothing is marked best: with one seed a difference cannot be told from seed noise \
+             (compared: {scope})."
+        )
+    } else {
+        format!(
+            "Bold: the best value among comparable rows (compared: {scope}), only where it beats each \
+             of them by more than the sum of their standard deviations over seeds."
+        )
+    }
 }
 
 /// Formats a mean ± std cell.
@@ -128,8 +208,54 @@ fn cell(mean: Option<f64>, std: Option<f64>, n: i64, digits: usize) -> String {
     }
 }
 
+/// Which rows of a column are marked best: within each group of comparable rows (`groups[i]` names
+/// row i's group), the row with the best mean, when it and every other row of the group with a value
+/// have at least two seeds and it beats each of them by more than the sum of the two standard
+/// deviations. With one seed, or a difference within the spread across seeds, nothing is marked.
+pub fn best_rows(
+    means: &[Option<f64>],
+    stds: &[Option<f64>],
+    ns: &[i64],
+    groups: &[String],
+    better: Better,
+) -> Vec<bool> {
+    let mut marked = vec![false; means.len()];
+    if better == Better::None {
+        return marked;
+    }
+    let mut seen: Vec<&String> = Vec::new();
+    for g in groups {
+        if seen.contains(&g) {
+            continue;
+        }
+        seen.push(g);
+        let rows: Vec<usize> = (0..means.len())
+            .filter(|&i| &groups[i] == g && means[i].is_some_and(f64::is_finite))
+            .collect();
+        if rows.len() < 2 || rows.iter().any(|&i| ns[i] < 2) {
+            continue;
+        }
+        let key = |i: usize| means[i].unwrap_or(f64::NAN);
+        let best = rows.iter().copied().reduce(|a, b| {
+            let better_b = match better {
+                Better::Lower => key(b) < key(a),
+                _ => key(b) > key(a),
+            };
+            if better_b { b } else { a }
+        });
+        let Some(best) = best else { continue };
+        let sd = |i: usize| stds[i].filter(|s| s.is_finite()).unwrap_or(f64::INFINITY);
+        let clear = rows
+            .iter()
+            .filter(|&&i| i != best)
+            .all(|&i| (key(best) - key(i)).abs() > sd(best) + sd(i));
+        marked[best] = clear;
+    }
+    marked
+}
+
 /// One declared table as markdown: rows = combinations of the row axes in grid order, columns =
-/// metric mean ± std over seeds, the best mean of each column in bold.
+/// metric mean ± std over seeds, the best of comparable rows in bold (see [`best_rows`]).
 fn table(
     frame: &SweepFrame,
     sweep: &Sweep,
@@ -207,6 +333,8 @@ fn table(
     }
     let seeds = sweep.seeds.len() as i64;
     let mut short = false;
+    // (column, the axes it is compared within) of every column that marks a best value.
+    let mut compared: Vec<(String, Vec<String>)> = Vec::new();
     for (j, c) in t.columns.iter().enumerate() {
         let label = c.label.clone().unwrap_or_else(|| c.metric.clone());
         header.push(match &c.group {
@@ -215,15 +343,27 @@ fn table(
         });
         let means = get_f(&format!("mean{j}"))?;
         let stds = get_f(&format!("std{j}"))?;
-        let ns = get_f(&format!("n{j}"))?;
-        let finite = means.iter().flatten().filter(|m| m.is_finite());
-        let best = match c.better {
-            Better::Lower => finite.copied().reduce(f64::min),
-            Better::Higher => finite.copied().reduce(f64::max),
-            Better::None => None,
-        };
+        let ns: Vec<i64> = get_f(&format!("n{j}"))?
+            .iter()
+            .map(|n| n.unwrap_or(0.0) as i64)
+            .collect();
+        let within = c.compare_within.as_ref().unwrap_or(&t.compare_within);
+        let groups: Vec<String> = (0..n_rows)
+            .map(|i| {
+                within
+                    .iter()
+                    .filter_map(|a| t.rows.iter().position(|r| r == a))
+                    .map(|k| body[i][k].as_str())
+                    .collect::<Vec<_>>()
+                    .join("\u{1f}")
+            })
+            .collect();
+        let best = best_rows(&means, &stds, &ns, &groups, c.better);
+        if c.better != Better::None {
+            compared.push((header.last().cloned().unwrap_or_default(), within.clone()));
+        }
         for i in 0..n_rows {
-            let n = ns[i].unwrap_or(0.0) as i64;
+            let n = ns[i];
             let allowed_gap = c.optional && means[i].is_none();
             if !(means[i].is_some_and(f64::is_finite) || allowed_gap) {
                 gaps.push(format!(
@@ -234,7 +374,7 @@ fn table(
                 ));
             }
             let mut text = cell(means[i], stds[i], n, c.digits);
-            if best.is_some() && means[i] == best && n_rows > 1 {
+            if best[i] {
                 text = format!("**{text}**");
             }
             if n > 0 && n < seeds {
@@ -261,7 +401,7 @@ fn table(
     let _ = writeln!(out, "{}\n", b.build().with(Style::markdown()));
     let _ = writeln!(
         out,
-        "Mean ± standard deviation over {} seed{} ({}); best in bold.{}",
+        "Mean ± standard deviation over {} seed{} ({}), n = {seeds} per cell unless marked.{}",
         seeds,
         if seeds == 1 { "" } else { "s" },
         sweep
@@ -276,6 +416,9 @@ fn table(
             ""
         }
     );
+    if !compared.is_empty() {
+        let _ = writeln!(out, "{}", bold_rule(&compared, seeds));
+    }
     if let Some(note) = &t.note {
         let _ = writeln!(out, "{note}");
     }
@@ -353,8 +496,20 @@ fn provenance(sweep: &Sweep, plan: &Plan, runs: &[Option<RunInfo>]) -> String {
         "- stage runs: {} ({finished} finished)",
         plan.nodes.len()
     );
-    let _ = writeln!(out, "- git revision: {}", distinct(&|r| r.git_rev.clone()));
+    let _ = writeln!(
+        out,
+        "- code revision (of the binary that ran each stage): {}",
+        distinct(&|r| r.git_rev.clone())
+    );
+    let _ = writeln!(out, "- build: {}", distinct(&|r| r.build.clone()));
     let _ = writeln!(out, "- backend: {}", distinct(&|r| r.backend.clone()));
+    let _ = writeln!(
+        out,
+        "- machine: {}; threads: {}; GPU: {}",
+        distinct(&|r| r.cpu.clone()),
+        distinct(&|r| r.threads.map(|t| t.to_string())),
+        distinct(&|r| r.gpu.clone())
+    );
     let mut keys: Vec<&'static str> = Vec::new();
     let mut values: std::collections::BTreeMap<&'static str, BTreeSet<String>> = Default::default();
     for n in &plan.nodes {

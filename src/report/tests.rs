@@ -49,6 +49,10 @@ fn fixture(dir: &Path, skip: Option<usize>) -> Store {
         pid: 1,
         git_rev: Some("0123456789ab".into()),
         backend: "flex".into(),
+        build: Some("flowprior 0.1.0 release [flex]".into()),
+        cpu: Some("Fixture CPU (avx2)".into()),
+        threads: Some(2),
+        gpu: None,
     };
     // Points: (mixture, 0), (mixture, 1), (moons, 0), (moons, 1).
     let nll = [1.0, 3.0, 2.0, 2.5];
@@ -93,17 +97,39 @@ fn table_matches_a_hand_computation_and_is_byte_identical() {
     assert_eq!(text, std::fs::read_to_string(&b.markdown).expect("read"));
     // mixture: NLL (1, 3) -> 2 ± sqrt(2); cov (0.5, 0.7) -> 0.6 ± 0.141; prior loss (1.25, 1.5).
     // moons: NLL (2, 2.5) -> 2.25 ± 0.354; cov (0.9, 0.8) -> 0.85 ± 0.071; prior loss (1.75, 2.0).
-    let table = "\
-| target  | NLL               | free points: cov | prior loss    |
-|---------|-------------------|------------------|---------------|
-| mixture | **2.000 ± 1.414** | 0.60 ± 0.14      | 1.375 ± 0.177 |
-| moons   | 2.250 ± 0.354     | **0.85 ± 0.07**  | 1.875 ± 0.177 |";
-    assert!(text.contains(table), "{text}");
-    assert!(text.contains("Mean ± standard deviation over 2 seeds (0, 1); best in bold."));
+    // NLL: 2.000 vs 2.250 is within the spread (1.414 + 0.354): not marked. Coverage: 0.85 beats 0.60
+    // by 0.25 > 0.141 + 0.071: marked.
+    assert_eq!(
+        cells(&text, "| target "),
+        ["target", "NLL", "free points: cov", "prior loss"]
+    );
+    assert_eq!(
+        cells(&text, "| mixture "),
+        ["mixture", "2.000 ± 1.414", "0.60 ± 0.14", "1.375 ± 0.177"]
+    );
+    assert_eq!(
+        cells(&text, "| moons "),
+        ["moons", "2.250 ± 0.354", "**0.85 ± 0.07**", "1.875 ± 0.177"]
+    );
+    assert!(
+        text.contains(
+            "Mean ± standard deviation over 2 seeds (0, 1), n = 2 per cell unless marked."
+        )
+    );
+    assert!(text.contains(
+        "Bold: the best value among comparable rows (compared: all rows), only where it beats each"
+    ));
+    // Every reported metric is defined, and a smoke sweep says it is not a result.
+    for key in ["`final/points_nll`:", "`final/coverage`:", "`prior/loss`:"] {
+        assert!(text.contains(key), "no definition of {key}");
+    }
+    assert!(text.contains("**Smoke preset: not results.**"));
     for line in [
         "- scale preset: smoke",
-        "- git revision: 0123456789ab",
+        "- code revision (of the binary that ran each stage): 0123456789ab",
+        "- build: flowprior 0.1.0 release [flex]",
         "- backend: flex",
+        "- machine: Fixture CPU (avx2); threads: 2; GPU: n/a",
         "- stage runs: 8 (8 finished)",
         "- dataset: 2-D toy target `mixture` (generated); 2-D toy target `moons` (generated)",
         "- feature network: none",
@@ -127,9 +153,16 @@ fn unfinished_runs_are_marked_not_averaged_in() {
         text.contains("**Incomplete:** 7 of 8 stage runs finished"),
         "{text}"
     );
-    // moons has one finished seed: its value alone, flagged (and tied with the best mean).
+    // moons has one finished seed: its value alone, flagged, and nothing is marked best (one seed
+    // cannot beat the spread).
+    assert_eq!(
+        cells(&text, "| moons "),
+        ["moons", "2.000 †", "0.90 †", "1.875 ± 0.177"]
+    );
     assert!(
-        text.contains("| moons   | **2.000** †       | **0.90** †"),
+        text.lines()
+            .filter(|l| l.starts_with('|'))
+            .all(|l| !l.contains("**")),
         "{text}"
     );
     assert!(text.contains("† fewer seeds finished than declared."));
@@ -137,5 +170,79 @@ fn unfinished_runs_are_marked_not_averaged_in() {
         out.gaps.is_empty(),
         "one seed is a value, not a gap: {:?}",
         out.gaps
+    );
+}
+
+/// The trimmed cells of the first markdown table row that starts with `prefix`.
+fn cells(text: &str, prefix: &str) -> Vec<String> {
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no row {prefix:?} in\n{text}"));
+    line.trim_matches('|')
+        .split('|')
+        .map(|c| c.trim().to_string())
+        .collect()
+}
+
+#[test]
+fn the_best_row_is_marked_only_among_comparable_rows_and_beyond_the_spread() {
+    use super::{Better, best_rows};
+    let m = |v: &[f64]| v.iter().map(|x| Some(*x)).collect::<Vec<_>>();
+    let one = vec![String::new(); 3];
+    // Clear winner (lower is better), two seeds each.
+    assert_eq!(
+        best_rows(
+            &m(&[1.0, 2.0, 3.0]),
+            &m(&[0.1, 0.1, 0.1]),
+            &[2, 2, 2],
+            &one,
+            Better::Lower
+        ),
+        [true, false, false]
+    );
+    // Within the spread of the runner-up: nothing.
+    assert_eq!(
+        best_rows(
+            &m(&[1.0, 1.3, 3.0]),
+            &m(&[0.1, 0.25, 0.1]),
+            &[2, 2, 2],
+            &one,
+            Better::Lower
+        ),
+        [false, false, false]
+    );
+    // One seed anywhere in the group: nothing.
+    assert_eq!(
+        best_rows(
+            &m(&[1.0, 2.0, 3.0]),
+            &m(&[0.1, 0.1, 0.1]),
+            &[2, 1, 2],
+            &one,
+            Better::Lower
+        ),
+        [false, false, false]
+    );
+    // Groups: each compared on its own (higher is better); a group of one row marks nothing.
+    let groups: Vec<String> = ["a", "a", "b"].iter().map(|s| s.to_string()).collect();
+    assert_eq!(
+        best_rows(
+            &m(&[5.0, 9.0, 100.0]),
+            &m(&[0.5, 0.5, 0.5]),
+            &[3, 3, 3],
+            &groups,
+            Better::Higher
+        ),
+        [false, true, false]
+    );
+    assert_eq!(
+        best_rows(
+            &m(&[1.0, 9.0, 3.0]),
+            &m(&[0.1, 0.1, 0.1]),
+            &[2, 2, 2],
+            &one,
+            Better::None
+        ),
+        [false, false, false]
     );
 }

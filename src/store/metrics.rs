@@ -190,9 +190,30 @@ impl Store {
     }
 
     /// Appends a batch of metric points in one transaction and updates the run's summary
-    /// (final value = value at the largest step; min, max, count). A point logged again at the same
-    /// (key, step) replaces the earlier value. NaN is stored as NULL.
+    /// (final value = value at the largest step; min and max over every value logged; `n` = points
+    /// in the series). A point logged again at the same (key, step) replaces the earlier value. NaN is
+    /// stored as NULL.
     pub fn log_metrics(&self, run: i64, points: &[MetricPoint]) -> Result<()> {
+        self.log_metrics_fenced(run, None, points)
+    }
+
+    /// [`Store::log_metrics`] for attempt `attempt` of the run: when a later attempt has taken the
+    /// run over, nothing is written and the result is [`StoreError::LostRun`].
+    pub fn log_attempt_metrics(
+        &self,
+        run: i64,
+        attempt: i64,
+        points: &[MetricPoint],
+    ) -> Result<()> {
+        self.log_metrics_fenced(run, Some(attempt), points)
+    }
+
+    fn log_metrics_fenced(
+        &self,
+        run: i64,
+        attempt: Option<i64>,
+        points: &[MetricPoint],
+    ) -> Result<()> {
         if points.is_empty() {
             return Ok(());
         }
@@ -203,73 +224,107 @@ impl Store {
             max: Option<f64>,
             n: i64,
         }
-        let mut per_key: BTreeMap<&str, Acc> = BTreeMap::new();
-        for p in points {
-            let acc = per_key.entry(p.key.as_str()).or_insert(Acc {
-                step: p.step,
-                value: p.value,
-                min: None,
-                max: None,
-                n: 0,
-            });
-            if p.step >= acc.step {
-                acc.step = p.step;
-                acc.value = p.value;
-            }
-            if !p.value.is_nan() {
-                acc.min = Some(acc.min.map_or(p.value, |m| m.min(p.value)));
-                acc.max = Some(acc.max.map_or(p.value, |m| m.max(p.value)));
-            }
-            acc.n += 1;
-        }
         let now = now_unix();
-        self.block_on(async {
-            let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
-            for p in points {
-                sqlx::query(
-                    "INSERT INTO metrics (run_id, key, step, value, logged_at) VALUES (?, ?, ?, ?, ?) \
-                     ON CONFLICT (run_id, key, step) DO UPDATE SET value = excluded.value, \
-                     logged_at = excluded.logged_at",
-                )
-                .bind(run)
-                .bind(&p.key)
-                .bind(p.step)
-                .bind(finite_or_none(p.value))
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            }
-            for (key, acc) in &per_key {
-                sqlx::query(
-                    "INSERT INTO summary (run_id, key, step, value, min_value, max_value, n, updated_at) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, key) DO UPDATE SET \
-                     value = CASE WHEN excluded.step >= summary.step THEN excluded.value ELSE summary.value END, \
-                     step = CASE WHEN excluded.step >= summary.step THEN excluded.step ELSE summary.step END, \
-                     min_value = CASE WHEN summary.min_value IS NULL OR excluded.min_value < summary.min_value \
-                                 THEN excluded.min_value ELSE summary.min_value END, \
-                     max_value = CASE WHEN summary.max_value IS NULL OR excluded.max_value > summary.max_value \
-                                 THEN excluded.max_value ELSE summary.max_value END, \
-                     n = summary.n + excluded.n, updated_at = excluded.updated_at",
-                )
-                .bind(run)
-                .bind(*key)
-                .bind(acc.step)
-                .bind(finite_or_none(acc.value))
-                .bind(acc.min)
-                .bind(acc.max)
-                .bind(acc.n)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            }
-            sqlx::query("UPDATE runs SET heartbeat_at = ? WHERE id = ? AND status = 'running'")
-                .bind(now)
-                .bind(run)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await
+        let held = self
+            .block_on(async {
+                let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
+                if let Some(attempt) = attempt {
+                    let now_held: Option<i64> = sqlx::query_scalar(
+                        "SELECT attempts FROM runs WHERE id = ? AND status = 'running'",
+                    )
+                    .bind(run)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if now_held != Some(attempt) {
+                        tx.rollback().await?;
+                        return Ok(false);
+                    }
+                }
+                let mut per_key: BTreeMap<&str, Acc> = BTreeMap::new();
+                for p in points {
+                    let inserted = sqlx::query(
+                        "INSERT INTO metrics (run_id, key, step, value, logged_at) VALUES (?, ?, ?, ?, ?) \
+                         ON CONFLICT (run_id, key, step) DO NOTHING",
+                    )
+                    .bind(run)
+                    .bind(&p.key)
+                    .bind(p.step)
+                    .bind(finite_or_none(p.value))
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                        == 1;
+                    if !inserted {
+                        sqlx::query(
+                            "UPDATE metrics SET value = ?, logged_at = ? WHERE run_id = ? AND key = ? AND step = ?",
+                        )
+                        .bind(finite_or_none(p.value))
+                        .bind(now)
+                        .bind(run)
+                        .bind(&p.key)
+                        .bind(p.step)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    let acc = per_key.entry(p.key.as_str()).or_insert(Acc {
+                        step: p.step,
+                        value: p.value,
+                        min: None,
+                        max: None,
+                        n: 0,
+                    });
+                    if p.step >= acc.step {
+                        acc.step = p.step;
+                        acc.value = p.value;
+                    }
+                    if !p.value.is_nan() {
+                        acc.min = Some(acc.min.map_or(p.value, |m| m.min(p.value)));
+                        acc.max = Some(acc.max.map_or(p.value, |m| m.max(p.value)));
+                    }
+                    acc.n += i64::from(inserted);
+                }
+                for (key, acc) in &per_key {
+                    sqlx::query(
+                        "INSERT INTO summary (run_id, key, step, value, min_value, max_value, n, updated_at) \
+                         VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, key) DO UPDATE SET \
+                         value = CASE WHEN excluded.step >= summary.step THEN excluded.value ELSE summary.value END, \
+                         step = CASE WHEN excluded.step >= summary.step THEN excluded.step ELSE summary.step END, \
+                         min_value = CASE WHEN summary.min_value IS NULL OR excluded.min_value < summary.min_value \
+                                     THEN excluded.min_value ELSE summary.min_value END, \
+                         max_value = CASE WHEN summary.max_value IS NULL OR excluded.max_value > summary.max_value \
+                                     THEN excluded.max_value ELSE summary.max_value END, \
+                         n = summary.n + excluded.n, updated_at = excluded.updated_at",
+                    )
+                    .bind(run)
+                    .bind(*key)
+                    .bind(acc.step)
+                    .bind(finite_or_none(acc.value))
+                    .bind(acc.min)
+                    .bind(acc.max)
+                    .bind(acc.n)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                sqlx::query("UPDATE runs SET heartbeat_at = ? WHERE id = ? AND status = 'running'")
+                    .bind(now)
+                    .bind(run)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok::<_, sqlx::Error>(true)
+            })
+            .map_err(sql_err("log metrics"))?;
+        if held {
+            return Ok(());
+        }
+        let info = self.run(run)?;
+        Err(StoreError::LostRun {
+            run,
+            attempt: attempt.unwrap_or(info.attempts),
+            now: info.attempts,
         })
-        .map_err(sql_err("log metrics"))
     }
 
     /// The final values of every metric of a run.

@@ -13,6 +13,7 @@ mod export;
 mod metrics;
 mod query;
 mod runs;
+mod statement;
 mod sweeps;
 mod view;
 
@@ -23,11 +24,14 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-pub use active::{ActiveRun, DEFAULT_STALE_AFTER_S, HEARTBEAT_EVERY};
+pub use active::{
+    ActiveRun, DEFAULT_DIVERGENCE_FACTOR, DEFAULT_STALE_AFTER_S, DivergenceGuard, HEARTBEAT_EVERY,
+};
 pub use export::{ExportFormat, ExportTable};
 pub use metrics::{MetricPoint, ParamValue, SummaryRow};
-pub use query::{Cell, OutputFormat, QueryResult, format_real};
-pub use runs::{RunDetail, RunEnv, RunInfo, RunSpec, RunStatus};
+pub use query::{Cell, OutputFormat, QueryResult, RowWriter, format_real};
+pub use runs::{RunDetail, RunEnv, RunInfo, RunSpec, RunStatus, process_alive};
+pub use statement::{READ_KEYWORDS, check_read_statement};
 pub use sweeps::SweepPointRow;
 
 /// Environment variable naming the database file (the `--db` flag wins over it).
@@ -42,7 +46,7 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
 pub enum StoreError {
     #[error("cannot open the run store {path}: {source}")]
     Open { path: PathBuf, source: sqlx::Error },
-    #[error("cannot create the folder {path} for the run store: {source}")]
+    #[error("cannot create {path} for the run store: {source}")]
     CreateDir {
         path: PathBuf,
         source: std::io::Error,
@@ -59,6 +63,32 @@ pub enum StoreError {
     },
     #[error("no run with id {0} in the store")]
     NoSuchRun(i64),
+    #[error(
+        "run {run} is no longer held by attempt {attempt}: attempt {now} took it over (this process was \
+         taken for dead); nothing more is recorded from this attempt"
+    )]
+    LostRun { run: i64, attempt: i64, now: i64 },
+    #[error("run {run} diverged: {key} = {value} at step {step} (not a finite number)")]
+    NonFinite {
+        run: i64,
+        key: String,
+        step: i64,
+        value: f64,
+    },
+    #[error(
+        "run {run} diverged: {key} = {value:e} at step {step}, more than {factor} times its early median \
+         {median:e} (the divergence guard, `--divergence-factor`)"
+    )]
+    Diverged {
+        run: i64,
+        key: String,
+        step: i64,
+        value: f64,
+        median: f64,
+        factor: f64,
+    },
+    #[error("no run store at {0}: run a job first, or `flowprior db init`")]
+    Missing(PathBuf),
     #[error(
         "parameter `{key}` of run {run} is write-once: it is already {existing}, refusing to set it to {new}"
     )]
@@ -118,7 +148,10 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 impl Store {
-    /// Opens (creating if needed) the store at `path` and applies pending migrations.
+    /// Opens (creating if needed) the store at `path` and applies pending migrations. Safe under any
+    /// number of processes starting at once: creation, the switch to WAL and the migrations happen
+    /// under an exclusive lock on the sidecar file `<path>.lock`, so one process migrates and the
+    /// others wait for it, then find nothing left to do.
     pub fn open(path: &Path) -> Result<Store> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
@@ -127,6 +160,7 @@ impl Store {
             })?;
         }
         let rt = runtime()?;
+        let _guard = open_lock(path)?;
         let options = connect_options(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -161,6 +195,54 @@ impl Store {
             path: path.to_path_buf(),
             read_only: true,
         })
+    }
+
+    /// Opens a store that must already exist ([`StoreError::Missing`] otherwise), read-only, for the
+    /// verbs that only read. When the file or its folder cannot be written (results shipped read-only),
+    /// SQLite cannot create the WAL's shared-memory file, so the store is opened as immutable instead.
+    pub fn open_existing(path: &Path) -> Result<Store> {
+        if !path.is_file() {
+            return Err(StoreError::Missing(path.to_path_buf()));
+        }
+        let store = Store::open_read_only(path)?;
+        if store.integrity_probe().is_ok() {
+            return Ok(store);
+        }
+        store.close();
+        let rt = runtime()?;
+        let options = connect_options(path)
+            .read_only(true)
+            .immutable(true)
+            .create_if_missing(false)
+            .pragma("query_only", "ON");
+        let pool = connect(&rt, options, 1, path)?;
+        let store = Store {
+            rt,
+            pool,
+            path: path.to_path_buf(),
+            read_only: true,
+        };
+        store.integrity_probe()?;
+        Ok(store)
+    }
+
+    /// Whether the store answers a read (the schema is there and the file can be read).
+    fn integrity_probe(&self) -> Result<()> {
+        self.block_on(async {
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM sqlite_master")
+                .fetch_one(&self.pool)
+                .await
+        })
+        .map(|_| ())
+        .map_err(|source| StoreError::Open {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    /// Whether this handle refuses writes.
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
     }
 
     /// The database file.
@@ -215,6 +297,28 @@ fn connect(
         path: path.to_path_buf(),
         source,
     })
+}
+
+/// The exclusive lock taken while a store is created and migrated: `<db>.lock` beside the database.
+/// Released when the returned file is dropped.
+fn open_lock(path: &Path) -> Result<std::fs::File> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let lock_path = PathBuf::from(name);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|source| StoreError::CreateDir {
+            path: lock_path.clone(),
+            source,
+        })?;
+    file.lock().map_err(|source| StoreError::CreateDir {
+        path: lock_path,
+        source,
+    })?;
+    Ok(file)
 }
 
 fn connect_options(path: &Path) -> SqliteConnectOptions {

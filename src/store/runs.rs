@@ -72,6 +72,44 @@ pub struct RunInfo {
     pub backend: Option<String>,
     pub seed: Option<i64>,
     pub error: Option<String>,
+    /// The binary's version, profile and compiled backends (see [`crate::provenance::build`]).
+    pub build: Option<String>,
+    pub cpu: Option<String>,
+    pub threads: Option<i64>,
+    pub gpu: Option<String>,
+}
+
+impl RunInfo {
+    /// Whether a `running` run's process is gone, as (stale, gone): `stale` when its heartbeat is
+    /// older than `stale_after_s` seconds, `gone` when it ran on `host` (this machine) in a process
+    /// that no longer exists. Either means it can be retaken.
+    pub fn liveness(&self, stale_after_s: f64, host: &str) -> (bool, bool) {
+        let stale = self
+            .heartbeat_at
+            .is_none_or(|h| now_unix() - h > stale_after_s);
+        let gone = self.host.as_deref() == Some(host)
+            && self
+                .pid
+                .is_some_and(|p| p != i64::from(std::process::id()) && !process_alive(p));
+        (stale, gone)
+    }
+}
+
+/// Whether process `pid` exists on this host (a zombie counts as gone). Unknown: true.
+pub fn process_alive(pid: i64) -> bool {
+    if cfg!(target_os = "linux") {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Ok(stat) => {
+                let state = stat
+                    .rsplit_once(')')
+                    .and_then(|(_, rest)| rest.trim_start().chars().next());
+                !matches!(state, Some('Z') | Some('X'))
+            }
+            Err(_) => false,
+        }
+    } else {
+        true
+    }
 }
 
 /// A run with everything recorded about it except the raw series.
@@ -85,7 +123,7 @@ pub struct RunDetail {
 }
 
 pub(super) const RUN_COLUMNS: &str = "id, stage, name, config, config_hash, status, created_at, started_at, \
-    ended_at, heartbeat_at, attempts, host, pid, git_rev, backend, seed, error";
+    ended_at, heartbeat_at, attempts, host, pid, git_rev, backend, seed, error, build, cpu, threads, gpu";
 
 pub(super) fn run_from_row(
     row: &sqlx::sqlite::SqliteRow,
@@ -112,26 +150,56 @@ pub(super) fn run_from_row(
         backend: row.try_get("backend")?,
         seed: row.try_get("seed")?,
         error: row.try_get("error")?,
+        build: row.try_get("build")?,
+        cpu: row.try_get("cpu")?,
+        threads: row.try_get("threads")?,
+        gpu: row.try_get("gpu")?,
     })
 }
 
 /// Where and how a run executes, recorded when it starts.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct RunEnv {
     pub host: String,
     pub pid: i64,
     pub git_rev: Option<String>,
     pub backend: String,
+    pub build: Option<String>,
+    pub cpu: Option<String>,
+    pub threads: Option<i64>,
+    pub gpu: Option<String>,
+}
+
+type SqliteQuery<'q> =
+    sqlx::query::Query<'q, sqlx::Sqlite, <sqlx::Sqlite as sqlx::Database>::Arguments>;
+
+/// Binds the environment's columns in their one order: host, pid, git_rev, backend, build, cpu,
+/// threads, gpu (the order of every statement that records them).
+fn bind_env<'q>(q: SqliteQuery<'q>, env: &'q RunEnv) -> SqliteQuery<'q> {
+    q.bind(&env.host)
+        .bind(env.pid)
+        .bind(&env.git_rev)
+        .bind(&env.backend)
+        .bind(&env.build)
+        .bind(&env.cpu)
+        .bind(env.threads)
+        .bind(&env.gpu)
 }
 
 impl RunEnv {
-    /// This process on this host, with the working tree's git revision.
+    /// This process on this host, with this binary's revision and build and this machine's CPU,
+    /// thread count and (on CUDA) GPU.
     pub fn current(backend: &str) -> RunEnv {
+        use crate::provenance as p;
         RunEnv {
             host: crate::util::host_name(),
             pid: i64::from(std::process::id()),
-            git_rev: crate::util::git_revision(),
+            git_rev: Some(p::revision().to_string()),
             backend: backend.to_string(),
+            build: Some(p::build()),
+            cpu: p::cpu(),
+            threads: Some(p::threads()),
+            gpu: p::gpu(backend),
         }
     }
 }
@@ -172,7 +240,7 @@ impl Store {
 
     /// Claims a run for execution: `queued` runs, `failed` ones when `retry_failed`, and `running`
     /// ones whose heartbeat is older than `stale_after_s` seconds (their process died). Returns false
-    /// when another process holds it or it has finished.
+    /// when another process holds it or it has finished. See [`Store::claim_run`].
     pub fn start_run(
         &self,
         id: i64,
@@ -180,32 +248,93 @@ impl Store {
         retry_failed: bool,
         stale_after_s: f64,
     ) -> Result<bool> {
+        Ok(self
+            .claim_run(id, env, retry_failed, stale_after_s)?
+            .is_some())
+    }
+
+    /// [`Store::start_run`], returning the new attempt's number when the run was claimed. In the same
+    /// transaction the earlier attempt (if any) is closed in `run_attempts` (`abandoned` when it was
+    /// still marked running) and its metric points move from `metrics` to `attempt_metrics`, and its
+    /// summary rows are dropped: the run's series and summary are the new attempt's alone.
+    pub fn claim_run(
+        &self,
+        id: i64,
+        env: &RunEnv,
+        retry_failed: bool,
+        stale_after_s: f64,
+    ) -> Result<Option<i64>> {
         let now = now_unix();
-        let res = self
+        let attempt = self
             .block_on(async {
-                sqlx::query(
+                let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
+                let update = sqlx::query(
                     "UPDATE runs SET status = 'running', started_at = ?, heartbeat_at = ?, ended_at = NULL, \
-                     error = NULL, attempts = attempts + 1, host = ?, pid = ?, git_rev = ?, backend = ? \
-                     WHERE id = ? AND (status = 'queued' OR (status = 'failed' AND ?) \
+                     error = NULL, attempts = attempts + 1, host = ?, pid = ?, git_rev = ?, backend = ?, \
+                     build = ?, cpu = ?, threads = ?, gpu = ? WHERE id = ? AND (status = 'queued' OR (status = 'failed' AND ?) \
                      OR (status = 'running' AND (heartbeat_at IS NULL OR heartbeat_at < ?)))",
                 )
                 .bind(now)
-                .bind(now)
-                .bind(&env.host)
-                .bind(env.pid)
-                .bind(&env.git_rev)
-                .bind(&env.backend)
+                .bind(now);
+                let res = bind_env(update, env)
                 .bind(id)
                 .bind(retry_failed)
                 .bind(now - stale_after_s)
-                .execute(self.pool())
-                .await
+                .execute(&mut *tx)
+                .await?;
+                if res.rows_affected() != 1 {
+                    tx.rollback().await?;
+                    return Ok(None);
+                }
+                let attempt: i64 = sqlx::query_scalar("SELECT attempts FROM runs WHERE id = ?")
+                    .bind(id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                sqlx::query(
+                    "UPDATE run_attempts SET status = 'abandoned', ended_at = ? \
+                     WHERE run_id = ? AND status = 'running'",
+                )
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "INSERT INTO attempt_metrics (run_id, attempt, key, step, value, logged_at) \
+                     SELECT run_id, ?, key, step, value, logged_at FROM metrics WHERE run_id = ? \
+                     ON CONFLICT (run_id, attempt, key, step) DO NOTHING",
+                )
+                .bind(attempt - 1)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                for table in ["metrics", "summary"] {
+                    sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DELETE FROM {table} WHERE run_id = ?"
+                    )))
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                let insert = sqlx::query(
+                    "INSERT INTO run_attempts (run_id, attempt, status, started_at, host, pid, git_rev, backend, \
+                     build, cpu, threads, gpu) VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                     ON CONFLICT (run_id, attempt) DO UPDATE SET \
+                     status = 'running', started_at = excluded.started_at, ended_at = NULL, error = NULL, \
+                     host = excluded.host, pid = excluded.pid, git_rev = excluded.git_rev, backend = excluded.backend, \
+                     build = excluded.build, cpu = excluded.cpu, threads = excluded.threads, gpu = excluded.gpu",
+                )
+                .bind(id)
+                .bind(attempt)
+                .bind(now);
+                bind_env(insert, env).execute(&mut *tx).await?;
+                tx.commit().await?;
+                Ok::<_, sqlx::Error>(Some(attempt))
             })
             .map_err(sql_err("start run"))?;
-        if res.rows_affected() == 0 {
+        if attempt.is_none() {
             self.run(id)?; // NoSuchRun when it does not exist
         }
-        Ok(res.rows_affected() == 1)
+        Ok(attempt)
     }
 
     /// Records that the run's process is alive.
@@ -223,36 +352,81 @@ impl Store {
 
     /// Marks the run finished and refreshes the `runs_wide` view.
     pub fn finish_run(&self, id: i64) -> Result<()> {
-        self.end_run(id, RunStatus::Finished, None)?;
+        self.end_run(id, None, RunStatus::Finished, None)?;
         self.refresh_runs_wide()
     }
 
     /// Marks the run failed with its error text. Everything it logged stays.
     pub fn fail_run(&self, id: i64, error: &str) -> Result<()> {
-        self.end_run(id, RunStatus::Failed, Some(error))?;
+        self.end_run(id, None, RunStatus::Failed, Some(error))?;
         self.refresh_runs_wide()
     }
 
-    fn end_run(&self, id: i64, status: RunStatus, error: Option<&str>) -> Result<()> {
+    /// Ends attempt `attempt` of the run as `status` (finished or failed). Fenced: when the run is no
+    /// longer running under that attempt (a later attempt took it over, its process having been taken
+    /// for dead), nothing is written and the result is [`StoreError::LostRun`], so a run never
+    /// completes twice.
+    pub fn end_attempt(
+        &self,
+        id: i64,
+        attempt: i64,
+        status: RunStatus,
+        error: Option<&str>,
+    ) -> Result<()> {
+        self.end_run(id, Some(attempt), status, error)?;
+        self.refresh_runs_wide()
+    }
+
+    fn end_run(
+        &self,
+        id: i64,
+        attempt: Option<i64>,
+        status: RunStatus,
+        error: Option<&str>,
+    ) -> Result<()> {
         let now = now_unix();
-        let res = self
+        let updated = self
             .block_on(async {
-                sqlx::query(
-                    "UPDATE runs SET status = ?, ended_at = ?, heartbeat_at = ?, error = ? WHERE id = ?",
+                let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
+                let res = sqlx::query(
+                    "UPDATE runs SET status = ?, ended_at = ?, heartbeat_at = ?, error = ? \
+                     WHERE id = ? AND (? IS NULL OR (attempts = ? AND status = 'running'))",
                 )
                 .bind(status.as_str())
                 .bind(now)
                 .bind(now)
                 .bind(error)
                 .bind(id)
-                .execute(self.pool())
-                .await
+                .bind(attempt)
+                .bind(attempt)
+                .execute(&mut *tx)
+                .await?;
+                if res.rows_affected() == 1 {
+                    sqlx::query(
+                        "UPDATE run_attempts SET status = ?, ended_at = ?, error = ? \
+                         WHERE run_id = ? AND attempt = (SELECT attempts FROM runs WHERE id = ?)",
+                    )
+                    .bind(status.as_str())
+                    .bind(now)
+                    .bind(error)
+                    .bind(id)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok::<_, sqlx::Error>(res.rows_affected() == 1)
             })
             .map_err(sql_err("end run"))?;
-        if res.rows_affected() == 0 {
-            return Err(StoreError::NoSuchRun(id));
+        if updated {
+            return Ok(());
         }
-        Ok(())
+        let run = self.run(id)?; // NoSuchRun when it does not exist
+        Err(StoreError::LostRun {
+            run: id,
+            attempt: attempt.unwrap_or(run.attempts),
+            now: run.attempts,
+        })
     }
 
     /// One run by id.
@@ -298,23 +472,20 @@ impl Store {
             .collect()
     }
 
-    /// Runs marked `running` whose heartbeat is older than `max_age_s` seconds: their process is gone.
+    /// Runs marked `running` whose process is gone: their heartbeat is older than `max_age_s`
+    /// seconds, or they ran on this host in a process that no longer exists ([`RunInfo::liveness`],
+    /// the rule a sweep retakes runs by).
     pub fn stale_runs(&self, max_age_s: f64) -> Result<Vec<RunInfo>> {
-        let cutoff = now_unix() - max_age_s;
-        let rows = self
-            .block_on(async {
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "SELECT {RUN_COLUMNS} FROM runs WHERE status = 'running' \
-                     AND (heartbeat_at IS NULL OR heartbeat_at < ?) ORDER BY id"
-                )))
-                .bind(cutoff)
-                .fetch_all(self.pool())
-                .await
+        let host = crate::util::host_name();
+        Ok(self
+            .list_runs(Some(RunStatus::Running), None)?
+            .into_iter()
+            .rev()
+            .filter(|r| {
+                let (stale, gone) = r.liveness(max_age_s, &host);
+                stale || gone
             })
-            .map_err(sql_err("stale runs"))?;
-        rows.iter()
-            .map(|r| run_from_row(r).map_err(sql_err("decode run")))
-            .collect()
+            .collect())
     }
 
     /// Everything about a run except its raw series.

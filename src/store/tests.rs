@@ -24,6 +24,7 @@ fn env() -> RunEnv {
         pid: 1,
         git_rev: None,
         backend: "flex".into(),
+        ..Default::default()
     }
 }
 
@@ -90,14 +91,15 @@ fn summary_keeps_the_value_at_the_largest_step() {
         &[p("loss", 0, 4.0), p("loss", 2, 1.0), p("loss", 1, 0.5)],
     )
     .unwrap();
-    // An older step arriving later does not replace the final value, but counts for min/max.
+    // An older step arriving later does not replace the final value, but counts for min/max; it
+    // replaces its step's point, so `n` (points in the series) stays 3.
     s.log_metrics(r.id, &[p("loss", 1, -2.0), p("acc", 5, f64::NAN)])
         .unwrap();
     let sum = s.summary(r.id).unwrap();
     let loss = sum.iter().find(|x| x.key == "loss").unwrap();
     assert_eq!(
         (loss.step, loss.value, loss.min, loss.max, loss.n),
-        (2, Some(1.0), Some(-2.0), Some(4.0), 4)
+        (2, Some(1.0), Some(-2.0), Some(4.0), 3)
     );
     let acc = sum.iter().find(|x| x.key == "acc").unwrap();
     assert_eq!((acc.value, acc.min), (None, None));
@@ -181,4 +183,174 @@ fn read_only_store_refuses_writes() {
         ro.query("SELECT COUNT(*) FROM runs").unwrap().rows[0][0],
         Cell::Int(1)
     );
+}
+
+#[test]
+fn a_retaken_run_keeps_only_its_own_attempts_points() {
+    let (_d, s) = temp_store();
+    let r = s
+        .get_or_create_run(&spec(serde_json::json!({"x": 2})))
+        .unwrap();
+    let first = s.claim_run(r.id, &env(), false, 60.0).unwrap();
+    assert_eq!(first, Some(1));
+    let pts = |n: i64, scale: f64| -> Vec<MetricPoint> {
+        (0..n)
+            .map(|i| MetricPoint::new("loss", i, scale * i as f64))
+            .collect()
+    };
+    s.log_attempt_metrics(r.id, 1, &pts(30, 1.0)).unwrap();
+    // The first attempt's process is taken for dead and the run retaken.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    assert_eq!(s.claim_run(r.id, &env(), false, 0.01).unwrap(), Some(2));
+    assert!(s.series(r.id, "loss").unwrap().is_empty());
+    assert!(s.summary(r.id).unwrap().is_empty());
+    // The dead attempt can no longer write, finish or fail the run.
+    for e in [
+        s.log_attempt_metrics(r.id, 1, &pts(5, 9.0)).unwrap_err(),
+        s.end_attempt(r.id, 1, RunStatus::Finished, None)
+            .unwrap_err(),
+        s.end_attempt(r.id, 1, RunStatus::Failed, Some("late"))
+            .unwrap_err(),
+    ] {
+        assert!(
+            matches!(e, StoreError::LostRun { run, attempt: 1, now: 2 } if run == r.id),
+            "{e}"
+        );
+    }
+    s.log_attempt_metrics(r.id, 2, &pts(20, 2.0)).unwrap();
+    s.end_attempt(r.id, 2, RunStatus::Finished, None).unwrap();
+    let loss = s.summary(r.id).unwrap().remove(0);
+    assert_eq!(
+        (loss.n, loss.step, loss.value, loss.max),
+        (20, 19, Some(38.0), Some(38.0))
+    );
+    assert_eq!(s.series(r.id, "loss").unwrap().len(), 20);
+    // Nothing was lost: the first attempt's 30 points are kept under its number.
+    let kept = s
+        .query("SELECT attempt, COUNT(*), MAX(value) FROM attempt_metrics GROUP BY attempt")
+        .unwrap();
+    assert_eq!(
+        kept.rows,
+        vec![vec![Cell::Int(1), Cell::Int(30), Cell::Real(29.0)]]
+    );
+    let attempts = s
+        .query("SELECT attempt, status FROM run_attempts WHERE run_id = 1 ORDER BY attempt")
+        .unwrap();
+    assert_eq!(
+        attempts.rows,
+        vec![
+            vec![Cell::Int(1), Cell::Text("abandoned".into())],
+            vec![Cell::Int(2), Cell::Text("finished".into())],
+        ]
+    );
+    // A finished run is not ended again by anyone.
+    assert!(matches!(
+        s.end_attempt(r.id, 2, RunStatus::Failed, Some("twice")),
+        Err(StoreError::LostRun { .. })
+    ));
+    assert_eq!(s.run(r.id).unwrap().status, RunStatus::Finished);
+}
+
+#[test]
+fn concurrent_openers_of_a_new_store_all_succeed() {
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0..50 {
+        let path = dir.path().join(format!("r{round}/store.db"));
+        let barrier = std::sync::Barrier::new(8);
+        std::thread::scope(|sc| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| {
+                    sc.spawn(|| {
+                        barrier.wait();
+                        Store::open(&path).map(|s| s.integrity_check())
+                    })
+                })
+                .collect();
+            for h in handles {
+                let verdict = h.join().expect("opener thread");
+                assert_eq!(
+                    verdict.expect("open").expect("check"),
+                    "ok",
+                    "round {round}"
+                );
+            }
+        });
+    }
+}
+
+#[test]
+fn open_existing_refuses_a_missing_store_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("no/such/dir/x.db");
+    assert!(matches!(
+        Store::open_existing(&path),
+        Err(StoreError::Missing(_))
+    ));
+    assert!(!dir.path().join("no").exists());
+}
+
+mod guard {
+    use super::*;
+    use crate::store::{ActiveRun, DivergenceGuard};
+
+    fn begin<'a>(s: &'a Store, x: i64) -> ActiveRun<'a> {
+        ActiveRun::begin(s, &spec(serde_json::json!({ "x": x })), "flex", false)
+            .unwrap()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_non_finite_value_fails_the_run_with_its_key_and_step() {
+        let (_d, s) = temp_store();
+        for (x, bad) in [(1, f64::NAN), (2, f64::INFINITY), (3, f64::NEG_INFINITY)] {
+            let mut run = begin(&s, x);
+            run.log("train/grad_norm", 0, 1.0).unwrap();
+            let e = run.log("train/grad_norm", 7, bad).unwrap_err();
+            assert!(
+                matches!(&e, StoreError::NonFinite { key, step: 7, .. } if key == "train/grad_norm"),
+                "{e}"
+            );
+            let id = run.id();
+            run.fail(&e.to_string()).unwrap();
+            let info = s.run(id).unwrap();
+            assert_eq!(info.status, RunStatus::Failed);
+            assert!(info.error.unwrap().contains("train/grad_norm"));
+            // The offending point is recorded (NaN as NULL) beside the ones before it.
+            assert_eq!(s.series(id, "train/grad_norm").unwrap().len(), 2);
+        }
+    }
+
+    #[test]
+    fn a_loss_far_above_its_early_median_diverges_and_the_guard_can_be_off() {
+        let (_d, s) = temp_store();
+        let mut run = begin(&s, 10);
+        for (i, v) in [2.0, 1.9, 1.7, 1.5, 1.2, 100.0, 1500.0].iter().enumerate() {
+            run.log("prior/loss", i as i64, *v).unwrap();
+        }
+        // 1500 was under 1000 times the median of the six before it (1.8); the median of the first
+        // seven is 1.9, and 2500 is more than 1000 times that.
+        let e = run.log("prior/loss", 7, 2500.0).unwrap_err();
+        assert!(
+            matches!(&e, StoreError::Diverged { key, step: 7, .. } if key == "prior/loss"),
+            "{e}"
+        );
+        // Other keys are not guarded; a key whose last segment is not `loss` neither.
+        run.log("prior/grad_norm", 7, 1e12).unwrap();
+        run.log("prior/loss_scale", 0, 1.0).unwrap();
+        run.log("prior/loss_scale", 1, 1e9).unwrap();
+        run.finish().unwrap();
+
+        // An explosion on the second step is caught too (the median of what was logged so far).
+        let mut run = begin(&s, 11);
+        run.log("gen/loss", 0, 2.0).unwrap();
+        assert!(run.log("gen/loss", 1, 7.8e27).is_err());
+        run.finish().unwrap();
+
+        let mut run = begin(&s, 12);
+        run.set_guard(DivergenceGuard::off());
+        run.log("gen/loss", 0, 2.0).unwrap();
+        run.log("gen/loss", 1, 7.8e27).unwrap();
+        assert!(run.log("gen/loss", 2, f64::NAN).is_err());
+        run.finish().unwrap();
+    }
 }

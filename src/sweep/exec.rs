@@ -19,7 +19,6 @@ use super::spec::Sweep;
 use super::stages::{StageCtx, StageInput, StageRun};
 use crate::jobs::Claim;
 use crate::store::{RunInfo, RunStatus, Store, SweepPointRow};
-use crate::util::now_unix;
 
 /// Settings of a worker.
 #[derive(Debug, Clone)]
@@ -38,6 +37,63 @@ pub struct StoredSpec {
     pub file: PathBuf,
     pub toml: String,
     pub overrides: super::spec::Overrides,
+}
+
+/// Reconciles `sweep` with the registration of the same name, if any. With the same file text, preset
+/// and backend, its seeds become the union of the registered ones and its own, so that running with
+/// other `--seeds` adds them to the sweep (and to its report) instead of dropping the earlier ones.
+/// Otherwise the new sweep will replace the registration, and the note says what the report stops
+/// showing (the earlier runs stay in the store). Returns the sweep to plan and that note.
+pub fn reconcile(store: &Store, sweep: Sweep) -> Result<(Sweep, Option<String>), SweepError> {
+    let Some(spec) = store.sweep_spec(&sweep.name)? else {
+        return Ok((sweep, None));
+    };
+    let stored: StoredSpec = serde_json::from_str(&spec).map_err(|e| {
+        SweepError::Invalid(vec![format!("stored spec of sweep {}: {e}", sweep.name)])
+    })?;
+    let old = Sweep::parse(&stored.toml, &stored.file, stored.overrides)?;
+    if old.text != sweep.text || old.preset != sweep.preset || old.backend != sweep.backend {
+        let what = if old.text != sweep.text {
+            "its file changed".to_string()
+        } else if old.preset != sweep.preset {
+            format!("preset {} -> {}", old.preset.name(), sweep.preset.name())
+        } else {
+            format!("backend {} -> {}", old.backend.name(), sweep.backend.name())
+        };
+        let note = format!(
+            "note: sweep {} was registered differently before ({what}); its status and report now follow \
+             this run's grid, and the earlier runs stay in the store (run the earlier form again to \
+             report it)",
+            sweep.name
+        );
+        return Ok((sweep, Some(note)));
+    }
+    let mut seeds = old.seeds.clone();
+    seeds.extend(sweep.seeds.iter().filter(|s| !old.seeds.contains(s)));
+    if seeds == sweep.seeds {
+        return Ok((sweep, None));
+    }
+    let added: Vec<String> = sweep
+        .seeds
+        .iter()
+        .filter(|s| !old.seeds.contains(s))
+        .map(u64::to_string)
+        .collect();
+    let list: Vec<String> = seeds.iter().map(u64::to_string).collect();
+    let note = (!added.is_empty()).then(|| {
+        format!(
+            "seeds {} added to sweep {} (now {})",
+            added.join(", "),
+            sweep.name,
+            list.join(", ")
+        )
+    });
+    let overrides = super::Overrides {
+        seeds: Some(seeds),
+        ..sweep.overrides.clone()
+    };
+    let merged = Sweep::parse(&sweep.text, &sweep.file, overrides)?;
+    Ok((merged, note))
 }
 
 /// Creates (or finds) the run of every node, and records the sweep's spec and grid points.
@@ -139,35 +195,6 @@ impl Counts {
     }
 }
 
-/// Whether process `pid` exists on this host (a zombie counts as gone). Unknown: true.
-pub fn process_alive(pid: i64) -> bool {
-    if cfg!(target_os = "linux") {
-        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            Ok(stat) => {
-                let state = stat
-                    .rsplit_once(')')
-                    .and_then(|(_, rest)| rest.trim_start().chars().next());
-                !matches!(state, Some('Z') | Some('X'))
-            }
-            Err(_) => false,
-        }
-    } else {
-        true
-    }
-}
-
-/// Whether a `running` run's process is gone: on this host and not alive, or silent for too long.
-fn is_dead(run: &RunInfo, stale_after_s: f64, host: &str) -> (bool, bool) {
-    let stale = run
-        .heartbeat_at
-        .is_none_or(|h| now_unix() - h > stale_after_s);
-    let gone = run.host.as_deref() == Some(host)
-        && run
-            .pid
-            .is_some_and(|p| p != i64::from(std::process::id()) && !process_alive(p));
-    (stale, gone)
-}
-
 /// The state of every node, given its run (in node order), the claim rules, and what this worker
 /// already attempted.
 pub fn states(
@@ -196,7 +223,7 @@ pub fn states(
                 }
             }
             Some(r) if r.status == RunStatus::Running => {
-                let (stale, gone) = is_dead(r, claim.stale_after_s, &host);
+                let (stale, gone) = r.liveness(claim.stale_after_s, &host);
                 if (stale || gone) && inputs_done {
                     NodeState::Ready
                 } else {
@@ -255,7 +282,7 @@ pub fn work(
         if let Some(r) = &runs[i]
             && r.status == RunStatus::Running
         {
-            let (_, gone) = is_dead(r, opts.claim.stale_after_s, &host);
+            let (_, gone) = r.liveness(opts.claim.stale_after_s, &host);
             if gone {
                 tracing::warn!(
                     run = r.id,
@@ -278,9 +305,11 @@ pub fn work(
             })
             .collect();
         tracing::info!(stage = node.stage.name(), run = run_ids[i], "stage starts");
+        crate::progress::set_context(&format!("run {} {}", run_ids[i], node.spec.name));
         let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
             node.stage.run(&ctx, &node.config, &inputs)
         }));
+        crate::progress::set_context("");
         match result {
             Ok(Ok(StageRun::Ran(_))) => report.ran.push(i),
             Ok(Ok(StageRun::Taken(_))) => {}

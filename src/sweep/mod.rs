@@ -6,6 +6,7 @@
 //! * [`plan`]: grid expansion into shared stage nodes;
 //! * [`exec`]: registration in the run store and the worker loop.
 
+pub mod estimate;
 pub mod exec;
 pub mod plan;
 pub mod spec;

@@ -34,11 +34,12 @@ use crate::backend::BackendKind;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Scale {
-    /// Seconds per stage: CI and tests.
+    /// Seconds to minutes per stage: CI and tests; checks the pipeline, gives no results.
     Smoke,
-    /// Minutes per stage on a laptop.
+    /// Small models (e.g. a 3000-step tokenizer: about 40 minutes on 2 CPU cores); `--dry-run`
+    /// estimates a sweep's time from runs recorded on this machine.
     Small,
-    /// The paper's sizes.
+    /// The paper's sizes (GPU-scale).
     Paper,
 }
 
@@ -86,6 +87,10 @@ pub struct ColumnSpec {
     /// there and `report --check` does not count it as a gap.
     #[serde(default)]
     pub optional: bool,
+    /// Row axes whose rows are compared only among themselves for this column (overrides the
+    /// table's `compare_within`), e.g. a loss whose scale depends on the projection.
+    #[serde(default)]
+    pub compare_within: Option<Vec<String>>,
 }
 
 fn default_digits() -> usize {
@@ -107,6 +112,10 @@ pub struct TableSpec {
     /// A sentence printed under the table.
     #[serde(default)]
     pub note: Option<String>,
+    /// Row axes whose values split the rows into groups that are compared (the best marked) only
+    /// among themselves: rows that differ in these (e.g. different toy targets) are not comparable.
+    #[serde(default)]
+    pub compare_within: Vec<String>,
 }
 
 /// A declared figure.
@@ -746,8 +755,17 @@ fn check_report(report: &ReportSpec, axes: &[Axis], stages: &[StageKind], p: &mu
         }
         check_axes(p, &format!("{key}.rows"), &t.rows);
         check_filter(p, &key, &t.filter);
+        let check_rows = |p: &mut Problems<'_>, k: &str, names: &[String]| {
+            for a in names.iter().filter(|a| !t.rows.contains(a)) {
+                p.add(k, format!("`{a}` is not one of the table's rows"));
+            }
+        };
+        check_rows(p, &format!("{key}.compare_within"), &t.compare_within);
         for (j, c) in t.columns.iter().enumerate() {
             check_stage(p, &format!("{key}.columns[{j}].stage"), &c.stage);
+            if let Some(w) = &c.compare_within {
+                check_rows(p, &format!("{key}.columns[{j}].compare_within"), w);
+            }
         }
         // Every axis is either a row key or pinned: a table never averages over an axis silently.
         for a in &axis_names {

@@ -279,6 +279,10 @@ fn run(id: i64, status: RunStatus) -> RunInfo {
         backend: None,
         seed: None,
         error: None,
+        build: None,
+        cpu: None,
+        threads: None,
+        gpu: None,
     }
 }
 
@@ -335,14 +339,14 @@ fn node_states_follow_inputs_failures_and_retries() {
 
 #[test]
 fn a_process_that_is_gone_is_detected() {
-    assert!(exec::process_alive(i64::from(std::process::id())));
+    assert!(crate::store::process_alive(i64::from(std::process::id())));
     // Spawn and reap a child: its pid no longer names a live process.
     let mut child = std::process::Command::new("true")
         .spawn()
         .expect("spawn true");
     let pid = i64::from(child.id());
     child.wait().expect("wait");
-    assert!(!exec::process_alive(pid));
+    assert!(!crate::store::process_alive(pid));
 }
 
 #[test]

@@ -4,8 +4,10 @@
 mod cli_jobs;
 mod common;
 mod generator;
+mod honesty;
 mod prior;
 mod store_processes;
 mod sweep;
 mod tokenizer;
 mod toy;
+mod trust;

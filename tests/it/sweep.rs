@@ -6,7 +6,13 @@ use std::time::{Duration, Instant};
 use crate::common::Sandbox;
 
 /// A tiny toy sweep: a second or two per stage.
-fn sweep_text(targets: &str, lrs: &str, seeds: &str, prior_steps: usize, extra: &str) -> String {
+pub(crate) fn sweep_text(
+    targets: &str,
+    lrs: &str,
+    seeds: &str,
+    prior_steps: usize,
+    extra: &str,
+) -> String {
     format!(
         r#"
 stages = ["toy_prior", "toy_align"]
@@ -50,7 +56,7 @@ by = ["toy_prior.target"]
     )
 }
 
-fn write(sb: &Sandbox, name: &str, text: &str) -> PathBuf {
+pub(crate) fn write(sb: &Sandbox, name: &str, text: &str) -> PathBuf {
     let dir = sb.dir.path().join("sweeps");
     std::fs::create_dir_all(&dir).expect("mkdir");
     let p = dir.join(format!("{name}.toml"));
