@@ -404,8 +404,9 @@ fn run_sweep(cli: &Cli, args: &RunArgs) -> anyhow::Result<()> {
         "sweep registered"
     );
     let mut children = spawn_workers(cli, args, args.workers - 1)?;
-    let overall =
-        crate::jobs::progress().insert(0, indicatif::ProgressBar::new(plan.nodes.len() as u64));
+    // Styled and labelled before it joins the drawing (its first frame is drawn at once).
+    let overall = indicatif::ProgressBar::hidden();
+    overall.set_length(plan.nodes.len() as u64);
     overall.set_style(
         indicatif::ProgressStyle::with_template(if crate::progress::on_terminal() {
             "{msg:>16} [{bar:30}] {pos}/{len} stages, {prefix}"
@@ -417,6 +418,7 @@ fn run_sweep(cli: &Cli, args: &RunArgs) -> anyhow::Result<()> {
     );
     overall.set_message(format!("sweep {}", sweep.name));
     overall.set_prefix("starting");
+    let overall = crate::jobs::progress().insert(0, overall);
     let show = |c: Counts| {
         overall.set_position(c.done() as u64);
         overall.set_prefix(format!(

@@ -186,3 +186,33 @@ fn every_flag_has_help_and_the_documented_names_parse() {
     assert!(!ok, "no data in the sandbox");
     assert!(!err.contains("invalid value"), "{err}");
 }
+
+#[test]
+fn a_dry_run_names_missing_data_and_config_errors_name_key_and_line() {
+    let sb = Sandbox::new();
+    let f = write(
+        &sb,
+        "needs_data",
+        "stages = [\"classifier\"]\npreset = \"smoke\"\nseeds = [0]\n",
+    );
+    let plan = sb.ok(&["sweep", "run", f.to_str().expect("utf-8"), "--dry-run"]);
+    assert!(
+        plan.contains("missing input: classifier")
+            && plan.contains("dataset fashion-mnist is missing"),
+        "{plan}"
+    );
+    let cfg = sb.dir.path().join("bad.toml");
+    std::fs::write(&cfg, "seed = 3\nwidth = \"wide\"\n").expect("write");
+    let (ok, _, err) = sb.run(&[
+        "toy",
+        "--preset",
+        "tiny",
+        "--config",
+        cfg.to_str().expect("utf-8"),
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains("bad.toml: line 2: `width`: invalid type"),
+        "{err}"
+    );
+}
