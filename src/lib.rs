@@ -24,6 +24,7 @@ pub mod linalg;
 pub mod metrics;
 pub mod models;
 pub mod plot;
+pub mod preset;
 pub mod progress;
 pub mod projection;
 pub mod provenance;

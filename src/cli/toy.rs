@@ -17,7 +17,8 @@ pub struct ToyArgs {
     /// Target distribution, or `all`.
     #[arg(long, default_value = "mixture")]
     pub target: String,
-    /// Size preset: tiny (seconds), small (minutes), paper (the paper's sizes).
+    /// Size preset: smoke (seconds; `tiny` is accepted too), small (minutes), paper (the paper's
+    /// sizes): the same presets as sweeps.
     #[arg(long, value_enum, default_value = "small")]
     pub preset: ToyPreset,
     /// TOML file with any ToyConfig fields, applied over the preset (flags win).

@@ -32,14 +32,9 @@ const ENERGY_MAX_N: usize = 2000;
 /// Mixed into the seed of the second true sample behind `final/energy_distance_ref`.
 const ENERGY_REF_SEED: u64 = 0x5eed_e4e7;
 
-/// Size presets: `paper` is the paper's setting, `small` a few minutes on a laptop, `tiny` seconds (CI).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum ToyPreset {
-    Tiny,
-    Small,
-    Paper,
-}
+/// The toy's presets are the project's scale presets: `paper` is the paper's setting, `small` a few
+/// minutes on a laptop, `smoke` (also `tiny`) seconds.
+pub use crate::preset::Scale as ToyPreset;
 
 /// Configuration of one toy experiment (one target): its two stages, run one after the other by
 /// `flowprior toy` as a sweep runs them.
@@ -174,7 +169,7 @@ impl ToyPriorConfig {
                 prior_lr: 1e-3,
                 ..base
             },
-            ToyPreset::Tiny => ToyPriorConfig {
+            ToyPreset::Smoke => ToyPriorConfig {
                 width: 64,
                 depth: 2,
                 prior_steps: 1500,
@@ -302,7 +297,7 @@ impl ToyAlignConfig {
                 grid: 40,
                 ..base
             },
-            ToyPreset::Tiny => ToyAlignConfig {
+            ToyPreset::Smoke => ToyAlignConfig {
                 points: 300,
                 align_steps: 300,
                 eval_every: 25,
@@ -812,7 +807,7 @@ mod tests {
 
     #[test]
     fn overlay_sends_each_key_to_the_stages_that_have_it() {
-        let base = ToyConfig::preset(ToyPreset::Tiny, Target::Moons);
+        let base = ToyConfig::preset(ToyPreset::Smoke, Target::Moons);
         let patch = serde_json::json!({"seed": 7, "width": 16, "align_steps": 9});
         let cfg = base
             .overlay(patch.as_object().expect("object"))

@@ -69,4 +69,6 @@ pub fn load_registered(
 }
 
 #[cfg(test)]
+mod hash_pins;
+#[cfg(test)]
 mod tests;

@@ -30,28 +30,7 @@ use super::SweepError;
 use super::stages::StageKind;
 use crate::backend::BackendKind;
 
-/// Scale preset of a sweep: each stage maps it to its own sizes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Scale {
-    /// Seconds to minutes per stage: CI and tests; checks the pipeline, gives no results.
-    Smoke,
-    /// Small models (e.g. a 3000-step tokenizer: about 40 minutes on 2 CPU cores); `--dry-run`
-    /// estimates a sweep's time from runs recorded on this machine.
-    Small,
-    /// The paper's sizes (GPU-scale).
-    Paper,
-}
-
-impl Scale {
-    pub fn name(self) -> &'static str {
-        match self {
-            Scale::Smoke => "smoke",
-            Scale::Small => "small",
-            Scale::Paper => "paper",
-        }
-    }
-}
+pub use crate::preset::Scale;
 
 /// Which direction of a metric is better (the report bolds the best row).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -145,7 +145,7 @@ fn to_json<T: serde::Serialize>(v: &T) -> Value {
 
 fn toy_preset(s: Scale) -> ToyPreset {
     match s {
-        Scale::Smoke => ToyPreset::Tiny,
+        Scale::Smoke => ToyPreset::Smoke,
         Scale::Small => ToyPreset::Small,
         Scale::Paper => ToyPreset::Paper,
     }
