@@ -19,7 +19,7 @@ test:
     cargo test --locked --lib --bins --tests
     # The MAR mixture test alone (see README, Generators); fails if the name no longer matches a test.
     # (Its output is kept in a variable: `tee /dev/stderr` truncated a log file that stderr went to.)
-    bash -c 'out=$(cargo test --locked --lib -- --ignored --exact flow::cond::tests::mar_samples_each_class_of_a_known_mixture 2>&1); echo "$out"; grep -q "test result: ok. 1 passed" <<< "$out"'
+    bash -c 'out=$(cargo test --locked --lib -- --ignored --exact models::cond::tests::mar_samples_each_class_of_a_known_mixture 2>&1); echo "$out"; grep -q "test result: ok. 1 passed" <<< "$out"'
 
 # Format check and clippy on every target, with the CUDA backend compiled in (checks the GPU path too).
 lint:

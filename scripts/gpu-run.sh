@@ -31,7 +31,7 @@ while [ $i -lt ${#what[@]} ]; do
     tests)
         echo "== unit tests on cuda"
         .gpu/flowprior-tests --test-threads 4 2>&1 | tee "$OUT/unit-tests.log" | grep -E '^test .*(FAILED|ok)$|test result|panicked' | grep -v ' ok$'
-        .gpu/flowprior-tests --ignored --exact flow::cond::tests::mar_samples_each_class_of_a_known_mixture 2>&1 | tee -a "$OUT/unit-tests.log" | grep 'test result'
+        .gpu/flowprior-tests --ignored --exact models::cond::tests::mar_samples_each_class_of_a_known_mixture 2>&1 | tee -a "$OUT/unit-tests.log" | grep 'test result'
         if grep -q 'test result: FAILED' "$OUT/unit-tests.log" || ! grep -q 'test result: ok' "$OUT/unit-tests.log"; then status=1; fi ;;
     bench)
         echo "== benchmarks on cuda"

@@ -29,10 +29,14 @@ pub mod progress;
 pub mod projection;
 pub mod provenance;
 pub mod report;
+pub mod stage;
 pub mod store;
 pub mod sweep;
 pub mod tensors;
 pub mod toy;
 pub mod util;
+
+#[cfg(test)]
+mod layering;
 
 pub use error::{Error, Result};

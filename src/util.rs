@@ -70,6 +70,19 @@ pub fn canonical_json(value: &serde_json::Value) -> String {
     sort(value).to_string()
 }
 
+/// A configuration as JSON, for run identities and presets. Configurations are plain structs of
+/// numbers, strings, lists and enums, which always serialise; if one ever does not (a bug), this
+/// stops loudly instead of letting a null stand in for it and silently change a run's identity.
+pub fn config_json<T: serde::Serialize>(cfg: &T) -> serde_json::Value {
+    match serde_json::to_value(cfg) {
+        Ok(v) => v,
+        Err(e) => panic!(
+            "a configuration ({}) cannot be serialised: {e}",
+            std::any::type_name::<T>()
+        ),
+    }
+}
+
 /// Hash of a configuration: SHA-256 of its canonical JSON.
 pub fn config_hash(value: &serde_json::Value) -> String {
     sha256_hex(canonical_json(value).as_bytes())

@@ -537,7 +537,9 @@ fn align_bench(
         .num_threads(threads.max(1))
         .build_global();
     let preset = |s: Scale| -> anyhow::Result<TokenizerConfig> {
-        Ok(serde_json::from_value(StageKind::Tokenizer.defaults(s))?)
+        Ok(serde_json::from_value(
+            StageKind::named(crate::jobs::tokenizer::TOKENIZER).defaults(s),
+        )?)
     };
     // (label, tokenizer preset, prior width, prior depth): the sweeps' small tokenizer with the small
     // and the paper prior, and the paper-proportioned tokenizer (64 x 32 tokens) with both.

@@ -7,6 +7,7 @@ mod data;
 mod report;
 mod runs;
 mod sql;
+mod stage;
 mod sweep;
 mod toy;
 
@@ -56,6 +57,8 @@ pub enum Command {
     Report(report::ReportArgs),
     /// Past runs: list, show, stale, export.
     Runs(runs::RunsArgs),
+    /// Any one stage outside a sweep (its inputs planned and reused as a sweep would).
+    Stage(stage::StageArgs),
     /// Run one read-only SQL statement against the store.
     Sql(sql::SqlArgs),
     /// Datasets and weights: check what is present.
@@ -214,6 +217,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
         Command::Report(args) => report::run(cli, args),
         Command::Runs(args) => runs::run(cli, args),
         Command::Sql(args) => sql::run(cli, args),
+        Command::Stage(args) => stage::run(cli, args),
         Command::Data(args) => data::run(cli, args),
         Command::Bench(args) => bench::run(cli, args),
         Command::Db(args) => {

@@ -10,7 +10,6 @@
 //! The two describe the same loss under `t -> 1 - t, v -> -v`; [`ReversedTime`] wraps a field
 //! trained that way so that it can be used here unchanged.
 
-pub mod cond;
 pub mod ema;
 pub mod host_adam;
 pub mod likelihood;

@@ -21,6 +21,9 @@ use crate::error::{Error, Result};
 use crate::models::classifier::MlpClassifier;
 use crate::store::{ActiveRun, RunSpec, Store};
 
+/// The stage name of classifier runs.
+pub const CLASSIFIER: &str = "classifier";
+
 /// Configuration of a classifier run. Every field is part of the run's identity (its hash).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -71,9 +74,9 @@ impl ClassifierConfig {
 
     pub fn run_spec(&self) -> RunSpec {
         RunSpec {
-            stage: "classifier".into(),
+            stage: CLASSIFIER.into(),
             name: format!("classifier/{}", self.dataset.name()),
-            config: serde_json::to_value(self).unwrap_or_default(),
+            config: crate::util::config_json(self),
             seed: Some(self.seed as i64),
         }
     }

@@ -75,7 +75,7 @@ impl DinoConfig {
 
     /// The run on the weights file whose content identity is `weights` (see `util::file_identity`).
     pub fn run_spec(&self, weights: &str) -> RunSpec {
-        let mut config = serde_json::to_value(self).unwrap_or_default();
+        let mut config = crate::util::config_json(self);
         if let Some(obj) = config.as_object_mut() {
             obj.insert(WEIGHTS_KEY.into(), serde_json::Value::from(weights));
         }

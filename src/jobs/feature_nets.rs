@@ -100,12 +100,7 @@ pub fn load_classifier<B: Backend>(
 pub fn weights_entry(
     weights: &BTreeMap<String, String>,
 ) -> Option<(&'static str, serde_json::Value)> {
-    (!weights.is_empty()).then(|| {
-        (
-            WEIGHTS_KEY,
-            serde_json::to_value(weights).unwrap_or_default(),
-        )
-    })
+    (!weights.is_empty()).then(|| (WEIGHTS_KEY, crate::util::config_json(weights)))
 }
 
 /// A loaded feature network.

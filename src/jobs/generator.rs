@@ -32,13 +32,13 @@ use crate::config::{fractions, positive_counts, positive_rates};
 use crate::data::Split;
 use crate::error::{Error, Result};
 use crate::features::read_features;
-use crate::flow::cond::{
-    ADAM_BETA2_DEFAULT, CondTrainConfig, LabelledLatents, cond_flow_loss, train_generator,
-};
 use crate::flow::schedule::LrSchedule;
 use crate::metrics::frechet::frechet_from_samples;
 use crate::metrics::inception_score::{inception_score, softmax_rows};
 use crate::metrics::knn::precision_recall;
+use crate::models::cond::{
+    ADAM_BETA2_DEFAULT, CondTrainConfig, LabelledLatents, cond_flow_loss, train_generator,
+};
 use crate::models::dit::{Dit, DitShape};
 use crate::models::mar::{EMBED_STD_MAR, MASK_RATIO_MIN, Mar, MarShape, MaskRatio};
 use crate::models::tokenizer::Tokenizer;
@@ -246,7 +246,7 @@ impl GeneratorConfig {
             ("ema_decay", self.ema_decay),
         ])?;
         // A `mar` setting is set exactly when it is serialised.
-        let given = serde_json::to_value(self).unwrap_or_default();
+        let given = crate::util::config_json(self);
         if self.generator != GeneratorKind::Mar
             && let Some(name) = MAR_SETTINGS.iter().find(|k| given.get(**k).is_some())
         {

@@ -94,7 +94,7 @@ impl LatentAeConfig {
         RunSpec {
             stage: stage.into(),
             name: format!("{stage}/{}-c{}", self.dataset.name(), self.channels),
-            config: serde_json::to_value(self).unwrap_or_default(),
+            config: crate::util::config_json(self),
             seed: Some(self.seed as i64),
         }
     }

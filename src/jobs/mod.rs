@@ -42,7 +42,7 @@ pub fn identity<C: serde::Serialize>(
     inputs: &[(&str, &str)],
     extra: impl IntoIterator<Item = (&'static str, serde_json::Value)>,
 ) -> serde_json::Value {
-    let mut config = serde_json::to_value(cfg).unwrap_or_default();
+    let mut config = crate::util::config_json(cfg);
     if let Some(obj) = config.as_object_mut() {
         if !inputs.is_empty() {
             let map: serde_json::Map<String, serde_json::Value> = inputs

@@ -288,14 +288,13 @@ impl TokenizerConfig {
 
     /// The stages this configuration reads, in order: the classifier, the prior (`prior`), the dino
     /// stage (`semantic_weight > 0`).
-    pub fn inputs(&self) -> Vec<crate::sweep::StageKind> {
-        use crate::sweep::StageKind;
-        let mut v = vec![StageKind::Classifier];
+    pub fn inputs(&self) -> Vec<&'static str> {
+        let mut v = vec![super::classifier::CLASSIFIER];
         if self.prior {
-            v.push(StageKind::Prior);
+            v.push(super::prior::PRIOR);
         }
         if self.semantic_weight > 0.0 {
-            v.push(StageKind::Dino);
+            v.push(super::dino::DINO);
         }
         v
     }

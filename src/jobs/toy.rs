@@ -105,8 +105,8 @@ impl ToyConfig {
             })
         }
         let (prior, align) = (
-            serde_json::to_value(&self.prior).unwrap_or_default(),
-            serde_json::to_value(&self.align).unwrap_or_default(),
+            crate::util::config_json(&self.prior),
+            crate::util::config_json(&self.align),
         );
         if let Some(k) = patch
             .keys()
@@ -237,7 +237,7 @@ impl ToyPriorConfig {
         RunSpec {
             stage: TOY_PRIOR.into(),
             name: format!("{TOY_PRIOR}/{}", self.target.name()),
-            config: serde_json::to_value(self).unwrap_or_default(),
+            config: crate::util::config_json(self),
             seed: Some(self.seed as i64),
         }
     }

@@ -1,6 +1,8 @@
-//! Neural networks used by the pipeline's stages.
+//! Neural networks used by the pipeline's stages, and the class-conditional flow-matching training and
+//! sampling of the generators built from them (`cond`).
 
 pub mod classifier;
+pub mod cond;
 pub mod dit;
 pub mod efficientnet;
 pub mod inception;

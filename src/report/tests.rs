@@ -58,8 +58,8 @@ fn fixture(dir: &Path, skip: Option<usize>) -> Store {
     let nll = [1.0, 3.0, 2.0, 2.5];
     let cov = [0.5, 0.7, 0.9, 0.8];
     for (i, p) in plan.points.iter().enumerate() {
-        let prior = ids[p.nodes[&crate::sweep::StageKind::ToyPrior]];
-        let align = ids[p.nodes[&crate::sweep::StageKind::ToyAlign]];
+        let prior = ids[p.nodes[&crate::sweep::StageKind::named("toy_prior")]];
+        let align = ids[p.nodes[&crate::sweep::StageKind::named("toy_align")]];
         if store.start_run(prior, &env, false, 60.0).expect("start") {
             store
                 .log_metrics(

@@ -16,8 +16,8 @@ use serde::Serialize;
 use super::SweepError;
 use super::plan::Plan;
 use super::spec::Sweep;
-use super::stages::{StageCtx, StageInput, StageRun};
 use crate::jobs::Claim;
+use crate::stage::{StageCtx, StageInput, StageRun};
 use crate::store::{RunInfo, RunStatus, Store, SweepPointRow};
 
 /// Settings of a worker.

@@ -74,7 +74,7 @@ fn every_stage_kinds_run_identities_are_unchanged() {
         );
     }
     // Every stage kind is covered.
-    for kind in super::StageKind::ALL {
+    for kind in super::StageKind::all() {
         assert!(
             expected.contains(&format!(" {} [", kind.name())),
             "no pinned run of stage {}",

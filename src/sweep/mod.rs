@@ -10,12 +10,11 @@ pub mod estimate;
 pub mod exec;
 pub mod plan;
 pub mod spec;
-pub mod stages;
 
+pub use crate::stage::StageKind;
 pub use exec::{Counts, ExecOptions, NodeState, StoredSpec, WorkReport};
 pub use plan::{Node, Plan, Point};
 pub use spec::{Overrides, Scale, Sweep};
-pub use stages::StageKind;
 
 /// Errors of sweeps.
 #[derive(Debug, thiserror::Error)]

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::SweepError;
 use super::spec::Sweep;
-use super::stages::{SpecInput, StageKind};
+use crate::stage::{SpecInput, StageKind};
 use crate::store::RunSpec;
 
 /// One stage run of the plan.
@@ -169,7 +169,7 @@ impl Plan {
     /// Expands the grid. A combination that a stage rejects is reported with the point's values.
     /// `data_dir` is where stages read their input files (their content is part of a run's identity).
     pub fn expand(sweep: &Sweep, data_dir: &std::path::Path) -> Result<Plan, SweepError> {
-        let env = super::stages::SpecEnv::new(data_dir);
+        let env = crate::stage::SpecEnv::new(data_dir);
         let mut combos: Vec<Vec<(usize, usize)>> = vec![vec![]];
         for (ai, axis) in sweep.axes.iter().enumerate() {
             combos = combos

@@ -27,8 +27,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::SweepError;
-use super::stages::StageKind;
 use crate::backend::BackendKind;
+use crate::stage::StageKind;
 
 pub use crate::preset::Scale;
 
@@ -340,7 +340,7 @@ impl Sweep {
         }
         for k in stages.iter().filter(|k| k.is_static_inputs()) {
             for need in k.inputs() {
-                if !stages.contains(need) {
+                if !stages.contains(&need) {
                     p.add(
                         "stages",
                         format!(
@@ -538,7 +538,7 @@ impl Sweep {
         stage
             .and_then(StageKind::parse)
             .or_else(|| self.stages.last().copied())
-            .unwrap_or(StageKind::ToyAlign)
+            .unwrap_or_else(|| StageKind::named(crate::jobs::toy::TOY_ALIGN))
     }
 }
 

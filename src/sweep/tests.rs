@@ -43,15 +43,19 @@ fn grid_crosses_axes_and_seeds_and_shares_upstream_nodes() {
     let priors = plan
         .nodes
         .iter()
-        .filter(|n| n.stage == StageKind::ToyPrior)
+        .filter(|n| n.stage == StageKind::named("toy_prior"))
         .count();
     let aligns = plan
         .nodes
         .iter()
-        .filter(|n| n.stage == StageKind::ToyAlign)
+        .filter(|n| n.stage == StageKind::named("toy_align"))
         .count();
     assert_eq!((priors, aligns), (4, 12));
-    for n in plan.nodes.iter().filter(|n| n.stage == StageKind::ToyPrior) {
+    for n in plan
+        .nodes
+        .iter()
+        .filter(|n| n.stage == StageKind::named("toy_prior"))
+    {
         assert_eq!(n.users, 3, "one prior serves every learning rate");
     }
     // Inputs come before their users, and every align node records its prior's hash.
@@ -107,7 +111,7 @@ seeds_dummy = 0
     let align_only = BASE.replace("[fixed]", "[fixed]\ntoy_align.points = 7");
     let d = Plan::expand(&parse(&align_only).expect("valid"), Path::new("data")).expect("plan");
     for (x, y) in a.nodes.iter().zip(&d.nodes) {
-        assert_eq!(x.hash == y.hash, x.stage == StageKind::ToyPrior);
+        assert_eq!(x.hash == y.hash, x.stage == StageKind::named("toy_prior"));
     }
     // The preset is part of every configuration.
     let small = Sweep::parse(
@@ -390,7 +394,7 @@ fn a_prior_on_vae_latents_needs_the_vae_stage() {
     let priors: Vec<&Node> = plan
         .nodes
         .iter()
-        .filter(|n| n.stage == StageKind::Prior)
+        .filter(|n| n.stage == StageKind::named("prior"))
         .collect();
     assert_eq!(priors.len(), 2);
     assert_eq!(
@@ -406,14 +410,14 @@ fn a_stage_without_a_seed_is_shared_by_every_seed() {
     let dino: Vec<&Node> = plan
         .nodes
         .iter()
-        .filter(|n| n.stage == StageKind::Dino)
+        .filter(|n| n.stage == StageKind::named("dino"))
         .collect();
     assert_eq!(dino.len(), 1, "deterministic feature extraction runs once");
     assert_eq!(dino[0].users, 3);
     assert_eq!(
         plan.nodes
             .iter()
-            .filter(|n| n.stage == StageKind::Prior)
+            .filter(|n| n.stage == StageKind::named("prior"))
             .count(),
         3
     );
@@ -448,13 +452,13 @@ fn variants_set_several_settings_and_unread_stages_are_pruned() {
     assert_eq!(plan.points.len(), 16);
     let count = |k: StageKind| plan.nodes.iter().filter(|n| n.stage == k).count();
     // Priors: two projections x two seeds, shared over widths; none for AE / KL points.
-    assert_eq!(count(StageKind::Prior), 4);
-    assert_eq!(count(StageKind::Tokenizer), 16);
-    assert_eq!(count(StageKind::Classifier), 2);
+    assert_eq!(count(StageKind::named("prior")), 4);
+    assert_eq!(count(StageKind::named("tokenizer")), 16);
+    assert_eq!(count(StageKind::named("classifier")), 2);
     for p in &plan.points {
         let label = p.label("autoencoder").expect("label");
-        let tok = &plan.nodes[p.nodes[&StageKind::Tokenizer]];
-        let has_prior = p.nodes.contains_key(&StageKind::Prior);
+        let tok = &plan.nodes[p.nodes[&StageKind::named("tokenizer")]];
+        let has_prior = p.nodes.contains_key(&StageKind::named("prior"));
         assert_eq!(has_prior, label.starts_with("Text"), "{label}");
         // The tokenizer reads the prior exactly where the variant aligns.
         assert_eq!(tok.inputs.len(), if has_prior { 2 } else { 1 });
@@ -465,7 +469,7 @@ fn variants_set_several_settings_and_unread_stages_are_pruned() {
             _ => assert_eq!(cfg["lambda"], 0.01),
         }
         if label == "Text, PCA" {
-            let prior = &plan.nodes[p.nodes[&StageKind::Prior]];
+            let prior = &plan.nodes[p.nodes[&StageKind::named("prior")]];
             assert_eq!(prior.config["projection"], "pca");
             assert!(
                 prior.spec.name.contains("autoencoder=Text, PCA"),

@@ -154,6 +154,8 @@ fn every_flag_has_help_and_the_documented_names_parse() {
         &["bench", "store"],
         &["bench", "store-writer"],
         &["db", "init"],
+        &["stage", "run"],
+        &["stage", "list"],
     ];
     let mut bare = Vec::new();
     for v in verbs {

@@ -368,3 +368,39 @@ fn parallel_workers_never_run_a_stage_twice() {
         "work was shared"
     );
 }
+
+/// `stage run` runs one stage outside a sweep, planning and reusing its inputs as a sweep does: the
+/// runs it records are the ones `flowprior toy` and sweeps find by configuration.
+#[test]
+fn one_stage_runs_alone_and_shares_runs_with_sweeps_and_commands() {
+    let sb = Sandbox::new();
+    let run = |extra: &[&str]| {
+        let mut a = vec![
+            "stage",
+            "run",
+            "toy_align",
+            "--set",
+            "toy_prior.target=moons",
+        ];
+        a.extend_from_slice(extra);
+        sb.ok(&a)
+    };
+    let first = run(&[]);
+    assert!(
+        first.contains("│ toy_prior │ 1   │") && first.contains("ran"),
+        "{first}"
+    );
+    let again = run(&[]);
+    assert_eq!(again.matches("reused").count(), 2, "{again}");
+    let other = run(&["--set", "align_lr=0.05"]);
+    assert!(
+        other.contains("│ toy_prior │ 1   │ toy_prior seed=0 │ finished │ reused"),
+        "{other}"
+    );
+    // The same configuration through `flowprior toy`: reused, nothing trained.
+    let toy = sb.ok(&["toy", "--target", "moons", "--preset", "smoke"]);
+    assert!(toy.contains("moons (reused)"), "{toy}");
+    assert_eq!(count(&sb, "SELECT COUNT(*) FROM runs"), 3);
+    let (ok, _, err) = sb.run(&["stage", "run", "toy_align", "--set", "nokey"]);
+    assert!(!ok && err.contains("expected KEY=VALUE"), "{err}");
+}

@@ -11,11 +11,11 @@ use burn::tensor::{Distribution, Int, Tensor, TensorData};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::ema::ema_update;
-use super::schedule::LrSchedule;
-use super::train::clip_global_norm;
-use crate::models::dit::Dit;
-use crate::models::mar::Mar;
+use super::dit::Dit;
+use super::mar::Mar;
+use crate::flow::ema::ema_update;
+use crate::flow::schedule::LrSchedule;
+use crate::flow::train::clip_global_norm;
 
 /// Flow-matching loss of `net` on latents `x1` [B, L, C] with labels `y` [B] (already dropped where
 /// wanted), fresh draws of t and x0.
@@ -146,9 +146,9 @@ where
 
 #[cfg(test)]
 mod tests {
+    use super::super::dit::DitShape;
+    use super::super::mar::{EMBED_STD_MAR, MASK_RATIO_MIN, MarShape, MaskRatio};
     use super::*;
-    use crate::models::dit::DitShape;
-    use crate::models::mar::{EMBED_STD_MAR, MASK_RATIO_MIN, MarShape, MaskRatio};
 
     type B = crate::backend::TestAutodiff;
 

@@ -1,0 +1,144 @@
+//! The `generator` stage: a class-conditional generator (MAR with a flow head, or a DiT trained by
+//! flow matching) on a tokenizer's latents, scored with and without classifier-free guidance.
+
+use serde_json::Value;
+
+use super::{
+    Scale, SpecEnv, SpecInput, Stage, StageCtx, StageInput, StageRun, bad, to_json, typed, upstream,
+};
+use crate::backend::{BackendKind, DeviceSpec, run_job};
+use crate::error::Result;
+use crate::jobs::generator::{GeneratorConfig, GeneratorJob, GeneratorKind};
+use crate::store::RunSpec;
+
+pub struct Generator;
+
+impl Stage for Generator {
+    fn name(&self) -> &'static str {
+        crate::jobs::generator::GENERATOR
+    }
+
+    fn inputs(&self) -> &'static [&'static str] {
+        &[
+            crate::jobs::classifier::CLASSIFIER,
+            crate::jobs::tokenizer::TOKENIZER,
+        ]
+    }
+
+    fn optional_settings(&self) -> &'static [&'static str] {
+        crate::jobs::generator::OPTIONAL_SETTINGS
+    }
+
+    fn defaults(&self, scale: Scale) -> Value {
+        let base = GeneratorConfig::default();
+        to_json(&match scale {
+            Scale::Smoke => GeneratorConfig {
+                width: 32,
+                depth: 1,
+                heads: 2,
+                steps: 150,
+                batch: 64,
+                lr: 1e-3,
+                warmup: 10,
+                ema_decay: 0.9,
+                sample_steps: 10,
+                samples: 200,
+                test_size: 200,
+                ..base
+            },
+            Scale::Small => base,
+            Scale::Paper => GeneratorConfig {
+                width: 384,
+                depth: 8,
+                heads: 6,
+                steps: 100_000,
+                batch: 256,
+                lr: 1e-4,
+                warmup: 2500,
+                ema_decay: 0.9999,
+                samples: 10_000,
+                ..base
+            },
+        })
+    }
+
+    fn check_types(&self, cfg: &Value) -> std::result::Result<(), String> {
+        typed::<GeneratorConfig>(cfg).map(drop)
+    }
+
+    fn check(&self, cfg: &Value) -> std::result::Result<(), String> {
+        typed::<GeneratorConfig>(cfg)?.validate()
+    }
+
+    fn run_spec(
+        &self,
+        cfg: &Value,
+        inputs: &[SpecInput<'_>],
+        env: &SpecEnv<'_>,
+    ) -> std::result::Result<RunSpec, String> {
+        let g = typed::<GeneratorConfig>(cfg)?;
+        let (Some(classifier), Some(tokenizer)) = (inputs.first(), inputs.get(1)) else {
+            return Err("needs the `classifier` and `tokenizer` stages".into());
+        };
+        g.check_inputs(&typed(classifier.config)?, &typed(tokenizer.config)?)?;
+        let weights = crate::jobs::feature_nets::weights_identity(&g.metrics, env.data_dir, |f| {
+            env.file_identity(f)
+        });
+        Ok(g.run_spec(classifier.hash, tokenizer.hash, &weights))
+    }
+
+    fn provenance(&self, cfg: &Value) -> Vec<(&'static str, String)> {
+        let Ok(g) = typed::<GeneratorConfig>(cfg) else {
+            return vec![];
+        };
+        vec![
+            (
+                "generator",
+                match g.generator {
+                    GeneratorKind::Dit => format!(
+                        "DiT (adaLN-Zero), width {}, depth {}, {} steps; Euler {} steps; CFG scale {}; {} samples",
+                        g.width, g.depth, g.steps, g.sample_steps, g.cfg_scale, g.samples
+                    ),
+                    GeneratorKind::Mar => format!(
+                        "MAR with a flow head, width {}, depth {}, {} steps; Euler {} steps per token; CFG scale {} (linear schedule); {} samples",
+                        g.width, g.depth, g.steps, g.sample_steps, g.cfg_scale, g.samples
+                    ),
+                },
+            ),
+            (
+                "feature network",
+                format!(
+                    "FID / IS / precision-recall on {}",
+                    g.metrics
+                        .iter()
+                        .map(|n| n.describe())
+                        .collect::<Vec<_>>()
+                        .join(" and ")
+                ),
+            ),
+        ]
+    }
+
+    fn run(
+        &self,
+        ctx: &StageCtx<'_>,
+        cfg: &Value,
+        inputs: &[StageInput<'_>],
+        backend: BackendKind,
+        device: DeviceSpec,
+    ) -> Result<StageRun> {
+        let bad = bad(self.name());
+        let (Some(c), Some(t)) = (inputs.first(), inputs.get(1)) else {
+            return Err(bad("needs its classifier and tokenizer runs".into()));
+        };
+        let job = GeneratorJob {
+            config: typed(cfg).map_err(&bad)?,
+            classifier: upstream(c).map_err(&bad)?,
+            tokenizer: upstream(t).map_err(&bad)?,
+            data_dir: ctx.data_dir.clone(),
+            store: ctx.store,
+            claim: ctx.claim,
+        };
+        Ok(run_job(backend, device, job)??.into())
+    }
+}

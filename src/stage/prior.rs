@@ -1,0 +1,143 @@
+//! The `prior` stage: a flow prior trained on projected target features. Its source is a file, the
+//! text model's token table, or the output of the `vae` / `vq` / `dino` stage (then its input).
+
+use serde_json::Value;
+
+use super::{
+    Scale, SpecEnv, SpecInput, Stage, StageCtx, StageInput, StageRun, bad, to_json, typed,
+};
+use crate::backend::{BackendKind, DeviceSpec, run_job};
+use crate::error::Result;
+use crate::jobs::Upstream;
+use crate::jobs::prior::{PriorConfig, PriorJob};
+use crate::store::RunSpec;
+
+pub struct Prior;
+
+impl Stage for Prior {
+    fn name(&self) -> &'static str {
+        crate::jobs::prior::PRIOR
+    }
+
+    fn inputs(&self) -> &'static [&'static str] {
+        &[
+            crate::jobs::latent_ae::VAE,
+            crate::jobs::latent_ae::VQ,
+            crate::jobs::dino::DINO,
+        ]
+    }
+
+    /// The source stage, when the source is one.
+    fn inputs_for(&self, cfg: &Value) -> Vec<&'static str> {
+        typed::<PriorConfig>(cfg)
+            .ok()
+            .and_then(|p| p.source_stage())
+            .into_iter()
+            .collect()
+    }
+
+    fn is_static_inputs(&self) -> bool {
+        false
+    }
+
+    fn defaults(&self, scale: Scale) -> Value {
+        let base = PriorConfig::default();
+        to_json(&match scale {
+            Scale::Smoke => PriorConfig {
+                dim: 16,
+                max_rows: 6000,
+                holdout: 500,
+                width: 64,
+                depth: 2,
+                steps: 300,
+                lr: 1e-3,
+                warmup: 30,
+                ema_decay: 0.99,
+                eval_samples: 500,
+                sample_steps: 20,
+                diag_rows: 1000,
+                ..base
+            },
+            Scale::Small => PriorConfig {
+                width: 256,
+                depth: 3,
+                steps: 4000,
+                lr: 5e-4,
+                warmup: 200,
+                ema_decay: 0.999,
+                eval_samples: 2000,
+                sample_steps: 50,
+                diag_rows: 3000,
+                ..base
+            },
+            Scale::Paper => base,
+        })
+    }
+
+    fn check_types(&self, cfg: &Value) -> std::result::Result<(), String> {
+        typed::<PriorConfig>(cfg).map(drop)
+    }
+
+    fn check(&self, cfg: &Value) -> std::result::Result<(), String> {
+        typed::<PriorConfig>(cfg)?.validate()
+    }
+
+    fn run_spec(
+        &self,
+        cfg: &Value,
+        inputs: &[SpecInput<'_>],
+        env: &SpecEnv<'_>,
+    ) -> std::result::Result<RunSpec, String> {
+        let p = typed::<PriorConfig>(cfg)?;
+        Ok(match (p.source_stage(), inputs.first()) {
+            (Some(stage), Some(input)) => p.run_spec_on_stage(stage, input.hash),
+            (Some(stage), None) => return Err(format!("needs the `{stage}` stage")),
+            (None, _) => {
+                let (file, _) = p.source_file(env.data_dir);
+                p.run_spec(&env.file_identity(&file))
+            }
+        })
+    }
+
+    fn provenance(&self, cfg: &Value) -> Vec<(&'static str, String)> {
+        match typed::<PriorConfig>(cfg) {
+            Ok(p) => vec![
+                ("prior source", p.source_label()),
+                (
+                    "projection",
+                    format!("{} to d2 = {}", p.projection.name(), p.dim),
+                ),
+            ],
+            Err(_) => vec![],
+        }
+    }
+
+    fn run(
+        &self,
+        ctx: &StageCtx<'_>,
+        cfg: &Value,
+        inputs: &[StageInput<'_>],
+        backend: BackendKind,
+        device: DeviceSpec,
+    ) -> Result<StageRun> {
+        let bad = bad(self.name());
+        let config: PriorConfig = typed(cfg).map_err(&bad)?;
+        let input = match (config.source_stage(), inputs.first()) {
+            (Some(_), Some(i)) => Some(Upstream {
+                run: i.run,
+                hash: i.hash.to_string(),
+                config: (),
+            }),
+            (Some(stage), None) => return Err(bad(format!("needs its `{stage}` run"))),
+            (None, _) => None,
+        };
+        let job = PriorJob {
+            config,
+            input,
+            data_dir: ctx.data_dir.clone(),
+            store: ctx.store,
+            claim: ctx.claim,
+        };
+        Ok(run_job(backend, device, job)??.into())
+    }
+}

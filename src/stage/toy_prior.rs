@@ -1,0 +1,76 @@
+//! The `toy_prior` stage: a flow prior trained on a 2-D toy target (paper Fig. 3, 5, 6).
+
+use serde_json::Value;
+
+use super::{
+    Scale, SpecEnv, SpecInput, Stage, StageCtx, StageInput, StageRun, bad, to_json, typed,
+};
+use crate::backend::{BackendKind, DeviceSpec, run_job};
+use crate::error::Result;
+use crate::jobs::toy::{ToyPriorConfig, ToyPriorJob};
+use crate::store::RunSpec;
+use crate::toy::Target;
+
+pub struct ToyPrior;
+
+impl Stage for ToyPrior {
+    fn name(&self) -> &'static str {
+        crate::jobs::toy::TOY_PRIOR
+    }
+
+    fn defaults(&self, scale: Scale) -> Value {
+        to_json(&ToyPriorConfig::preset(scale, Target::Mixture))
+    }
+
+    fn check_types(&self, cfg: &Value) -> std::result::Result<(), String> {
+        typed::<ToyPriorConfig>(cfg).map(drop)
+    }
+
+    fn check(&self, cfg: &Value) -> std::result::Result<(), String> {
+        typed::<ToyPriorConfig>(cfg)?.validate()
+    }
+
+    fn run_spec(
+        &self,
+        cfg: &Value,
+        _inputs: &[SpecInput<'_>],
+        _env: &SpecEnv<'_>,
+    ) -> std::result::Result<RunSpec, String> {
+        Ok(typed::<ToyPriorConfig>(cfg)?.run_spec())
+    }
+
+    fn provenance(&self, cfg: &Value) -> Vec<(&'static str, String)> {
+        let text = |k: &str| super::setting_text(cfg, k);
+        vec![
+            (
+                "dataset",
+                format!("2-D toy target `{}` (generated)", text("target")),
+            ),
+            (
+                "prior source",
+                format!(
+                    "flow prior trained in-project on the toy target (width {}, depth {}, {} steps)",
+                    text("width"),
+                    text("depth"),
+                    text("prior_steps")
+                ),
+            ),
+        ]
+    }
+
+    fn run(
+        &self,
+        ctx: &StageCtx<'_>,
+        cfg: &Value,
+        _inputs: &[StageInput<'_>],
+        backend: BackendKind,
+        device: DeviceSpec,
+    ) -> Result<StageRun> {
+        let job = ToyPriorJob {
+            config: typed(cfg).map_err(bad(self.name()))?,
+            store: ctx.store,
+            claim: ctx.claim,
+        };
+        Ok(run_job(backend, device, job)??.into())
+    }
+}
