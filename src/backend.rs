@@ -13,7 +13,7 @@ use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
 /// The backend the unit tests run on: flex; CUDA with the `gpu-tests` feature; libtorch on the CPU
-/// with `tch-tests` (README, "Backends"; `gpu-tests` wins if both are on).
+/// with `tch-tests` (docs/backends.md; `gpu-tests` wins if both are on).
 #[cfg(all(test, not(any(feature = "gpu-tests", feature = "tch-tests"))))]
 pub(crate) type TestBackend = burn::backend::Flex;
 #[cfg(all(test, feature = "gpu-tests"))]
@@ -63,7 +63,7 @@ pub enum BackendKind {
 pub enum BackendError {
     #[error(
         "backend `{backend}` is not compiled into this binary: rebuild with `cargo build --features {feature}` \
-         (see README, \"Backends\")"
+         (see docs/backends.md)"
     )]
     NotCompiled {
         backend: &'static str,

@@ -3,7 +3,7 @@
 //! Burn's `Adam` / `AdamW` write the update as about a dozen tensor operations per parameter, each a
 //! pass over memory that allocates a new tensor, and flex runs them on one thread: at the paper's prior
 //! size (34M parameters) the optimiser step was 14% of a training step on one thread and 21% on two
-//! (README, "Benchmarks"). Here each parameter's values, gradient and two moments are read once and
+//! (docs/benchmarks.md). Here each parameter's values, gradient and two moments are read once and
 //! written once, in parallel chunks (rayon), working in place on the tensors' own storage where flex
 //! owns it alone (`into_data` then hands over the buffer without a copy).
 //!

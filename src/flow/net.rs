@@ -123,7 +123,7 @@ impl<B: Backend> TimestepEmbedder<B> {
 /// A Linear `w -> k w` stored as k separate `w -> w` Linears (the same function as one wide Linear
 /// whose output is cut into k chunks, the public code's layout): the chunks are then contiguous
 /// products of their own, and backpropagation does not scatter k gradients into one wide zero tensor,
-/// which made the chunked form markedly slower on the CPU backend (see README, "Benchmarks").
+/// which made the chunked form markedly slower on the CPU backend (see docs/benchmarks.md).
 #[derive(Module, Debug)]
 pub struct SplitLinear<B: Backend> {
     pub parts: Vec<Linear<B>>,

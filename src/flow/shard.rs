@@ -86,7 +86,7 @@ fn shard_pools(k: usize) -> Vec<Option<Arc<ThreadPool>>> {
 /// returns the results in order. Inside, the backend's rayon-parallel operations (flex's matrix
 /// products and element-wise kernels) see one thread and run in place: the parallelism is the shards'
 /// alone, instead of every shard's products also splitting over one shared pool (which packed matrix
-/// panels twice: see README, "Benchmarks"). A panic in `f` is re-raised here. Called from a shard's
+/// panels twice: see docs/benchmarks.md). A panic in `f` is re-raised here. Called from a shard's
 /// own thread (nested), it runs the items there one after another: the pools are busy with the outer
 /// call, and waiting on them would never end.
 pub fn on_shard_threads<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {

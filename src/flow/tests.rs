@@ -331,7 +331,7 @@ fn elbo_term_c_matches_its_closed_form() {
     }
     // Note: with lambda = 1 the bound log p_1(y) >= C(y) - L_align(y) of Proposition 1 does not hold
     // for this exact field: at y = mu, log p_1 = -ln(pi/2) = -0.45 while C - L_align (squared norm
-    // summed over dimensions) is about 1.39 - 0.82 = 0.57. See README, "Findings".
+    // summed over dimensions) is about 1.39 - 0.82 = 0.57. See docs/findings.md.
 }
 
 #[test]

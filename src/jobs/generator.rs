@@ -158,11 +158,11 @@ pub struct GeneratorConfig {
     /// Sampling steps over the tokens (default: one token per step).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iters: Option<usize>,
-    /// Training mask ratios (default `mar`; `cosine` for short sequences, README, Generators).
+    /// Training mask ratios (default `mar`; `cosine` for short sequences, docs/experiments.md, "Generators").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mask: Option<MaskSchedule>,
     /// Initial standard deviation of the position embeddings (default MAR's 0.02; at this project's
-    /// sizes 1.0 lets the head learn positions, README, Generators).
+    /// sizes 1.0 lets the head learn positions, docs/experiments.md, "Generators").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pos_std: Option<f64>,
 }
@@ -291,7 +291,7 @@ impl GeneratorConfig {
 
     /// Adam's epsilon: as set, else 1e-8 (PyTorch's) for `dit` and 1e-4 for `mar`: at this project's
     /// sizes MAR's transformer otherwise drifts while the zero-initialised head passes back almost no
-    /// gradient (Adam scales tiny gradients to full steps) and can lose the class (README, Generators).
+    /// gradient (Adam scales tiny gradients to full steps) and can lose the class (docs/experiments.md, "Generators").
     pub fn adam_eps(&self) -> f64 {
         self.adam_eps.unwrap_or(match self.generator {
             GeneratorKind::Dit => 1e-8,

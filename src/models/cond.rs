@@ -46,7 +46,7 @@ pub struct CondTrainConfig {
     pub label_drop: f64,
     /// EMA decay of the returned weights (0: the raw weights).
     pub ema_decay: f64,
-    /// Adam's epsilon (PyTorch's default 1e-8; MAR trains better at test size with 1e-4, see README).
+    /// Adam's epsilon (PyTorch's default 1e-8; MAR trains better at test size with 1e-4, see docs/experiments.md).
     pub adam_eps: f64,
     /// Adam's second-moment decay (PyTorch's default 0.999; MAR trains with 0.95).
     pub adam_beta2: f64,
@@ -397,7 +397,7 @@ mod tests {
         // the test runs alone. Since z's gradient is right (`tensors::tile_rows`) the criteria hold
         // from 13 of flex's starts 0-14; starts 10 and 13 miss narrowly (a mean off by 0.24, 930 of
         // 1000 samples on their side), where before the fix starts 5-9 failed by ignoring the class
-        // (README, Generators). At this size the narrow components come out too wide.
+        // (docs/experiments.md, "Generators"). At this size the narrow components come out too wide.
         <B as Backend>::seed(&device, 0);
         let data = LabelledLatents {
             latents: &latents,
@@ -463,7 +463,7 @@ mod tests {
         // 16 one-value tokens whose value is fixed by the position (p / 8 - 1, noise 0.05). A sampler
         // blind to positions draws every position from the pooled 16 values (mean error ~0.47). With
         // MAR's position embeddings at 0.02 that is what 300 steps give; at 1.0 the per-position means
-        // land within 0.1 (held from several initial weights, README, Generators).
+        // land within 0.1 (held from several initial weights, docs/experiments.md, "Generators").
         let (l, n) = (16usize, 2000usize);
         let mut rng = StdRng::seed_from_u64(1);
         let latents: Vec<f32> = (0..n * l)

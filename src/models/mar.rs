@@ -313,7 +313,7 @@ impl<B: Backend> Mar<B> {
 
     /// How much the conditions depend on the class: with every token unknown, the mean distance
     /// between two classes' conditions z relative to the mean |z| (0: the class does not reach the
-    /// head; a diagnostic of MAR's class path, see README).
+    /// head; a diagnostic of MAR's class path, see docs/experiments.md).
     pub fn class_signal(&self, channels: usize, device: &B::Device) -> f64 {
         let (k, l) = (self.classes, self.tokens);
         if k < 2 {
