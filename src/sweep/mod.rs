@@ -9,6 +9,7 @@
 pub mod estimate;
 pub mod exec;
 pub mod plan;
+mod report_spec;
 pub mod spec;
 
 pub use crate::stage::StageKind;

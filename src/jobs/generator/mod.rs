@@ -1,0 +1,383 @@
+//! The `generator` stage (paper Table 1, right half): a class-conditional generator trained by flow
+//! matching on the latent tokens of the sweep's `tokenizer` run, sampled with and without
+//! classifier-free guidance, its samples decoded by that tokenizer and scored against real test images
+//! with FID-like Frechet distances, the Inception Score and k-NN precision/recall, each named by its
+//! feature network. Two generators: `dit`, a small DiT with adaLN-Zero (latent flow matching, seed
+//! 003), and `mar`, the paper's masked autoregressive transformer with a per-token flow head
+//! (`models::mar`).
+//!
+//! Latents are divided by their global standard deviation before training (the scaling factor MAR
+//! estimates from data) and multiplied back before decoding.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::{AutodiffModule, Module};
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Int, Tensor, TensorData};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::Upstream;
+use super::classifier::ClassifierConfig;
+use super::feature_nets::{FeatureNet, LoadedNet, load_classifier, weights_identity};
+use super::tokenizer::{LABELS, LATENTS, TokenizerConfig};
+use super::{Claim, JobRun};
+use crate::backend::BackendJob;
+use crate::data::Split;
+use crate::error::{Error, Result};
+use crate::features::read_features;
+use crate::metrics::frechet::frechet_from_samples;
+use crate::metrics::inception_score::{inception_score, softmax_rows};
+use crate::metrics::knn::precision_recall;
+use crate::models::cond::{LabelledLatents, cond_flow_loss, train_generator};
+use crate::models::dit::{Dit, DitShape};
+use crate::models::mar::Mar;
+use crate::models::tokenizer::Tokenizer;
+use crate::store::{ActiveRun, Store};
+use crate::tensors::to_host;
+
+mod config;
+use config::sample_chunk;
+pub use config::{GeneratorConfig, GeneratorKind, MaskSchedule, OPTIONAL_SETTINGS};
+
+/// Stage name.
+pub const GENERATOR: &str = "generator";
+/// The size of the semantic head of tokenizer runs recorded before they logged it: the `dino` stage's
+/// pooled features, their only source then.
+const LEGACY_SEMANTIC_DIM: usize = 1280;
+
+/// The job.
+pub struct GeneratorJob<'a> {
+    pub config: GeneratorConfig,
+    pub classifier: Upstream<ClassifierConfig>,
+    pub tokenizer: Upstream<TokenizerConfig>,
+    pub data_dir: PathBuf,
+    pub store: &'a Store,
+    pub claim: Claim,
+}
+
+impl BackendJob for GeneratorJob<'_> {
+    type Output = Result<JobRun<i64>>;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<JobRun<i64>> {
+        let weights = weights_identity(
+            &self.config.metrics,
+            &self.data_dir,
+            crate::util::file_identity,
+        );
+        let spec = self
+            .config
+            .run_spec(&self.classifier.hash, &self.tokenizer.hash, &weights);
+        let backend = self.config.backend.name();
+        super::run_or_reuse(self.store, &spec, backend, self.claim, |run| {
+            train::<B>(&self, run, &device).map(|()| run.id())
+        })
+    }
+}
+
+/// The tokenizer's semantic head size, as its run recorded it (`semantic/dim`); runs recorded before
+/// that key existed had a head exactly when `semantic_weight > 0`, of the dino features' size.
+fn semantic_dim(job: &GeneratorJob<'_>, semantic_weight: f64) -> Result<usize> {
+    let recorded = job
+        .store
+        .series(job.tokenizer.run, super::tokenizer::SEMANTIC_DIM_KEY)?;
+    Ok(match recorded.last() {
+        Some(&(_, v)) => v as usize,
+        None if semantic_weight > 0.0 => LEGACY_SEMANTIC_DIM,
+        None => 0,
+    })
+}
+
+/// One feature network's view of the real test images, against which samples are scored.
+struct Reference<'a, B: Backend> {
+    net: FeatureNet,
+    loaded: LoadedNet<'a, B>,
+    features: Vec<f32>,
+    dim: usize,
+}
+
+impl<B: Backend> Reference<'_, B> {
+    /// Logs `{prefix}/{fid,is,is_std,precision,recall}_{net}` of the decoded `samples`.
+    fn log_scores(
+        &self,
+        run: &mut ActiveRun<'_>,
+        prefix: &str,
+        samples: &[f32],
+        cfg: &GeneratorConfig,
+        device: &B::Device,
+    ) -> Result<()> {
+        let out = self.loaded.features_and_logits(samples, device);
+        let fid = frechet_from_samples(&self.features, &out.features, out.dim);
+        let probs = softmax_rows(&out.logits, out.classes);
+        let (is, is_std) = inception_score(&probs, out.classes, cfg.is_splits);
+        let (p, r) = precision_recall(&self.features, &out.features, self.dim, cfg.knn_k);
+        let name = self.net.name();
+        for (k, v) in [
+            ("fid", fid),
+            ("is", is),
+            ("is_std", is_std),
+            ("precision", p),
+            ("recall", r),
+        ] {
+            run.log(&format!("{prefix}/{k}_{name}"), cfg.steps as i64, v)?;
+        }
+        Ok(())
+    }
+}
+
+/// A trained generator (its EMA weights).
+enum Generator<B: Backend> {
+    Dit(Box<Dit<B>>),
+    /// With its number of sampling steps over the tokens.
+    Mar(Box<Mar<B>>, usize),
+}
+
+impl<B: Backend> Generator<B> {
+    /// Latent tokens [B, L, C] for labels `y` with `steps` Euler steps (per token for MAR) and
+    /// guidance scale `s`.
+    fn sample(
+        &self,
+        y: &[i64],
+        [tokens, channels]: [usize; 2],
+        steps: usize,
+        s: f64,
+        rng: &mut StdRng,
+        device: &B::Device,
+    ) -> Tensor<B, 3> {
+        let b = y.len();
+        match self {
+            Generator::Dit(net) => {
+                let x0: Vec<f32> = (0..b * tokens * channels)
+                    .map(|_| rng.sample::<f32, _>(rand_distr::StandardNormal))
+                    .collect();
+                let x0 = Tensor::from_data(TensorData::new(x0, [b, tokens, channels]), device);
+                let y = Tensor::<B, 1, Int>::from_data(TensorData::new(y.to_vec(), [b]), device);
+                net.sample(x0, y, steps, s)
+            }
+            Generator::Mar(net, iters) => {
+                let z = net.sample(y, channels, *iters, steps, s, rng, device);
+                Tensor::from_data(TensorData::new(z, [b, tokens, channels]), device)
+            }
+        }
+    }
+
+    /// Saves the weights to `stem` + `.mpk`.
+    fn save_file(&self, stem: &Path) -> Result<()> {
+        let recorder = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
+        match self {
+            Generator::Dit(net) => net.clone().save_file(stem.to_path_buf(), &recorder),
+            Generator::Mar(net, _) => net.clone().save_file(stem.to_path_buf(), &recorder),
+        }
+        .map_err(Error::write(stem))
+    }
+}
+
+fn train<B: AutodiffBackend>(
+    job: &GeneratorJob<'_>,
+    run: &mut ActiveRun<'_>,
+    device: &B::Device,
+) -> Result<()> {
+    let cfg = &job.config;
+    let tcfg = &job.tokenizer.config;
+    cfg.check_inputs(&job.classifier.config, tcfg)
+        .map_err(|m| Error::input(Path::new(GENERATOR), m))?;
+    B::seed(device, cfg.seed);
+    let lat_file = super::input_artifact(job.store, job.tokenizer.run, LATENTS)?;
+    let lab_file = super::input_artifact(job.store, job.tokenizer.run, LABELS)?;
+    let mut set = read_features(&lat_file, None)?;
+    let labels: Vec<i64> = read_features(&lab_file, None)?
+        .data
+        .iter()
+        .map(|v| *v as i64)
+        .collect();
+    if labels.len() != set.n || set.n == 0 {
+        return Err(Error::input(
+            &lab_file,
+            format!("{} labels for {} latents", labels.len(), set.n),
+        ));
+    }
+    let test = tcfg
+        .dataset
+        .load(&job.data_dir, Split::Test)?
+        .take(cfg.test_size);
+    let classes = test.classes;
+    if let Some(bad) = labels.iter().find(|&&y| y < 0 || y as usize >= classes) {
+        return Err(Error::input(
+            &lab_file,
+            format!("label {bad} outside 0..{classes}"),
+        ));
+    }
+    // The scaling factor: 1 / std of every latent value (left at 1 for constant latents).
+    let std = set.scale_to_unit_std();
+    let scale = if std > 0.0 { 1.0 / std } else { 1.0 };
+    run.log("latent/scale", 0, scale)?;
+    let latents = set.data;
+    let train_cfg = cfg.train_config();
+    tracing::info!(
+        run = run.id(),
+        generator = cfg.generator.name(),
+        latents = set.n,
+        tokens = set.tokens,
+        dim = set.dim,
+        "generator: training"
+    );
+    let bar = super::progress_bar(cfg.steps as u64, GENERATOR);
+    let log_every = (cfg.steps / 100).max(1);
+    let started = Instant::now();
+    let mut on_step = |step: usize, loss: f64| -> Result<()> {
+        if step.is_multiple_of(log_every) || step + 1 == cfg.steps {
+            run.log("gen/loss", step as i64, loss)?;
+        }
+        if !loss.is_finite() {
+            return Err(Error::Diverged {
+                step,
+                key: "gen/loss".into(),
+                value: loss,
+            });
+        }
+        bar.inc(1);
+        Ok(())
+    };
+    let [tokens, channels] = [set.tokens, set.dim];
+    let data = LabelledLatents {
+        latents: &latents,
+        labels: &labels,
+        tokens,
+        channels,
+    };
+    let net = match cfg.generator {
+        GeneratorKind::Dit => {
+            let shape = DitShape {
+                tokens,
+                channels,
+                width: cfg.width,
+                depth: cfg.depth,
+                heads: cfg.heads,
+                classes,
+            };
+            let net = train_generator(
+                Dit::<B>::new(shape, device),
+                &data,
+                &train_cfg,
+                device,
+                |net, x, y, _| cond_flow_loss(net, x, y),
+                &mut on_step,
+            )?;
+            Generator::Dit(Box::new(net.valid()))
+        }
+        GeneratorKind::Mar => {
+            let (flow_mul, ratio) = (cfg.flow_mul(), cfg.mask_ratio());
+            let net = train_generator(
+                Mar::<B>::new(cfg.mar_shape(tokens, channels, classes), device),
+                &data,
+                &train_cfg,
+                device,
+                |net, x, y, rng| net.loss(x, y, flow_mul, ratio, rng),
+                &mut on_step,
+            )?;
+            Generator::Mar(Box::new(net.valid()), cfg.iters(tokens))
+        }
+    };
+    bar.finish_and_clear();
+    run.log(
+        "gen/steps_per_s",
+        cfg.steps as i64,
+        cfg.steps as f64 / started.elapsed().as_secs_f64().max(1e-9),
+    )?;
+    // MAR's class path: how far apart two classes' conditions are (0: the class is not used).
+    if let Generator::Mar(net, _) = &net {
+        run.log(
+            "gen/class_signal",
+            cfg.steps as i64,
+            net.class_signal(channels, device),
+        )?;
+    }
+
+    // The tokenizer that decodes, and the feature networks.
+    let tok_file = super::input_artifact(job.store, job.tokenizer.run, "weights")?;
+    let semantic_dim = semantic_dim(job, tcfg.semantic_weight)?;
+    let tokenizer = Tokenizer::<B::InnerBackend>::new(tcfg.shape(semantic_dim), device)
+        .load_file(
+            tok_file.clone(),
+            &NamedMpkFileRecorder::<FullPrecisionSettings>::new(),
+            device,
+        )
+        .map_err(|e| Error::input(&tok_file, format!("cannot load the tokenizer: {e}")))?;
+    let classifier =
+        load_classifier::<B::InnerBackend>(job.store, &job.classifier, classes, device)?;
+    let all: Vec<usize> = (0..test.len()).collect();
+    let (real_images, _) = test.gather(&all);
+
+    // Samples without and with guidance, from the same noise, orders and labels, drawn in chunks of
+    // `sample_chunk(backend)` samples (the chunking orders the draws, so it is fixed per backend).
+    let chunk_size = sample_chunk(cfg.backend);
+    let generate = |s: f64| -> Vec<f32> {
+        let mut rng = StdRng::seed_from_u64(cfg.seed ^ 0x5eed);
+        let mut images = Vec::with_capacity(cfg.samples * 784);
+        let ids: Vec<usize> = (0..cfg.samples).collect();
+        for chunk in ids.chunks(chunk_size) {
+            let y: Vec<i64> = chunk.iter().map(|i| (i % classes) as i64).collect();
+            let z = net.sample(
+                &y,
+                [tokens, channels],
+                cfg.sample_steps,
+                s,
+                &mut rng,
+                device,
+            ) / scale;
+            images.extend(to_host(tokenizer.decode(z)).into_iter().map(|v| v as f32));
+        }
+        images
+    };
+    let plain = generate(1.0);
+    let guided = generate(cfg.cfg_scale);
+    run.log("gen_cfg/scale", cfg.steps as i64, cfg.cfg_scale)?;
+    for &fnet in &cfg.metrics {
+        let loaded = LoadedNet::load(fnet, &job.data_dir, &classifier, device)?;
+        let real_out = loaded.features_and_logits(&real_images, device);
+        // The reference: the Inception Score of the real test images themselves.
+        let (is_real, _) = inception_score(
+            &softmax_rows(&real_out.logits, real_out.classes),
+            real_out.classes,
+            cfg.is_splits,
+        );
+        run.log(
+            &format!("ref/is_{}", fnet.name()),
+            cfg.steps as i64,
+            is_real,
+        )?;
+        let reference = Reference {
+            net: fnet,
+            loaded,
+            features: real_out.features,
+            dim: real_out.dim,
+        };
+        for (prefix, images) in [("gen", &plain), ("gen_cfg", &guided)] {
+            reference.log_scores(run, prefix, images, cfg, device)?;
+        }
+    }
+
+    // Artifacts: the generator's weights and a grid of guided samples (one row per class).
+    let dir = super::run_dir(job.store, run.id())?;
+    let stem = dir.join(GENERATOR);
+    net.save_file(&stem)?;
+    run.artifact("weights", &stem.with_extension("mpk"))?;
+    let per_class = (cfg.samples / classes).min(10);
+    let mut grid = Vec::with_capacity(classes * per_class * 784);
+    for c in 0..classes {
+        for j in 0..per_class {
+            let i = j * classes + c;
+            grid.extend_from_slice(&guided[i * 784..(i + 1) * 784]);
+        }
+    }
+    let png = dir.join("samples.png");
+    crate::plot::image_grid(&png, &grid, 28, per_class.max(1), 2)
+        .map_err(|e| Error::write(&png)(std::io::Error::other(e.to_string())))?;
+    run.artifact("figure", &png)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,463 @@
+//! The `tokenizer` stage: an image tokenizer (paper Sec. 4, Table 1 left half) trained on pixel
+//! reconstruction (L2 and/or L1), a perceptual loss on the frozen project classifier's features and
+//! an adversarial hinge loss started after a warm-up, plus `lambda * L_align` on every latent token
+//! under a frozen flow prior (the sweep's `prior` stage), or a baseline regulariser (KL, SoftVQ).
+//!
+//! Logged: the losses; alignment curves every `eval_every` steps on a fixed sample of test latents
+//! (L_align, the k-NN NLL against the prior's projected target set, the exact flow NLL of a few
+//! tokens, PSNR of the sample); at the end PSNR and SSIM on the test split and rFID for each feature
+//! network (named in the metric: `rfid/classifier`, `rfid/efficientnet`). Artifacts: the weights, the
+//! latents and labels of training images (the generator's data), a reconstruction grid.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::{AutodiffModule, Module};
+use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Int, Tensor, TensorData};
+
+use super::classifier::ClassifierConfig;
+use super::dino::DinoConfig;
+pub use super::feature_nets::FeatureNet;
+use super::feature_nets::{LoadedNet, load_classifier, weights_identity};
+use super::prior::PriorConfig;
+use super::{Claim, JobRun, Upstream};
+use crate::backend::BackendJob;
+use crate::data::{ImageDataset, Split};
+use crate::error::{Error, Result};
+use crate::features::{read_features, write_npy};
+use crate::flow::align_loss;
+use crate::flow::likelihood::{Divergence, log_likelihood};
+use crate::flow::net::SimpleMlpAdaLn;
+use crate::flow::schedule::LrSchedule;
+use crate::flow::train::load_prior;
+use crate::metrics::frechet::frechet_from_samples;
+use crate::metrics::image::{psnr, ssim};
+use crate::metrics::knn::knn_nll;
+use crate::models::tokenizer::{Discriminator, Tokenizer, hinge_d_loss};
+use crate::store::{ActiveRun, RunSpec, Store};
+use crate::tensors::{from_host_f32, scalar, to_host};
+
+mod config;
+mod losses;
+pub use config::{LABELS, LATENTS, SEMANTIC_DIM_KEY, TOKENIZER, TokenizerConfig};
+pub use losses::{StepContext, StepLosses, step_losses};
+
+/// The job.
+pub struct TokenizerJob<'a> {
+    pub config: TokenizerConfig,
+    pub classifier: Upstream<ClassifierConfig>,
+    pub prior: Option<Upstream<PriorConfig>>,
+    /// The `dino` run whose features the sample-level alignment reads (semantic_weight > 0).
+    pub semantic: Option<Upstream<DinoConfig>>,
+    pub data_dir: PathBuf,
+    pub store: &'a Store,
+    pub claim: Claim,
+}
+
+impl TokenizerJob<'_> {
+    pub fn spec(&self) -> RunSpec {
+        let weights = weights_identity(
+            &self.config.rfid,
+            &self.data_dir,
+            crate::util::file_identity,
+        );
+        self.config.run_spec(
+            &self.classifier.hash,
+            self.prior.as_ref().map(|p| p.hash.as_str()),
+            self.semantic.as_ref().map(|p| p.hash.as_str()),
+            &weights,
+        )
+    }
+}
+
+impl BackendJob for TokenizerJob<'_> {
+    type Output = Result<JobRun<i64>>;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<JobRun<i64>> {
+        let spec = self.spec();
+        let backend = self.config.backend.name();
+        super::run_or_reuse(self.store, &spec, backend, self.claim, |run| {
+            train::<B>(&self, run, &device).map(|()| run.id())
+        })
+    }
+}
+
+/// The frozen prior (on the autodiff backend for L_align in training and the exact divergence; its
+/// inner-backend copy for the curves' L_align) and its projected target set.
+struct FrozenPrior<B: AutodiffBackend> {
+    net: SimpleMlpAdaLn<B>,
+    inner: SimpleMlpAdaLn<B::InnerBackend>,
+    targets: Vec<f32>,
+}
+
+fn load_frozen_prior<B: AutodiffBackend>(
+    job: &TokenizerJob<'_>,
+    up: &Upstream<PriorConfig>,
+    device: &B::Device,
+) -> Result<FrozenPrior<B>> {
+    let file = super::input_artifact(job.store, up.run, "prior")?;
+    let net = load_prior::<B>(up.config.net(), &file, device)
+        .map_err(|m| Error::input(&file, m))?
+        .no_grad();
+    let tfile = super::input_artifact(job.store, up.run, "targets")?;
+    let targets = read_features(&tfile, None)?;
+    if targets.dim != job.config.channels {
+        return Err(Error::input(
+            &tfile,
+            format!(
+                "the prior's target set has {} dims, the latent tokens {}",
+                targets.dim, job.config.channels
+            ),
+        ));
+    }
+    Ok(FrozenPrior {
+        inner: net.valid(),
+        net,
+        targets: targets.rows().to_vec(),
+    })
+}
+
+/// Per-image semantic features (rows of the first training images), for the sample-level alignment.
+struct Semantic {
+    rows: Vec<f32>,
+    n: usize,
+    dim: usize,
+}
+
+impl Semantic {
+    /// The batch's rows that have a feature (positions in the batch) and their features.
+    fn batch<B: Backend>(
+        &self,
+        idx: &[usize],
+        device: &B::Device,
+    ) -> Option<(Tensor<B, 1, Int>, Tensor<B, 2>)> {
+        let pos: Vec<i64> = (0..idx.len())
+            .filter(|&p| idx[p] < self.n)
+            .map(|p| p as i64)
+            .collect();
+        if pos.is_empty() {
+            return None;
+        }
+        let feats: Vec<f32> = pos
+            .iter()
+            .flat_map(|&p| {
+                let i = idx[p as usize];
+                self.rows[i * self.dim..(i + 1) * self.dim].iter().copied()
+            })
+            .collect();
+        let m = pos.len();
+        Some((
+            Tensor::from_data(TensorData::new(pos, [m]), device),
+            Tensor::from_data(TensorData::new(feats, [m, self.dim]), device),
+        ))
+    }
+}
+
+/// The `dino` run's features, averaged over each image's tokens.
+fn load_semantic(job: &TokenizerJob<'_>, up: &Upstream<DinoConfig>) -> Result<Semantic> {
+    let file = super::input_artifact(job.store, up.run, super::latent_ae::FEATURES)?;
+    let set = read_features(&file, None)?;
+    let (n, t, d) = (set.n, set.tokens, set.dim);
+    let mut rows = vec![0f32; n * d];
+    for i in 0..n {
+        for j in 0..t {
+            let src = &set.data[(i * t + j) * d..(i * t + j + 1) * d];
+            for (r, v) in rows[i * d..(i + 1) * d].iter_mut().zip(src) {
+                *r += v / t as f32;
+            }
+        }
+    }
+    Ok(Semantic { rows, n, dim: d })
+}
+
+/// What the alignment curves need: the fixed evaluation images and, with a prior, the prior.
+struct Curves<'p, B: AutodiffBackend> {
+    x: Vec<f32>,
+    prior: Option<&'p FrozenPrior<B>>,
+}
+
+/// Logs the alignment curves and the sample's PSNR at `step`; returns (L_align, k-NN NLL) when a
+/// prior is there.
+fn log_curves<B: AutodiffBackend>(
+    cfg: &TokenizerConfig,
+    model: &Tokenizer<B::InnerBackend>,
+    curves: &Curves<'_, B>,
+    run: &mut ActiveRun<'_>,
+    step: usize,
+    device: &B::Device,
+) -> Result<()> {
+    let x = from_host_f32::<B::InnerBackend>(curves.x.clone(), 784, device);
+    let z = model.latents(x.clone());
+    let rec: Vec<f32> = to_host(model.decode(z.clone()))
+        .into_iter()
+        .map(|v| v as f32)
+        .collect();
+    run.log("eval/psnr", step as i64, psnr(&curves.x, &rec, 784))?;
+    let Some(prior) = curves.prior else {
+        return Ok(());
+    };
+    let [b, l, c] = z.dims();
+    let flat = z.reshape([b * l, c]);
+    let la = scalar(align_loss(&prior.inner, flat.clone(), 4));
+    let tokens: Vec<f32> = to_host(flat.clone())
+        .into_iter()
+        .map(|v| v as f32)
+        .collect();
+    let nll = knn_nll(&tokens, &prior.targets, c, cfg.knn_k);
+    run.log("align/l_align", step as i64, la)?;
+    run.log("align/knn_nll", step as i64, nll)?;
+    if cfg.exact_tokens > 0 {
+        let n = cfg.exact_tokens.min(b * l);
+        let ll = log_likelihood::<B, _>(
+            &prior.net,
+            flat.slice([0..n, 0..c]),
+            cfg.exact_steps,
+            Divergence::Exact,
+        );
+        let flow_nll = -ll.iter().sum::<f64>() / n as f64;
+        run.log("align/flow_nll", step as i64, flow_nll)?;
+    }
+    if !la.is_finite() {
+        return Err(Error::Diverged {
+            step,
+            key: "align/l_align".into(),
+            value: la,
+        });
+    }
+    Ok(())
+}
+
+fn train<B: AutodiffBackend>(
+    job: &TokenizerJob<'_>,
+    run: &mut ActiveRun<'_>,
+    device: &B::Device,
+) -> Result<()> {
+    let cfg = &job.config;
+    cfg.check_inputs(
+        &job.classifier.config,
+        job.prior.as_ref().map(|p| &p.config),
+        job.semantic.as_ref().map(|p| &p.config),
+    )
+    .map_err(|m| Error::input(Path::new(TOKENIZER), m))?;
+    B::seed(device, cfg.seed);
+    let mut train = cfg.dataset.load(&job.data_dir, Split::Train)?;
+    if cfg.train_size > 0 {
+        train = train.take(cfg.train_size);
+    }
+    let test = cfg
+        .dataset
+        .load(&job.data_dir, Split::Test)?
+        .take(cfg.test_size);
+    if train.dim() != 784 {
+        return Err(Error::input(
+            &job.data_dir,
+            format!(
+                "the tokenizer reads 28x28 images, {} has {}x{}",
+                train.name, train.height, train.width
+            ),
+        ));
+    }
+    let prior = match &job.prior {
+        Some(up) => Some(load_frozen_prior::<B>(job, up, device)?),
+        None if cfg.lambda > 0.0 => {
+            return Err(Error::input(
+                Path::new(TOKENIZER),
+                "lambda > 0 needs the prior stage's run".into(),
+            ));
+        }
+        None => None,
+    };
+    let classifier =
+        load_classifier::<B>(job.store, &job.classifier, train.classes, device)?.no_grad();
+
+    let semantic = match &job.semantic {
+        Some(up) if cfg.semantic_weight > 0.0 => Some(load_semantic(job, up)?),
+        None if cfg.semantic_weight > 0.0 => {
+            return Err(Error::input(
+                Path::new(TOKENIZER),
+                "semantic_weight > 0 needs the dino stage's run".into(),
+            ));
+        }
+        _ => None,
+    };
+    let semantic_dim = semantic.as_ref().map_or(0, |s| s.dim);
+    // The semantic head's size is part of the weights' shape: whoever loads them reads it here.
+    run.log(SEMANTIC_DIM_KEY, 0, semantic_dim as f64)?;
+    let mut model = Tokenizer::<B>::new(cfg.shape(semantic_dim), device);
+    let mut disc = Discriminator::<B>::new(device);
+    let mut optim = AdamConfig::new().init::<B, Tokenizer<B>>();
+    let mut optim_d = AdamConfig::new()
+        .with_beta_1(0.5)
+        .init::<B, Discriminator<B>>();
+    let schedule = LrSchedule::Cosine {
+        lr: cfg.lr,
+        warmup: cfg.warmup,
+        total: cfg.steps,
+        min_lr: cfg.lr / 10.0,
+    };
+    let eval_idx: Vec<usize> = (0..cfg.eval_images.min(test.len())).collect();
+    let curves = Curves::<B> {
+        x: test.gather(&eval_idx).0,
+        prior: prior.as_ref(),
+    };
+
+    tracing::info!(
+        run = run.id(),
+        regulariser = cfg.regulariser.name(),
+        lambda = cfg.lambda,
+        "tokenizer: training"
+    );
+    let bar = super::progress_bar(cfg.steps as u64, TOKENIZER);
+    let log_every = (cfg.steps / 100).max(1);
+    let started = Instant::now();
+    for (step, idx) in train
+        .batches(cfg.batch, cfg.seed)
+        .take(cfg.steps)
+        .enumerate()
+    {
+        if step.is_multiple_of(cfg.eval_every) {
+            log_curves::<B>(cfg, &model.valid(), &curves, run, step, device)?;
+        }
+        let (xv, _) = train.gather(&idx);
+        let x = from_host_f32::<B>(xv, 784, device);
+        let parts = StepContext {
+            classifier: &classifier,
+            disc: &disc,
+            prior: prior.as_ref().map(|p| &p.net),
+            semantic: semantic.as_ref().and_then(|s| s.batch::<B>(&idx, device)),
+        };
+        let l = step_losses(cfg, &model, &parts, x.clone(), step);
+        let log_now = step.is_multiple_of(log_every) || step + 1 == cfg.steps;
+        if log_now {
+            let s = step as i64;
+            let value = scalar(l.total.clone());
+            for (key, t) in [
+                ("ae/l2", Some(&l.l2)),
+                ("ae/l1", Some(&l.l1)),
+                ("ae/perceptual", Some(&l.perceptual)),
+                ("ae/reg", l.reg.as_ref()),
+                ("ae/adv", l.adv.as_ref()),
+                ("ae/l_align", l.align.as_ref()),
+                ("ae/semantic", l.semantic.as_ref()),
+            ] {
+                if let Some(t) = t {
+                    run.log(key, s, scalar(t.clone()))?;
+                }
+            }
+            run.log("ae/loss", s, value)?;
+            if !value.is_finite() {
+                return Err(Error::Diverged {
+                    step,
+                    key: "ae/loss".into(),
+                    value,
+                });
+            }
+        }
+        let adversarial = l.adv.is_some();
+        let recon = l.recon.detach();
+        let grads = GradientsParams::from_grads(l.total.backward(), &model);
+        model = optim.step(schedule.at(step), model, grads);
+        if adversarial {
+            let d_loss = hinge_d_loss(disc.forward(x), disc.forward(recon));
+            if log_now {
+                run.log("disc/loss", step as i64, scalar(d_loss.clone()))?;
+            }
+            let grads = GradientsParams::from_grads(d_loss.backward(), &disc);
+            disc = optim_d.step(cfg.disc_lr, disc, grads);
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64().max(1e-9);
+    run.log(
+        "train/steps_per_s",
+        cfg.steps as i64,
+        cfg.steps as f64 / secs,
+    )?;
+    let last = cfg.steps as i64;
+    let model_v = model.valid();
+    log_curves::<B>(cfg, &model_v, &curves, run, cfg.steps, device)?;
+
+    // Test metrics: PSNR, SSIM, rFID per feature network.
+    let all: Vec<usize> = (0..test.len()).collect();
+    let (orig, _) = test.gather(&all);
+    let mut rec = Vec::with_capacity(orig.len());
+    for part in orig.chunks(500 * 784) {
+        let r = model_v.reconstruct(from_host_f32::<B::InnerBackend>(part.to_vec(), 784, device));
+        rec.extend(to_host(r).into_iter().map(|v| v as f32));
+    }
+    run.log("test/psnr", last, psnr(&orig, &rec, 784))?;
+    run.log("test/ssim", last, ssim(&orig, &rec, 28, 28))?;
+    let cls_inner = classifier.valid();
+    for &net in &cfg.rfid {
+        let loaded = LoadedNet::load(net, &job.data_dir, &cls_inner, device)?;
+        let (fa, d) = loaded.features(&orig, device);
+        let (fb, _) = loaded.features(&rec, device);
+        run.log(
+            &format!("rfid/{}", net.name()),
+            last,
+            frechet_from_samples(&fa, &fb, d),
+        )?;
+    }
+
+    // Artifacts: weights, latents and labels of training images, a reconstruction grid.
+    let dir = super::run_dir(job.store, run.id())?;
+    let stem = dir.join(TOKENIZER);
+    model_v
+        .clone()
+        .save_file(
+            stem.clone(),
+            &NamedMpkFileRecorder::<FullPrecisionSettings>::new(),
+        )
+        .map_err(Error::write(&stem))?;
+    run.artifact("weights", &stem.with_extension("mpk"))?;
+    save_latents::<B::InnerBackend>(job, &model_v, &train, &dir, run, device)?;
+    let show = 16.min(test.len());
+    let grid: Vec<f32> = [&orig[..show * 784], &rec[..show * 784]].concat();
+    let png = dir.join("reconstructions.png");
+    crate::plot::image_grid(&png, &grid, 28, show.max(1), 2)
+        .map_err(|e| Error::write(&png)(std::io::Error::other(e.to_string())))?;
+    run.artifact("figure", &png)?;
+    Ok(())
+}
+
+fn save_latents<B: Backend>(
+    job: &TokenizerJob<'_>,
+    model: &Tokenizer<B>,
+    train: &ImageDataset,
+    dir: &Path,
+    run: &mut ActiveRun<'_>,
+    device: &B::Device,
+) -> Result<()> {
+    let cfg = &job.config;
+    let n = if cfg.latent_images == 0 {
+        train.len()
+    } else {
+        cfg.latent_images.min(train.len())
+    };
+    let idx: Vec<usize> = (0..n).collect();
+    let mut data = Vec::with_capacity(n * cfg.tokens * cfg.channels);
+    let mut labels = Vec::with_capacity(n);
+    for chunk in idx.chunks(500) {
+        let (x, y) = train.gather(chunk);
+        data.extend(
+            to_host(model.latents(from_host_f32::<B>(x, 784, device)))
+                .into_iter()
+                .map(|v| v as f32),
+        );
+        labels.extend(y.into_iter().map(|v| v as f32));
+    }
+    let latents = dir.join("latents.npy");
+    write_npy(&latents, &data, &[n, cfg.tokens, cfg.channels]).map_err(Error::write(&latents))?;
+    run.artifact(LATENTS, &latents)?;
+    let lab = dir.join("labels.npy");
+    write_npy(&lab, &labels, &[n, 1]).map_err(Error::write(&lab))?;
+    run.artifact(LABELS, &lab)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
