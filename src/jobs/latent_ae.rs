@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::{Claim, JobRun};
 use crate::backend::{BackendJob, BackendKind};
 use crate::config::{positive_counts, positive_rates};
-use crate::data::{DatasetId, Split};
+use crate::data::DatasetId;
 use crate::error::{Error, Result};
 use crate::features::write_npy;
 use crate::models::latent_ae::{AeKind, LatentAe};
@@ -135,26 +135,12 @@ fn train<B: AutodiffBackend>(
 ) -> Result<i64> {
     let cfg = &job.config;
     B::seed(device, cfg.seed);
-    let mut train = cfg.dataset.load(&job.data_dir, Split::Train)?;
-    if cfg.train_size > 0 {
-        train = train.take(cfg.train_size);
-    }
-    let test = cfg
-        .dataset
-        .load(&job.data_dir, Split::Test)?
-        .take(cfg.test_size);
-    if train.dim() != 784 {
-        return Err(Error::Input {
-            path: job.data_dir.clone(),
-            message: format!(
-                "the {} autoencoder needs 28x28 images, {} has {}x{}",
-                stage_name(job.kind),
-                train.name,
-                train.height,
-                train.width
-            ),
-        });
-    }
+    let (train, test) = super::load_28x28(
+        cfg.dataset,
+        &job.data_dir,
+        (cfg.train_size, cfg.test_size),
+        &format!("the {} autoencoder", stage_name(job.kind)),
+    )?;
     let mut model = LatentAe::<B>::new(job.kind, cfg.channels, cfg.codebook_size, device);
     if job.kind == AeKind::Vq {
         // Codes start on encoder outputs of a first batch (a remedy for unused codes).

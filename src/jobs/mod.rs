@@ -58,6 +58,33 @@ pub fn identity<C: serde::Serialize>(
     config
 }
 
+/// The train and test splits of an image dataset for a model that reads 28x28 images: the first
+/// `train_size` training images (0 = all) and the first `test_size` test images. `what` names the model
+/// in the error when the dataset's images have another size.
+pub fn load_28x28(
+    dataset: crate::data::DatasetId,
+    data_dir: &std::path::Path,
+    (train_size, test_size): (usize, usize),
+    what: &str,
+) -> Result<(crate::data::ImageDataset, crate::data::ImageDataset)> {
+    use crate::data::Split;
+    let mut train = dataset.load(data_dir, Split::Train)?;
+    if train_size > 0 {
+        train = train.take(train_size);
+    }
+    let test = dataset.load(data_dir, Split::Test)?.take(test_size);
+    if train.dim() != 784 {
+        return Err(Error::input(
+            data_dir,
+            format!(
+                "{what} reads 28x28 images, {} has {}x{}",
+                train.name, train.height, train.width
+            ),
+        ));
+    }
+    Ok((train, test))
+}
+
 /// A finished upstream run a job reads: its id, configuration hash and configuration.
 pub struct Upstream<C> {
     pub run: i64,

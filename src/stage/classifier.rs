@@ -38,13 +38,7 @@ impl Stage for Classifier {
         })
     }
 
-    fn check_types(&self, cfg: &Value) -> std::result::Result<(), String> {
-        typed::<ClassifierConfig>(cfg).map(drop)
-    }
-
-    fn check(&self, cfg: &Value) -> std::result::Result<(), String> {
-        typed::<ClassifierConfig>(cfg)?.validate()
-    }
+    checks_as!(ClassifierConfig);
 
     fn run_spec(
         &self,

@@ -33,13 +33,7 @@ impl Stage for Dino {
         })
     }
 
-    fn check_types(&self, cfg: &Value) -> std::result::Result<(), String> {
-        typed::<DinoConfig>(cfg).map(drop)
-    }
-
-    fn check(&self, cfg: &Value) -> std::result::Result<(), String> {
-        typed::<DinoConfig>(cfg)?.validate()
-    }
+    checks_as!(DinoConfig);
 
     fn run_spec(
         &self,

@@ -62,13 +62,7 @@ impl Stage for Generator {
         })
     }
 
-    fn check_types(&self, cfg: &Value) -> std::result::Result<(), String> {
-        typed::<GeneratorConfig>(cfg).map(drop)
-    }
-
-    fn check(&self, cfg: &Value) -> std::result::Result<(), String> {
-        typed::<GeneratorConfig>(cfg)?.validate()
-    }
+    checks_as!(GeneratorConfig);
 
     fn run_spec(
         &self,

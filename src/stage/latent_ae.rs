@@ -56,13 +56,7 @@ impl Stage for LatentAe {
         })
     }
 
-    fn check_types(&self, cfg: &Value) -> std::result::Result<(), String> {
-        typed::<LatentAeConfig>(cfg).map(drop)
-    }
-
-    fn check(&self, cfg: &Value) -> std::result::Result<(), String> {
-        typed::<LatentAeConfig>(cfg)?.validate()
-    }
+    checks_as!(LatentAeConfig);
 
     fn run_spec(
         &self,

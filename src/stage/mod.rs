@@ -8,6 +8,20 @@
 //! [`REGISTRY`] (in dependency order: after every stage it reads). docs/architecture.md walks through
 //! a real one.
 
+/// The two checks of a stage whose configuration is one serde type `$cfg` with a `validate` method:
+/// [`Stage::check_types`] (deserialises) and [`Stage::check`] (deserialises, then validates).
+macro_rules! checks_as {
+    ($cfg:ty) => {
+        fn check_types(&self, cfg: &serde_json::Value) -> std::result::Result<(), String> {
+            super::typed::<$cfg>(cfg).map(drop)
+        }
+
+        fn check(&self, cfg: &serde_json::Value) -> std::result::Result<(), String> {
+            super::typed::<$cfg>(cfg)?.validate()
+        }
+    };
+}
+
 mod classifier;
 mod dino;
 mod generator;

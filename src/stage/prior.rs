@@ -74,13 +74,7 @@ impl Stage for Prior {
         })
     }
 
-    fn check_types(&self, cfg: &Value) -> std::result::Result<(), String> {
-        typed::<PriorConfig>(cfg).map(drop)
-    }
-
-    fn check(&self, cfg: &Value) -> std::result::Result<(), String> {
-        typed::<PriorConfig>(cfg)?.validate()
-    }
+    checks_as!(PriorConfig);
 
     fn run_spec(
         &self,

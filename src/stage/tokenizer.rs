@@ -82,13 +82,7 @@ impl Stage for Tokenizer {
         })
     }
 
-    fn check_types(&self, cfg: &Value) -> std::result::Result<(), String> {
-        typed::<TokenizerConfig>(cfg).map(drop)
-    }
-
-    fn check(&self, cfg: &Value) -> std::result::Result<(), String> {
-        typed::<TokenizerConfig>(cfg)?.validate()
-    }
+    checks_as!(TokenizerConfig);
 
     fn run_spec(
         &self,

@@ -25,13 +25,7 @@ impl Stage for ToyAlign {
         to_json(&ToyAlignConfig::preset(scale))
     }
 
-    fn check_types(&self, cfg: &Value) -> std::result::Result<(), String> {
-        typed::<ToyAlignConfig>(cfg).map(drop)
-    }
-
-    fn check(&self, cfg: &Value) -> std::result::Result<(), String> {
-        typed::<ToyAlignConfig>(cfg)?.validate()
-    }
+    checks_as!(ToyAlignConfig);
 
     fn run_spec(
         &self,

@@ -22,13 +22,7 @@ impl Stage for ToyPrior {
         to_json(&ToyPriorConfig::preset(scale, Target::Mixture))
     }
 
-    fn check_types(&self, cfg: &Value) -> std::result::Result<(), String> {
-        typed::<ToyPriorConfig>(cfg).map(drop)
-    }
-
-    fn check(&self, cfg: &Value) -> std::result::Result<(), String> {
-        typed::<ToyPriorConfig>(cfg)?.validate()
-    }
+    checks_as!(ToyPriorConfig);
 
     fn run_spec(
         &self,

@@ -25,7 +25,7 @@ use super::feature_nets::{LoadedNet, load_classifier, weights_identity};
 use super::prior::PriorConfig;
 use super::{Claim, JobRun, Upstream};
 use crate::backend::BackendJob;
-use crate::data::{ImageDataset, Split};
+use crate::data::ImageDataset;
 use crate::error::{Error, Result};
 use crate::features::{read_features, write_npy};
 use crate::flow::align_loss;
@@ -243,23 +243,12 @@ fn train<B: AutodiffBackend>(
     )
     .map_err(|m| Error::input(Path::new(TOKENIZER), m))?;
     B::seed(device, cfg.seed);
-    let mut train = cfg.dataset.load(&job.data_dir, Split::Train)?;
-    if cfg.train_size > 0 {
-        train = train.take(cfg.train_size);
-    }
-    let test = cfg
-        .dataset
-        .load(&job.data_dir, Split::Test)?
-        .take(cfg.test_size);
-    if train.dim() != 784 {
-        return Err(Error::input(
-            &job.data_dir,
-            format!(
-                "the tokenizer reads 28x28 images, {} has {}x{}",
-                train.name, train.height, train.width
-            ),
-        ));
-    }
+    let (train, test) = super::load_28x28(
+        cfg.dataset,
+        &job.data_dir,
+        (cfg.train_size, cfg.test_size),
+        "the tokenizer",
+    )?;
     let prior = match &job.prior {
         Some(up) => Some(load_frozen_prior::<B>(job, up, device)?),
         None if cfg.lambda > 0.0 => {
