@@ -268,7 +268,7 @@ fn dry_run(
         .filter_map(|e| e.seconds)
         .collect();
     let unknown = to_run.len() - known.len();
-    if !to_run.is_empty() {
+    if !known.is_empty() {
         let total: f64 = known.iter().sum();
         let mut line = format!(
             "estimated time: {} of stage runs for the {} with an estimate (from finished runs like \
@@ -285,14 +285,14 @@ fn dry_run(
             ));
         }
         println!("{line}");
-        if unknown > 0 {
-            println!(
-                "no estimate for {unknown} stage run{}: no finished run like {} is recorded yet \
-                 (run one grid point first, e.g. with --seeds and a smaller grid, to calibrate)",
-                if unknown == 1 { "" } else { "s" },
-                if unknown == 1 { "it" } else { "them" }
-            );
-        }
+    }
+    if unknown > 0 {
+        println!(
+            "no estimate for {unknown} stage run{}: no finished run like {} is recorded yet \
+             (run one grid point first, e.g. with --seeds and a smaller grid, to calibrate)",
+            if unknown == 1 { "" } else { "s" },
+            if unknown == 1 { "it" } else { "them" }
+        );
     }
     let problems = missing_inputs(plan, &cli.data_dir());
     for p in &problems {

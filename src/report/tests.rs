@@ -95,6 +95,8 @@ fn table_matches_a_hand_computation_and_is_byte_identical() {
         super::build(&store, "fixture", &dir.path().join("b"), Path::new("data")).expect("report");
     let text = std::fs::read_to_string(&a.markdown).expect("read");
     assert_eq!(text, std::fs::read_to_string(&b.markdown).expect("read"));
+    // The whole report as a reader sees it (src/report/snapshots/).
+    insta::assert_snapshot!("fixture_report", text);
     // mixture: NLL (1, 3) -> 2 ± sqrt(2); cov (0.5, 0.7) -> 0.6 ± 0.141; prior loss (1.25, 1.5).
     // moons: NLL (2, 2.5) -> 2.25 ± 0.354; cov (0.9, 0.8) -> 0.85 ± 0.071; prior loss (1.75, 2.0).
     // NLL: 2.000 vs 2.250 is within the spread (1.414 + 0.354): not marked. Coverage: 0.85 beats 0.60

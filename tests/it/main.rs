@@ -6,6 +6,7 @@ mod common;
 mod generator;
 mod honesty;
 mod prior;
+mod snapshots;
 mod store_processes;
 mod sweep;
 mod tokenizer;

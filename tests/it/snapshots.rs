@@ -1,0 +1,80 @@
+//! Snapshots of what users read (insta; files in tests/it/snapshots/): the help of every verb and the
+//! plan a dry run prints. A change to any of them shows up as a failing test and a readable diff;
+//! after checking it, `INSTA_UPDATE=always cargo test --test it snapshots` accepts it.
+
+use crate::common::{Sandbox, bin};
+use crate::sweep::{sweep_text, write};
+
+fn help(args: &[&str]) -> String {
+    let out = std::process::Command::new(bin())
+        .args(args)
+        .arg("--help")
+        .env_remove("FLOWPRIOR_BACKEND")
+        .env_remove("FLOWPRIOR_DIVERGENCE_FACTOR")
+        .env_remove("FLOWPRIOR_DB")
+        .env_remove("FLOWPRIOR_DATA")
+        .output()
+        .expect("help");
+    assert!(out.status.success(), "{args:?} --help failed");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn help_of_every_verb() {
+    let verbs: &[&[&str]] = &[
+        &[],
+        &["toy"],
+        &["classifier"],
+        &["sweep", "run"],
+        &["sweep", "status"],
+        &["stage", "run"],
+        &["stage", "list"],
+        &["report"],
+        &["runs", "list"],
+        &["runs", "show"],
+        &["runs", "stale"],
+        &["runs", "export"],
+        &["sql"],
+        &["db", "init"],
+        &["data", "check"],
+        &["bench", "prior"],
+        &["bench", "knn"],
+        &["bench", "align"],
+        &["bench", "store"],
+    ];
+    for v in verbs {
+        let name = if v.is_empty() {
+            "help".to_string()
+        } else {
+            format!("help_{}", v.join("_"))
+        };
+        insta::assert_snapshot!(name, help(v));
+    }
+}
+
+#[test]
+fn dry_run_plan_of_a_sweep_on_a_fresh_store() {
+    let sb = Sandbox::new();
+    let f = write(
+        &sb,
+        "plan",
+        &sweep_text(r#"["mixture", "moons"]"#, "[0.01, 0.03]", "[0]", 40, ""),
+    );
+    let plan = sb.ok(&["sweep", "run", f.to_str().expect("utf-8"), "--dry-run"]);
+    let shown = plan.replace(&sb.dir.path().display().to_string(), "[sandbox]");
+    insta::assert_snapshot!("dry_run_plan", shown);
+}
+
+#[test]
+fn sql_outputs_in_every_format() {
+    let sb = Sandbox::new();
+    sb.ok(&["db", "init"]);
+    let q = "SELECT 1 AS id, 'toy_prior' AS stage, 0.5 AS value, NULL AS missing \
+             UNION ALL SELECT 2, 'a, \"quoted\" name', 1e-3, NULL";
+    for format in ["table", "csv", "json"] {
+        insta::assert_snapshot!(
+            format!("sql_{format}"),
+            sb.ok(&["sql", q, "--format", format])
+        );
+    }
+}
