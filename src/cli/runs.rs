@@ -288,7 +288,13 @@ fn show_text(store: &Store, id: i64) -> anyhow::Result<String> {
     if !d.artifacts.is_empty() {
         let mut b = Builder::default();
         b.push_record(["artifact", "path", "sha256", "bytes"]);
-        for (kind, path, sha, bytes) in &d.artifacts {
+        for crate::store::ArtifactRow {
+            kind,
+            path,
+            sha256: sha,
+            bytes,
+        } in &d.artifacts
+        {
             b.push_record([
                 kind.clone(),
                 path.clone(),

@@ -100,13 +100,15 @@ pub fn params_from_config(config: &serde_json::Value) -> Vec<(String, ParamValue
 }
 
 /// Final value of one metric of one run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct SummaryRow {
     pub key: String,
     pub step: i64,
     /// None when the last value was NaN.
     pub value: Option<f64>,
+    #[sqlx(rename = "min_value")]
     pub min: Option<f64>,
+    #[sqlx(rename = "max_value")]
     pub max: Option<f64>,
     pub n: i64,
 }
@@ -329,27 +331,15 @@ impl Store {
 
     /// The final values of every metric of a run.
     pub fn summary(&self, run: i64) -> Result<Vec<SummaryRow>> {
-        let rows = self
-            .block_on(async {
-                sqlx::query_as::<_, (String, i64, Option<f64>, Option<f64>, Option<f64>, i64)>(
+        self.block_on(async {
+            sqlx::query_as::<_, SummaryRow>(
                     "SELECT key, step, value, min_value, max_value, n FROM summary WHERE run_id = ? ORDER BY key",
                 )
-                .bind(run)
-                .fetch_all(self.pool())
-                .await
-            })
-            .map_err(sql_err("read summary"))?;
-        Ok(rows
-            .into_iter()
-            .map(|(key, step, value, min, max, n)| SummaryRow {
-                key,
-                step,
-                value,
-                min,
-                max,
-                n,
-            })
-            .collect())
+            .bind(run)
+            .fetch_all(self.pool())
+            .await
+        })
+        .map_err(sql_err("read summary"))
     }
 
     /// One metric series of a run, ordered by step (NaN where NULL was stored).

@@ -30,7 +30,7 @@ pub use active::{
 pub use export::{ExportFormat, ExportTable};
 pub use metrics::{MetricPoint, ParamValue, SummaryRow};
 pub use query::{Cell, OutputFormat, QueryResult, RowWriter, format_real};
-pub use runs::{RunDetail, RunEnv, RunInfo, RunSpec, RunStatus, process_alive};
+pub use runs::{ArtifactRow, RunDetail, RunEnv, RunInfo, RunSpec, RunStatus, process_alive};
 pub use statement::{READ_KEYWORDS, check_read_statement};
 pub use sweeps::SweepPointRow;
 

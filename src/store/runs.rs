@@ -1,7 +1,6 @@
 //! Run lifecycle: get-or-create by configuration hash, claim/start, heartbeat, finish, fail, stale runs.
 
 use serde::Serialize;
-use sqlx::Row;
 
 use super::{Result, Store, StoreError, sql_err};
 use crate::util::{config_hash, now_unix};
@@ -37,6 +36,14 @@ impl RunStatus {
     }
 }
 
+impl TryFrom<String> for RunStatus {
+    type Error = String;
+
+    fn try_from(s: String) -> std::result::Result<RunStatus, String> {
+        RunStatus::parse(&s).ok_or_else(|| format!("unknown run status {s:?}"))
+    }
+}
+
 /// What identifies a run: its stage and its configuration (hashed canonically, key order ignored).
 #[derive(Debug, Clone)]
 pub struct RunSpec {
@@ -53,13 +60,14 @@ impl RunSpec {
 }
 
 /// One row of `runs`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct RunInfo {
     pub id: i64,
     pub stage: String,
     pub name: String,
     pub config: String,
     pub config_hash: String,
+    #[sqlx(try_from = "String")]
     pub status: RunStatus,
     pub created_at: f64,
     pub started_at: Option<f64>,
@@ -112,13 +120,22 @@ pub fn process_alive(pid: i64) -> bool {
     }
 }
 
+/// One file a run produced (a row of `artifacts`).
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct ArtifactRow {
+    pub kind: String,
+    pub path: String,
+    pub sha256: String,
+    pub bytes: i64,
+}
+
 /// A run with everything recorded about it except the raw series.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunDetail {
     pub run: RunInfo,
     pub params: Vec<(String, super::ParamValue)>,
     pub summary: Vec<super::SummaryRow>,
-    pub artifacts: Vec<(String, String, String, i64)>,
+    pub artifacts: Vec<ArtifactRow>,
     pub sweeps: Vec<String>,
 }
 
@@ -128,33 +145,7 @@ pub(super) const RUN_COLUMNS: &str = "id, stage, name, config, config_hash, stat
 pub(super) fn run_from_row(
     row: &sqlx::sqlite::SqliteRow,
 ) -> std::result::Result<RunInfo, sqlx::Error> {
-    let status: String = row.try_get("status")?;
-    Ok(RunInfo {
-        id: row.try_get("id")?,
-        stage: row.try_get("stage")?,
-        name: row.try_get("name")?,
-        config: row.try_get("config")?,
-        config_hash: row.try_get("config_hash")?,
-        status: RunStatus::parse(&status).ok_or_else(|| sqlx::Error::ColumnDecode {
-            index: "status".into(),
-            source: format!("unknown run status {status:?}").into(),
-        })?,
-        created_at: row.try_get("created_at")?,
-        started_at: row.try_get("started_at")?,
-        ended_at: row.try_get("ended_at")?,
-        heartbeat_at: row.try_get("heartbeat_at")?,
-        attempts: row.try_get("attempts")?,
-        host: row.try_get("host")?,
-        pid: row.try_get("pid")?,
-        git_rev: row.try_get("git_rev")?,
-        backend: row.try_get("backend")?,
-        seed: row.try_get("seed")?,
-        error: row.try_get("error")?,
-        build: row.try_get("build")?,
-        cpu: row.try_get("cpu")?,
-        threads: row.try_get("threads")?,
-        gpu: row.try_get("gpu")?,
-    })
+    sqlx::FromRow::from_row(row)
 }
 
 /// Where and how a run executes, recorded when it starts.
@@ -495,7 +486,7 @@ impl Store {
         let summary = self.summary(id)?;
         let (artifacts, sweeps) = self
             .block_on(async {
-                let a = sqlx::query_as::<_, (String, String, String, i64)>(
+                let a = sqlx::query_as::<_, ArtifactRow>(
                     "SELECT kind, path, sha256, bytes FROM artifacts WHERE run_id = ? ORDER BY kind, path",
                 )
                 .bind(id)

@@ -6,7 +6,7 @@ use super::{Result, RunInfo, Store, sql_err};
 use crate::util::now_unix;
 
 /// One stored grid point's stage run.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SweepPointRow {
     pub point: i64,
     /// JSON object: axis name -> value, and "seed".
@@ -86,25 +86,15 @@ impl Store {
 
     /// A sweep's grid points, by point then stage.
     pub fn sweep_points(&self, name: &str) -> Result<Vec<SweepPointRow>> {
-        let rows = self
-            .block_on(async {
-                sqlx::query_as::<_, (i64, String, String, i64)>(
-                    "SELECT point, labels, stage, run_id FROM sweep_points WHERE sweep = ? ORDER BY point, stage",
-                )
-                .bind(name)
-                .fetch_all(self.pool())
-                .await
-            })
-            .map_err(sql_err("read sweep points"))?;
-        Ok(rows
-            .into_iter()
-            .map(|(point, labels, stage, run_id)| SweepPointRow {
-                point,
-                labels,
-                stage,
-                run_id,
-            })
-            .collect())
+        self.block_on(async {
+            sqlx::query_as::<_, SweepPointRow>(
+                "SELECT point, labels, stage, run_id FROM sweep_points WHERE sweep = ? ORDER BY point, stage",
+            )
+            .bind(name)
+            .fetch_all(self.pool())
+            .await
+        })
+        .map_err(sql_err("read sweep points"))
     }
 
     /// The run with this stage and configuration hash, if it exists.
