@@ -231,6 +231,31 @@ pub fn matmul(a: &[f64], b: &[f64], n: usize) -> Vec<f64> {
     out
 }
 
+/// Test support: asserts that 2-D samples (row-major) have mean `m` and a diagonal covariance with
+/// standard deviations `s`, within `mean_tol`, `var_rel * var + var_abs` and `cov_tol`; `what` names
+/// the case in the message.
+#[cfg(test)]
+pub fn assert_gaussian_2d(
+    samples: &[f32],
+    (m, s): ([f32; 2], [f32; 2]),
+    (mean_tol, var_rel, var_abs, cov_tol): (f64, f64, f64, f64),
+    what: &str,
+) {
+    let (mean, cov) = mean_cov(samples, 2);
+    for d in 0..2 {
+        assert!(
+            (mean[d] - f64::from(m[d])).abs() < mean_tol,
+            "{what}: mean {mean:?}"
+        );
+        let var = f64::from(s[d] * s[d]);
+        assert!(
+            (cov[d * 2 + d] - var).abs() < var_rel * var + var_abs,
+            "{what}: cov {cov:?}"
+        );
+    }
+    assert!(cov[1].abs() < cov_tol, "{what}: cov {cov:?}");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

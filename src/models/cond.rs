@@ -352,19 +352,12 @@ mod tests {
                 .into_data()
                 .to_vec()
                 .expect("f32");
-            let (mean, cov) = crate::linalg::mean_cov(&out, 2);
-            for d in 0..2 {
-                assert!(
-                    (mean[d] - f64::from(m[d])).abs() < 0.15,
-                    "class {c} mean {mean:?}"
-                );
-                let var = f64::from(s[d] * s[d]);
-                assert!(
-                    (cov[d * 2 + d] - var).abs() < 0.35 * var + 0.02,
-                    "class {c} cov {cov:?}"
-                );
-            }
-            assert!(cov[1].abs() < 0.05, "class {c} cov {cov:?}");
+            crate::linalg::assert_gaussian_2d(
+                &out,
+                (*m, *s),
+                (0.15, 0.35, 0.02, 0.05),
+                &format!("class {c}"),
+            );
         }
     }
 

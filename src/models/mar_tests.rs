@@ -289,19 +289,12 @@ fn the_flow_head_reproduces_gaussians_given_its_condition() {
             .into_data()
             .to_vec()
             .expect("f32");
-        let (mean, cov) = crate::linalg::mean_cov(&out, 2);
-        for d in 0..2 {
-            assert!(
-                (mean[d] - f64::from(m[d])).abs() < 0.1,
-                "condition {c}: mean {mean:?}"
-            );
-            let var = f64::from(s[d] * s[d]);
-            assert!(
-                (cov[d * 2 + d] - var).abs() < 0.3 * var + 0.01,
-                "condition {c}: cov {cov:?}"
-            );
-        }
-        assert!(cov[1].abs() < 0.04, "condition {c}: cov {cov:?}");
+        crate::linalg::assert_gaussian_2d(
+            &out,
+            (*m, *s),
+            (0.1, 0.3, 0.01, 0.04),
+            &format!("condition {c}"),
+        );
     }
 }
 

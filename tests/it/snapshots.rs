@@ -78,3 +78,38 @@ fn sql_outputs_in_every_format() {
         );
     }
 }
+
+/// `runs list` with the clock columns (started, took) blanked: the rest is what a user reads.
+#[test]
+fn runs_list_of_two_runs() {
+    let sb = Sandbox::new();
+    for name in ["first", "second"] {
+        sb.ok(&["bench", "store-writer", "--name", name, "--points", "3"]);
+    }
+    let list = sb.ok(&["runs", "list"]);
+    let blanked: Vec<String> = list
+        .lines()
+        .map(|line| {
+            let cells: Vec<&str> = line.split('│').collect();
+            if cells.len() < 10 || line.contains("started (UTC)") {
+                return line.to_string();
+            }
+            cells
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    if i == 7 || i == 8 {
+                        // Same width, every character of the value replaced.
+                        c.chars()
+                            .map(|ch| if ch == ' ' { ' ' } else { '~' })
+                            .collect()
+                    } else {
+                        c.to_string()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("│")
+        })
+        .collect();
+    insta::assert_snapshot!("runs_list", blanked.join("\n"));
+}
