@@ -52,6 +52,14 @@ impl FeatureNet {
         }
     }
 
+    /// Several networks for provenance: "A and B".
+    pub fn describe_all(nets: &[FeatureNet]) -> String {
+        nets.iter()
+            .map(|n| n.describe())
+            .collect::<Vec<_>>()
+            .join(" and ")
+    }
+
     /// The weights file in the data folder (the classifier's come from its stage run).
     pub fn weights_file(self, data_dir: &Path) -> Option<PathBuf> {
         match self {

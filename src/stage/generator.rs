@@ -103,11 +103,7 @@ impl Stage for Generator {
                 "feature network",
                 format!(
                     "FID / IS / precision-recall on {}",
-                    g.metrics
-                        .iter()
-                        .map(|n| n.describe())
-                        .collect::<Vec<_>>()
-                        .join(" and ")
+                    crate::jobs::feature_nets::FeatureNet::describe_all(&g.metrics)
                 ),
             ),
         ]

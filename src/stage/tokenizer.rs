@@ -129,14 +129,7 @@ impl Stage for Tokenizer {
             ),
             (
                 "feature network",
-                format!(
-                    "rFID on {}",
-                    t.rfid
-                        .iter()
-                        .map(|n| n.describe())
-                        .collect::<Vec<_>>()
-                        .join(" and ")
-                ),
+                format!("rFID on {}", FeatureNet::describe_all(&t.rfid)),
             ),
         ]
     }
