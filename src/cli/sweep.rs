@@ -101,7 +101,12 @@ fn first_line(s: &str) -> String {
 /// What a dry run says a node will do.
 fn action(state: NodeState, run: Option<&RunInfo>) -> String {
     match (state, run) {
-        (NodeState::Finished, Some(r)) => format!("reuse run {}", r.id),
+        (NodeState::Finished, Some(r)) => match r.git_rev.as_deref() {
+            Some(rev) if rev != crate::provenance::revision() => {
+                format!("reuse run {} (recorded by revision {rev})", r.id)
+            }
+            _ => format!("reuse run {}", r.id),
+        },
         (NodeState::Ready | NodeState::Waiting, None) => "run (new)".into(),
         (NodeState::Ready | NodeState::Waiting, Some(r)) => match r.status {
             RunStatus::Failed => format!("retry run {}", r.id),

@@ -1,15 +1,8 @@
 //! The `classifier` stage: the MLP classifier on an image dataset (the project's feature network for
 //! rFID / FID and the tokenizer's perceptual loss).
 
-use serde_json::Value;
-
-use super::{
-    Scale, SpecEnv, SpecInput, Stage, StageCtx, StageInput, StageRun, bad, to_json, typed,
-};
-use crate::backend::{BackendKind, DeviceSpec, run_job};
-use crate::error::Result;
+use super::prelude::*;
 use crate::jobs::classifier::{ClassifierConfig, TrainClassifier};
-use crate::store::RunSpec;
 
 pub struct Classifier;
 

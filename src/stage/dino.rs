@@ -1,15 +1,8 @@
 //! The `dino` stage: image features of a pretrained visual encoder (EfficientNet-Lite0 here, the
 //! stand-in for DINOv2), a prior source.
 
-use serde_json::Value;
-
-use super::{
-    Scale, SpecEnv, SpecInput, Stage, StageCtx, StageInput, StageRun, bad, to_json, typed,
-};
-use crate::backend::{BackendKind, DeviceSpec, run_job};
-use crate::error::Result;
+use super::prelude::*;
 use crate::jobs::dino::{DinoConfig, DinoJob};
-use crate::store::RunSpec;
 
 pub struct Dino;
 

@@ -1,15 +1,8 @@
 //! The `generator` stage: a class-conditional generator (MAR with a flow head, or a DiT trained by
 //! flow matching) on a tokenizer's latents, scored with and without classifier-free guidance.
 
-use serde_json::Value;
-
-use super::{
-    Scale, SpecEnv, SpecInput, Stage, StageCtx, StageInput, StageRun, bad, to_json, typed, upstream,
-};
-use crate::backend::{BackendKind, DeviceSpec, run_job};
-use crate::error::Result;
+use super::prelude::*;
 use crate::jobs::generator::{GeneratorConfig, GeneratorJob, GeneratorKind};
-use crate::store::RunSpec;
 
 pub struct Generator;
 

@@ -1,16 +1,9 @@
 //! The `vae` and `vq` stages: a small KL-VAE / VQ-VAE on an image dataset, whose latents (vae) or
 //! codebook (vq) are prior sources. One implementation, two registry entries.
 
-use serde_json::Value;
-
-use super::{
-    Scale, SpecEnv, SpecInput, Stage, StageCtx, StageInput, StageRun, bad, to_json, typed,
-};
-use crate::backend::{BackendKind, DeviceSpec, run_job};
-use crate::error::Result;
+use super::prelude::*;
 use crate::jobs::latent_ae::{LatentAeConfig, LatentAeJob};
 use crate::models::latent_ae::AeKind;
-use crate::store::RunSpec;
 
 /// A latent autoencoder stage of one kind.
 pub struct LatentAe {

@@ -22,6 +22,17 @@ macro_rules! checks_as {
     };
 }
 
+/// What every stage module uses: the trait and its argument types, the helpers below, running a job
+/// on a backend, and the result types.
+mod prelude {
+    pub use super::{Scale, SpecEnv, SpecInput, Stage, StageCtx, StageInput, StageRun};
+    pub(super) use super::{bad, to_json, typed, upstream};
+    pub use crate::backend::{BackendKind, DeviceSpec, run_job};
+    pub use crate::error::Result;
+    pub use crate::store::RunSpec;
+    pub use serde_json::Value;
+}
+
 mod classifier;
 mod dino;
 mod generator;

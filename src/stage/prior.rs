@@ -1,16 +1,9 @@
 //! The `prior` stage: a flow prior trained on projected target features. Its source is a file, the
 //! text model's token table, or the output of the `vae` / `vq` / `dino` stage (then its input).
 
-use serde_json::Value;
-
-use super::{
-    Scale, SpecEnv, SpecInput, Stage, StageCtx, StageInput, StageRun, bad, to_json, typed,
-};
-use crate::backend::{BackendKind, DeviceSpec, run_job};
-use crate::error::Result;
+use super::prelude::*;
 use crate::jobs::Upstream;
 use crate::jobs::prior::{PriorConfig, PriorJob};
-use crate::store::RunSpec;
 
 pub struct Prior;
 

@@ -2,17 +2,10 @@
 //! with a baseline regulariser. Reads the classifier (perceptual loss, rFID), the prior when aligned,
 //! and the dino stage when it has a semantic loss.
 
-use serde_json::Value;
-
-use super::{
-    Scale, SpecEnv, SpecInput, Stage, StageCtx, StageInput, StageRun, bad, to_json, typed, upstream,
-};
-use crate::backend::{BackendKind, DeviceSpec, run_job};
-use crate::error::Result;
+use super::prelude::*;
 use crate::jobs::dino::DinoConfig;
 use crate::jobs::prior::PriorConfig;
 use crate::jobs::tokenizer::{FeatureNet, TokenizerConfig, TokenizerJob};
-use crate::store::RunSpec;
 
 pub struct Tokenizer;
 

@@ -1,14 +1,7 @@
 //! The `toy_align` stage: free points optimised on L_align alone under a frozen toy prior.
 
-use serde_json::Value;
-
-use super::{
-    Scale, SpecEnv, SpecInput, Stage, StageCtx, StageInput, StageRun, bad, to_json, typed,
-};
-use crate::backend::{BackendKind, DeviceSpec, run_job};
-use crate::error::Result;
+use super::prelude::*;
 use crate::jobs::toy::{ToyAlignConfig, ToyAlignJob, ToyPriorConfig};
-use crate::store::RunSpec;
 
 pub struct ToyAlign;
 

@@ -1,14 +1,7 @@
 //! The `toy_prior` stage: a flow prior trained on a 2-D toy target (paper Fig. 3, 5, 6).
 
-use serde_json::Value;
-
-use super::{
-    Scale, SpecEnv, SpecInput, Stage, StageCtx, StageInput, StageRun, bad, to_json, typed,
-};
-use crate::backend::{BackendKind, DeviceSpec, run_job};
-use crate::error::Result;
+use super::prelude::*;
 use crate::jobs::toy::{ToyPriorConfig, ToyPriorJob};
-use crate::store::RunSpec;
 use crate::toy::Target;
 
 pub struct ToyPrior;

@@ -119,6 +119,11 @@ impl<'a> ActiveRun<'a> {
         let env = RunEnv::current(backend);
         // A run whose process on this host has ended is retaken at once, as a sweep does.
         if run.status == RunStatus::Running && run.liveness(stale_after_s, &env.host).1 {
+            tracing::warn!(
+                run = run.id,
+                pid = run.pid,
+                "process of a running run is gone; retaking it"
+            );
             store.requeue_dead(&run)?;
         }
         let Some(attempt) = store.claim_run(run.id, &env, retry_failed, stale_after_s)? else {

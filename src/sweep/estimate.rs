@@ -63,12 +63,26 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-/// A finished run's configuration and wall time, and whether it ran on this machine's CPU and
-/// thread count.
+/// A finished run's signatures (exact and without step counts), steps and wall time, and whether it
+/// ran on this machine's CPU and thread count. Signatures are computed once per run.
 struct Past {
-    config: Value,
+    exact: String,
+    loose: String,
+    steps: Option<f64>,
     seconds: f64,
     here: bool,
+}
+
+impl Past {
+    fn new(config: &Value, seconds: f64, here: bool) -> Past {
+        Past {
+            exact: signature(config, false),
+            loose: signature(config, true),
+            steps: steps(config),
+            seconds,
+            here,
+        }
+    }
 }
 
 /// Estimates for the given (stage name, configuration) pairs.
@@ -84,12 +98,9 @@ pub fn estimate(store: &Store, nodes: &[(&str, &Value)]) -> Result<Vec<Estimate>
             .into_iter()
             .filter_map(|r: RunInfo| {
                 let seconds = r.ended_at? - r.started_at?;
-                let config = serde_json::from_str(&r.config).ok()?;
-                Some(Past {
-                    config,
-                    seconds,
-                    here: r.cpu == cpu && r.threads == Some(threads),
-                })
+                let config: Value = serde_json::from_str(&r.config).ok()?;
+                let here = r.cpu == cpu && r.threads == Some(threads);
+                Some(Past::new(&config, seconds, here))
             })
             .filter(|p| p.seconds.is_finite() && p.seconds >= 0.0)
             .collect();
@@ -113,7 +124,7 @@ fn one(past: &[Past], config: &Value) -> Estimate {
     };
     let whose = |here: bool| if here { "" } else { " on another machine" };
     let exact = signature(config, false);
-    let (same, here) = pick(&|p| signature(&p.config, false) == exact);
+    let (same, here) = pick(&|p| p.exact == exact);
     if !same.is_empty() {
         return Estimate {
             seconds: Some(median(same.iter().map(|p| p.seconds).collect())),
@@ -121,13 +132,12 @@ fn one(past: &[Past], config: &Value) -> Estimate {
         };
     }
     let loose = signature(config, true);
-    let (scaled, here) =
-        pick(&|p| signature(&p.config, true) == loose && steps(&p.config).is_some());
+    let (scaled, here) = pick(&|p| p.loose == loose && p.steps.is_some());
     if let (false, Some(n)) = (scaled.is_empty(), steps(config)) {
         let per_step = median(
             scaled
                 .iter()
-                .filter_map(|p| steps(&p.config).map(|s| p.seconds / s))
+                .filter_map(|p| p.steps.map(|s| p.seconds / s))
                 .collect(),
         );
         return Estimate {
@@ -155,11 +165,7 @@ mod tests {
     use serde_json::json;
 
     fn past(config: Value, seconds: f64, here: bool) -> Past {
-        Past {
-            config,
-            seconds,
-            here,
-        }
+        Past::new(&config, seconds, here)
     }
 
     #[test]

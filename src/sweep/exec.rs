@@ -261,7 +261,6 @@ pub fn work(
         device: opts.device.clone(),
         claim: opts.claim,
     };
-    let host = crate::util::host_name();
     let mut attempted: HashSet<usize> = HashSet::new();
     let mut report = WorkReport::default();
     loop {
@@ -279,19 +278,8 @@ pub fn work(
         };
         attempted.insert(i);
         let node = &plan.nodes[i];
-        if let Some(r) = &runs[i]
-            && r.status == RunStatus::Running
-        {
-            let (_, gone) = r.liveness(opts.claim.stale_after_s, &host);
-            if gone {
-                tracing::warn!(
-                    run = r.id,
-                    pid = r.pid,
-                    "process of a running stage is gone; retaking it"
-                );
-                store.requeue_dead(r)?;
-            }
-        }
+        // A run left `running` by a dead process is retaken by the stage's job itself
+        // (`ActiveRun::begin_with`), whoever starts it.
         // Ready means every input is finished, so each has its run.
         let inputs: Vec<StageInput<'_>> = node
             .inputs
