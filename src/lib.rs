@@ -12,6 +12,7 @@
 //! * [`cli`]: the `flowprior` command line.
 
 pub mod backend;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod data;

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use super::Cli;
 use super::bench_store::{store_bench, store_writer};
-use crate::jobs::bench_prior::PriorBench;
+use crate::bench::prior::PriorBench;
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
@@ -432,15 +432,15 @@ fn align_bench(
     backend: crate::backend::BackendKind,
 ) -> anyhow::Result<()> {
     use crate::backend::{DeviceSpec, run_job};
-    use crate::jobs::bench_align::AlignBench;
-    use crate::jobs::tokenizer::TokenizerConfig;
+    use crate::bench::align::AlignBench;
+    use crate::stage::tokenizer::TokenizerConfig;
     use crate::sweep::{Scale, StageKind};
     let _ = rayon::ThreadPoolBuilder::new()
         .num_threads(threads.max(1))
         .build_global();
     let preset = |s: Scale| -> anyhow::Result<TokenizerConfig> {
         Ok(serde_json::from_value(
-            StageKind::named(crate::jobs::tokenizer::TOKENIZER).defaults(s),
+            StageKind::named(crate::stage::tokenizer::TOKENIZER).defaults(s),
         )?)
     };
     // (label, tokenizer preset, prior width, prior depth): the sweeps' small tokenizer with the small

@@ -7,7 +7,7 @@ use anyhow::Context;
 use super::{BackendArgs, Cli};
 use crate::backend::run_job;
 use crate::data::DatasetId;
-use crate::jobs::classifier::{ClassifierConfig, TrainClassifier};
+use crate::stage::classifier::{ClassifierConfig, TrainClassifier};
 
 #[derive(clap::Args, Debug)]
 pub struct ClassifierArgs {

@@ -9,7 +9,7 @@ use tabled::settings::Style;
 use super::{BackendArgs, Cli};
 use crate::backend::run_job;
 use crate::jobs::JobRun;
-use crate::jobs::toy::{ToyAlignJob, ToyConfig, ToyPreset, ToyPriorJob};
+use crate::stage::toy::{ToyAlignJob, ToyConfig, ToyPreset, ToyPriorJob};
 use crate::toy::{ALL_TARGETS, Target};
 
 #[derive(clap::Args, Debug)]

@@ -1,15 +1,6 @@
-//! Jobs: units of work that run on a backend and record themselves in the run store.
-
-pub mod bench_align;
-pub mod bench_prior;
-pub mod classifier;
-pub mod dino;
-pub mod feature_nets;
-pub mod generator;
-pub mod latent_ae;
-pub mod prior;
-pub mod tokenizer;
-pub mod toy;
+//! What every job shares. A job is the work of one stage run (its module lives in `src/stage/`): it
+//! claims its run through [`run_or_reuse`] (or finds it finished, or held by another worker), records
+//! itself through an `ActiveRun`, and reads its inputs' artifacts from the store.
 
 use std::path::PathBuf;
 

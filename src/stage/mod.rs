@@ -1,8 +1,9 @@
 //! Stages: the kinds of work a sweep runs (and `flowprior stage run` runs alone). Each kind is one
-//! module implementing [`Stage`]: its name, the stages it reads, its presets per [`Scale`], how its
-//! configuration is checked, the run identity a configuration has, and how it runs (through a job of
-//! [`crate::jobs`] that claims its run with [`crate::jobs::run_or_reuse`]). The sweep engine (spec, plan,
-//! exec, report) knows stages only through [`StageKind`], a handle into [`REGISTRY`].
+//! module here holding its configuration with its presets per [`Scale`], its job (which claims its run
+//! with [`crate::jobs::run_or_reuse`]), and, in its `stage` submodule, its [`Stage`] implementation:
+//! its name, the stages it reads, how its configuration is checked, the run identity a configuration
+//! has, and how it runs. The sweep engine (spec, plan, exec, report) knows stages only through
+//! [`StageKind`], a handle into [`REGISTRY`].
 //!
 //! Adding a stage kind: a new module here with a unit struct implementing [`Stage`], and one line in
 //! [`REGISTRY`] (in dependency order: after every stage it reads). docs/architecture.md walks through
@@ -13,11 +14,11 @@
 macro_rules! checks_as {
     ($cfg:ty) => {
         fn check_types(&self, cfg: &serde_json::Value) -> std::result::Result<(), String> {
-            super::typed::<$cfg>(cfg).map(drop)
+            crate::stage::typed::<$cfg>(cfg).map(drop)
         }
 
         fn check(&self, cfg: &serde_json::Value) -> std::result::Result<(), String> {
-            super::typed::<$cfg>(cfg)?.validate()
+            crate::stage::typed::<$cfg>(cfg)?.validate()
         }
     };
 }
@@ -33,14 +34,14 @@ mod prelude {
     pub use serde_json::Value;
 }
 
-mod classifier;
-mod dino;
-mod generator;
-mod latent_ae;
-mod prior;
-mod tokenizer;
-mod toy_align;
-mod toy_prior;
+pub mod classifier;
+pub mod dino;
+pub mod feature_nets;
+pub mod generator;
+pub mod latent_ae;
+pub mod prior;
+pub mod tokenizer;
+pub mod toy;
 
 use std::path::{Path, PathBuf};
 
@@ -108,15 +109,15 @@ pub trait Stage: Sync {
 
 /// Every stage kind, in dependency order (inputs before the stages that read them).
 pub static REGISTRY: &[&dyn Stage] = &[
-    &classifier::Classifier,
-    &toy_prior::ToyPrior,
-    &toy_align::ToyAlign,
-    &latent_ae::VAE,
-    &latent_ae::VQ,
-    &dino::Dino,
-    &prior::Prior,
-    &tokenizer::Tokenizer,
-    &generator::Generator,
+    &classifier::stage::Classifier,
+    &toy::prior_stage::ToyPrior,
+    &toy::align_stage::ToyAlign,
+    &latent_ae::stage::VAE,
+    &latent_ae::stage::VQ,
+    &dino::stage::Dino,
+    &prior::stage::Prior,
+    &tokenizer::stage::Tokenizer,
+    &generator::stage::Generator,
 ];
 
 /// A stage kind: a handle into [`REGISTRY`]. Ordered as the registry (dependency order).

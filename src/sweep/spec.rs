@@ -430,7 +430,7 @@ impl Sweep {
         stage
             .and_then(StageKind::parse)
             .or_else(|| self.stages.last().copied())
-            .unwrap_or_else(|| StageKind::named(crate::jobs::toy::TOY_ALIGN))
+            .unwrap_or_else(|| StageKind::named(crate::stage::toy::TOY_ALIGN))
     }
 }
 

@@ -155,8 +155,8 @@ seeds_dummy = 0
 fn the_sweep_and_the_toy_command_build_the_same_runs() {
     let sweep = parse(BASE).expect("valid");
     let plan = Plan::expand(&sweep, Path::new("data")).expect("plan");
-    let mut cfg = crate::jobs::toy::ToyConfig::preset(
-        crate::jobs::toy::ToyPreset::Smoke,
+    let mut cfg = crate::stage::toy::ToyConfig::preset(
+        crate::stage::toy::ToyPreset::Smoke,
         crate::toy::Target::Mixture,
     );
     cfg.prior.prior_steps = 10;

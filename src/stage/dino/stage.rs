@@ -1,14 +1,14 @@
 //! The `dino` stage: image features of a pretrained visual encoder (EfficientNet-Lite0 here, the
 //! stand-in for DINOv2), a prior source.
 
-use super::prelude::*;
-use crate::jobs::dino::{DinoConfig, DinoJob};
+use crate::stage::dino::{DinoConfig, DinoJob};
+use crate::stage::prelude::*;
 
 pub struct Dino;
 
 impl Stage for Dino {
     fn name(&self) -> &'static str {
-        crate::jobs::dino::DINO
+        crate::stage::dino::DINO
     }
 
     fn defaults(&self, scale: Scale) -> Value {

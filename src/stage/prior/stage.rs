@@ -1,22 +1,22 @@
 //! The `prior` stage: a flow prior trained on projected target features. Its source is a file, the
 //! text model's token table, or the output of the `vae` / `vq` / `dino` stage (then its input).
 
-use super::prelude::*;
 use crate::jobs::Upstream;
-use crate::jobs::prior::{PriorConfig, PriorJob};
+use crate::stage::prelude::*;
+use crate::stage::prior::{PriorConfig, PriorJob};
 
 pub struct Prior;
 
 impl Stage for Prior {
     fn name(&self) -> &'static str {
-        crate::jobs::prior::PRIOR
+        crate::stage::prior::PRIOR
     }
 
     fn inputs(&self) -> &'static [&'static str] {
         &[
-            crate::jobs::latent_ae::VAE,
-            crate::jobs::latent_ae::VQ,
-            crate::jobs::dino::DINO,
+            crate::stage::latent_ae::VAE,
+            crate::stage::latent_ae::VQ,
+            crate::stage::dino::DINO,
         ]
     }
 

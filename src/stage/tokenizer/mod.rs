@@ -9,6 +9,9 @@
 //! network (named in the metric: `rfid/classifier`, `rfid/efficientnet`). Artifacts: the weights, the
 //! latents and labels of training images (the generator's data), a reconstruction grid.
 
+/// Its [`Stage`](crate::stage::Stage) implementation (the registry's entry).
+pub mod stage;
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -18,12 +21,6 @@ use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
 
-use super::classifier::ClassifierConfig;
-use super::dino::DinoConfig;
-pub use super::feature_nets::FeatureNet;
-use super::feature_nets::{LoadedNet, load_classifier, weights_identity};
-use super::prior::PriorConfig;
-use super::{Claim, JobRun, Upstream};
 use crate::backend::BackendJob;
 use crate::data::ImageDataset;
 use crate::error::{Error, Result};
@@ -33,10 +30,16 @@ use crate::flow::likelihood::{Divergence, log_likelihood};
 use crate::flow::net::SimpleMlpAdaLn;
 use crate::flow::schedule::LrSchedule;
 use crate::flow::train::load_prior;
+use crate::jobs::{Claim, JobRun, Upstream};
 use crate::metrics::frechet::frechet_from_samples;
 use crate::metrics::image::{psnr, ssim};
 use crate::metrics::knn::knn_nll;
 use crate::models::tokenizer::{Discriminator, Tokenizer, hinge_d_loss};
+use crate::stage::classifier::ClassifierConfig;
+use crate::stage::dino::DinoConfig;
+pub use crate::stage::feature_nets::FeatureNet;
+use crate::stage::feature_nets::{LoadedNet, load_classifier, weights_identity};
+use crate::stage::prior::PriorConfig;
 use crate::store::{ActiveRun, RunSpec, Store};
 use crate::tensors::{from_host_f32, scalar, to_host};
 
@@ -79,7 +82,7 @@ impl BackendJob for TokenizerJob<'_> {
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<JobRun<i64>> {
         let spec = self.spec();
         let backend = self.config.backend.name();
-        super::run_or_reuse(self.store, &spec, backend, self.claim, |run| {
+        crate::jobs::run_or_reuse(self.store, &spec, backend, self.claim, |run| {
             train::<B>(&self, run, &device).map(|()| run.id())
         })
     }
@@ -98,11 +101,11 @@ fn load_frozen_prior<B: AutodiffBackend>(
     up: &Upstream<PriorConfig>,
     device: &B::Device,
 ) -> Result<FrozenPrior<B>> {
-    let file = super::input_artifact(job.store, up.run, "prior")?;
+    let file = crate::jobs::input_artifact(job.store, up.run, "prior")?;
     let net = load_prior::<B>(up.config.net(), &file, device)
         .map_err(|m| Error::input(&file, m))?
         .no_grad();
-    let tfile = super::input_artifact(job.store, up.run, "targets")?;
+    let tfile = crate::jobs::input_artifact(job.store, up.run, "targets")?;
     let targets = read_features(&tfile, None)?;
     if targets.dim != job.config.channels {
         return Err(Error::input(
@@ -158,7 +161,7 @@ impl Semantic {
 
 /// The `dino` run's features, averaged over each image's tokens.
 fn load_semantic(job: &TokenizerJob<'_>, up: &Upstream<DinoConfig>) -> Result<Semantic> {
-    let file = super::input_artifact(job.store, up.run, super::latent_ae::FEATURES)?;
+    let file = crate::jobs::input_artifact(job.store, up.run, crate::stage::latent_ae::FEATURES)?;
     let set = read_features(&file, None)?;
     let (n, t, d) = (set.n, set.tokens, set.dim);
     let mut rows = vec![0f32; n * d];
@@ -243,7 +246,7 @@ fn train<B: AutodiffBackend>(
     )
     .map_err(|m| Error::input(Path::new(TOKENIZER), m))?;
     B::seed(device, cfg.seed);
-    let (train, test) = super::load_28x28(
+    let (train, test) = crate::jobs::load_28x28(
         cfg.dataset,
         &job.data_dir,
         (cfg.train_size, cfg.test_size),
@@ -299,7 +302,7 @@ fn train<B: AutodiffBackend>(
         lambda = cfg.lambda,
         "tokenizer: training"
     );
-    let bar = super::progress_bar(cfg.steps as u64, TOKENIZER);
+    let bar = crate::jobs::progress_bar(cfg.steps as u64, TOKENIZER);
     let log_every = (cfg.steps / 100).max(1);
     let started = Instant::now();
     for (step, idx) in train
@@ -393,7 +396,7 @@ fn train<B: AutodiffBackend>(
     }
 
     // Artifacts: weights, latents and labels of training images, a reconstruction grid.
-    let dir = super::run_dir(job.store, run.id())?;
+    let dir = crate::jobs::run_dir(job.store, run.id())?;
     let stem = dir.join(TOKENIZER);
     model_v
         .clone()

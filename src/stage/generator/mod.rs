@@ -9,6 +9,9 @@
 //! Latents are divided by their global standard deviation before training (the scaling factor MAR
 //! estimates from data) and multiplied back before decoding.
 
+/// Its [`Stage`](crate::stage::Stage) implementation (the registry's entry).
+pub mod stage;
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -19,15 +22,12 @@ use burn::tensor::{Int, Tensor, TensorData};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::Upstream;
-use super::classifier::ClassifierConfig;
-use super::feature_nets::{FeatureNet, LoadedNet, load_classifier, weights_identity};
-use super::tokenizer::{LABELS, LATENTS, TokenizerConfig};
-use super::{Claim, JobRun};
 use crate::backend::BackendJob;
 use crate::data::Split;
 use crate::error::{Error, Result};
 use crate::features::read_features;
+use crate::jobs::Upstream;
+use crate::jobs::{Claim, JobRun};
 use crate::metrics::frechet::frechet_from_samples;
 use crate::metrics::inception_score::{inception_score, softmax_rows};
 use crate::metrics::knn::precision_recall;
@@ -35,6 +35,9 @@ use crate::models::cond::{LabelledLatents, cond_flow_loss, train_generator};
 use crate::models::dit::{Dit, DitShape};
 use crate::models::mar::Mar;
 use crate::models::tokenizer::Tokenizer;
+use crate::stage::classifier::ClassifierConfig;
+use crate::stage::feature_nets::{FeatureNet, LoadedNet, load_classifier, weights_identity};
+use crate::stage::tokenizer::{LABELS, LATENTS, TokenizerConfig};
 use crate::store::{ActiveRun, Store};
 use crate::tensors::to_host;
 
@@ -71,7 +74,7 @@ impl BackendJob for GeneratorJob<'_> {
             .config
             .run_spec(&self.classifier.hash, &self.tokenizer.hash, &weights);
         let backend = self.config.backend.name();
-        super::run_or_reuse(self.store, &spec, backend, self.claim, |run| {
+        crate::jobs::run_or_reuse(self.store, &spec, backend, self.claim, |run| {
             train::<B>(&self, run, &device).map(|()| run.id())
         })
     }
@@ -82,7 +85,7 @@ impl BackendJob for GeneratorJob<'_> {
 fn semantic_dim(job: &GeneratorJob<'_>, semantic_weight: f64) -> Result<usize> {
     let recorded = job
         .store
-        .series(job.tokenizer.run, super::tokenizer::SEMANTIC_DIM_KEY)?;
+        .series(job.tokenizer.run, crate::stage::tokenizer::SEMANTIC_DIM_KEY)?;
     Ok(match recorded.last() {
         Some(&(_, v)) => v as usize,
         None if semantic_weight > 0.0 => LEGACY_SEMANTIC_DIM,
@@ -184,8 +187,8 @@ fn train<B: AutodiffBackend>(
     cfg.check_inputs(&job.classifier.config, tcfg)
         .map_err(|m| Error::input(Path::new(GENERATOR), m))?;
     B::seed(device, cfg.seed);
-    let lat_file = super::input_artifact(job.store, job.tokenizer.run, LATENTS)?;
-    let lab_file = super::input_artifact(job.store, job.tokenizer.run, LABELS)?;
+    let lat_file = crate::jobs::input_artifact(job.store, job.tokenizer.run, LATENTS)?;
+    let lab_file = crate::jobs::input_artifact(job.store, job.tokenizer.run, LABELS)?;
     let mut set = read_features(&lat_file, None)?;
     let labels: Vec<i64> = read_features(&lab_file, None)?
         .data
@@ -223,7 +226,7 @@ fn train<B: AutodiffBackend>(
         dim = set.dim,
         "generator: training"
     );
-    let bar = super::progress_bar(cfg.steps as u64, GENERATOR);
+    let bar = crate::jobs::progress_bar(cfg.steps as u64, GENERATOR);
     let log_every = (cfg.steps / 100).max(1);
     let started = Instant::now();
     let mut on_step = |step: usize, loss: f64| -> Result<()> {
@@ -296,7 +299,7 @@ fn train<B: AutodiffBackend>(
     }
 
     // The tokenizer that decodes, and the feature networks.
-    let tok_file = super::input_artifact(job.store, job.tokenizer.run, "weights")?;
+    let tok_file = crate::jobs::input_artifact(job.store, job.tokenizer.run, "weights")?;
     let semantic_dim = semantic_dim(job, tcfg.semantic_weight)?;
     let tokenizer = Tokenizer::<B::InnerBackend>::new(tcfg.shape(semantic_dim), device)
         .load_file(
@@ -360,7 +363,7 @@ fn train<B: AutodiffBackend>(
     }
 
     // Artifacts: the generator's weights and a grid of guided samples (one row per class).
-    let dir = super::run_dir(job.store, run.id())?;
+    let dir = crate::jobs::run_dir(job.store, run.id())?;
     let stem = dir.join(GENERATOR);
     net.save_file(&stem)?;
     run.artifact("weights", &stem.with_extension("mpk"))?;

@@ -4,6 +4,9 @@
 //! as [N, 49, C] tokens; `vq` saves its codebook [K, C] (the discrete prior lives on the codes). Both
 //! save the weights, log their losses, the test reconstruction PSNR, and (VQ) the codebook usage.
 
+/// Its [`Stage`](crate::stage::Stage) implementation (the registry's entry).
+pub mod stage;
+
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -13,12 +16,12 @@ use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
-use super::{Claim, JobRun};
 use crate::backend::{BackendJob, BackendKind};
 use crate::config::{positive_counts, positive_rates};
 use crate::data::DatasetId;
 use crate::error::{Error, Result};
 use crate::features::write_npy;
+use crate::jobs::{Claim, JobRun};
 use crate::models::latent_ae::{AeKind, LatentAe};
 use crate::store::{ActiveRun, RunSpec, Store};
 use crate::tensors::{from_host_f32, scalar, to_host};
@@ -122,7 +125,7 @@ impl BackendJob for LatentAeJob<'_> {
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<JobRun<i64>> {
         let spec = self.config.run_spec(self.kind);
         let backend = self.config.backend.name();
-        super::run_or_reuse(self.store, &spec, backend, self.claim, |run| {
+        crate::jobs::run_or_reuse(self.store, &spec, backend, self.claim, |run| {
             train::<B>(&self, run, &device)
         })
     }
@@ -135,7 +138,7 @@ fn train<B: AutodiffBackend>(
 ) -> Result<i64> {
     let cfg = &job.config;
     B::seed(device, cfg.seed);
-    let (train, test) = super::load_28x28(
+    let (train, test) = crate::jobs::load_28x28(
         cfg.dataset,
         &job.data_dir,
         (cfg.train_size, cfg.test_size),
@@ -149,7 +152,7 @@ fn train<B: AutodiffBackend>(
         model = model.init_codebook_from(from_host_f32::<B>(x, 784, device), cfg.seed);
     }
     let mut optim = AdamConfig::new().init::<B, LatentAe<B>>();
-    let bar = super::progress_bar(cfg.steps as u64, stage_name(job.kind));
+    let bar = crate::jobs::progress_bar(cfg.steps as u64, stage_name(job.kind));
     let log_every = (cfg.steps / 100).max(1);
     let started = Instant::now();
     let mut used = vec![0u64; cfg.codebook_size];
@@ -239,7 +242,7 @@ fn train<B: AutodiffBackend>(
     }
 
     // Artifacts: weights and the feature set.
-    let dir = super::run_dir(job.store, run.id())?;
+    let dir = crate::jobs::run_dir(job.store, run.id())?;
     let stem = dir.join(stage_name(job.kind));
     model
         .clone()

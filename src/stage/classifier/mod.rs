@@ -3,6 +3,9 @@
 //! It is the smallest job that exercises every layer of the harness (backend, data, training,
 //! run store, artifacts); its checkpoint is the project's own feature network for FID-like metrics.
 
+/// Its [`Stage`](crate::stage::Stage) implementation (the registry's entry).
+pub mod stage;
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -14,10 +17,10 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use super::JobRun;
 use crate::backend::{BackendJob, BackendKind};
 use crate::data::{DatasetId, ImageDataset, Split};
 use crate::error::{Error, Result};
+use crate::jobs::JobRun;
 use crate::models::classifier::MlpClassifier;
 use crate::store::{ActiveRun, RunSpec, Store};
 
@@ -100,7 +103,7 @@ pub struct TrainClassifier<'a> {
     pub data_dir: PathBuf,
     pub artifacts_dir: PathBuf,
     pub store: &'a Store,
-    pub claim: super::Claim,
+    pub claim: crate::jobs::Claim,
 }
 
 impl BackendJob for TrainClassifier<'_> {
@@ -109,7 +112,7 @@ impl BackendJob for TrainClassifier<'_> {
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<ClassifierOutcome> {
         let spec = self.config.run_spec();
         let backend = self.config.backend.name();
-        let outcome = super::run_or_reuse(self.store, &spec, backend, self.claim, |run| {
+        let outcome = crate::jobs::run_or_reuse(self.store, &spec, backend, self.claim, |run| {
             train::<B>(
                 &self.config,
                 &self.data_dir,
@@ -165,7 +168,7 @@ fn train<B: AutodiffBackend>(
     let mut model = MlpClassifier::<B>::new(d, cfg.hidden, train.classes, device);
     let mut optim = AdamConfig::new().init::<B, MlpClassifier<B>>();
     let loss_fn = CrossEntropyLoss::new(None, device);
-    let bar = super::progress_bar(cfg.steps as u64, "classifier");
+    let bar = crate::jobs::progress_bar(cfg.steps as u64, "classifier");
     let started = Instant::now();
     for (step, idx) in train
         .batches(cfg.batch_size, cfg.seed)

@@ -4,11 +4,11 @@
 use crate::backend::BackendKind;
 use crate::config::{positive_counts, positive_rates};
 use crate::data::DatasetId;
-use crate::jobs::classifier::ClassifierConfig;
-use crate::jobs::dino::DinoConfig;
-use crate::jobs::feature_nets::{FeatureNet, weights_entry};
-use crate::jobs::prior::PriorConfig;
 use crate::models::tokenizer::{Regulariser, TokenizerShape};
+use crate::stage::classifier::ClassifierConfig;
+use crate::stage::dino::DinoConfig;
+use crate::stage::feature_nets::{FeatureNet, weights_entry};
+use crate::stage::prior::PriorConfig;
 use crate::store::RunSpec;
 use serde::{Deserialize, Serialize};
 
@@ -228,10 +228,10 @@ impl TokenizerConfig {
     ) -> RunSpec {
         let mut inputs = vec![("classifier", classifier_hash)];
         if let Some(h) = prior_hash {
-            inputs.push((crate::jobs::prior::PRIOR, h));
+            inputs.push((crate::stage::prior::PRIOR, h));
         }
         if let Some(h) = semantic_hash {
-            inputs.push((crate::jobs::dino::DINO, h));
+            inputs.push((crate::stage::dino::DINO, h));
         }
         let extra = weights_entry(weights)
             .into_iter()
@@ -255,12 +255,12 @@ impl TokenizerConfig {
     /// The stages this configuration reads, in order: the classifier, the prior (`prior`), the dino
     /// stage (`semantic_weight > 0`).
     pub fn inputs(&self) -> Vec<&'static str> {
-        let mut v = vec![crate::jobs::classifier::CLASSIFIER];
+        let mut v = vec![crate::stage::classifier::CLASSIFIER];
         if self.prior {
-            v.push(crate::jobs::prior::PRIOR);
+            v.push(crate::stage::prior::PRIOR);
         }
         if self.semantic_weight > 0.0 {
-            v.push(crate::jobs::dino::DINO);
+            v.push(crate::stage::dino::DINO);
         }
         v
     }

@@ -2,30 +2,30 @@
 //! with a baseline regulariser. Reads the classifier (perceptual loss, rFID), the prior when aligned,
 //! and the dino stage when it has a semantic loss.
 
-use super::prelude::*;
-use crate::jobs::dino::DinoConfig;
-use crate::jobs::prior::PriorConfig;
-use crate::jobs::tokenizer::{FeatureNet, TokenizerConfig, TokenizerJob};
+use crate::stage::dino::DinoConfig;
+use crate::stage::prelude::*;
+use crate::stage::prior::PriorConfig;
+use crate::stage::tokenizer::{FeatureNet, TokenizerConfig, TokenizerJob};
 
 pub struct Tokenizer;
 
 impl Stage for Tokenizer {
     fn name(&self) -> &'static str {
-        crate::jobs::tokenizer::TOKENIZER
+        crate::stage::tokenizer::TOKENIZER
     }
 
     fn inputs(&self) -> &'static [&'static str] {
         &[
-            crate::jobs::classifier::CLASSIFIER,
-            crate::jobs::prior::PRIOR,
-            crate::jobs::dino::DINO,
+            crate::stage::classifier::CLASSIFIER,
+            crate::stage::prior::PRIOR,
+            crate::stage::dino::DINO,
         ]
     }
 
     fn inputs_for(&self, cfg: &Value) -> Vec<&'static str> {
         match typed::<TokenizerConfig>(cfg) {
             Ok(t) => t.inputs(),
-            Err(_) => vec![crate::jobs::classifier::CLASSIFIER],
+            Err(_) => vec![crate::stage::classifier::CLASSIFIER],
         }
     }
 
@@ -97,7 +97,7 @@ impl Stage for Tokenizer {
             prior_cfg.as_ref(),
             dino_cfg.as_ref(),
         )?;
-        let weights = crate::jobs::feature_nets::weights_identity(&t.rfid, env.data_dir, |f| {
+        let weights = crate::stage::feature_nets::weights_identity(&t.rfid, env.data_dir, |f| {
             env.file_identity(f)
         });
         Ok(t.run_spec(

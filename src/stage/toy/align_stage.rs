@@ -1,17 +1,17 @@
 //! The `toy_align` stage: free points optimised on L_align alone under a frozen toy prior.
 
-use super::prelude::*;
-use crate::jobs::toy::{ToyAlignConfig, ToyAlignJob, ToyPriorConfig};
+use crate::stage::prelude::*;
+use crate::stage::toy::{ToyAlignConfig, ToyAlignJob, ToyPriorConfig};
 
 pub struct ToyAlign;
 
 impl Stage for ToyAlign {
     fn name(&self) -> &'static str {
-        crate::jobs::toy::TOY_ALIGN
+        crate::stage::toy::TOY_ALIGN
     }
 
     fn inputs(&self) -> &'static [&'static str] {
-        &[crate::jobs::toy::TOY_PRIOR]
+        &[crate::stage::toy::TOY_PRIOR]
     }
 
     fn defaults(&self, scale: Scale) -> Value {

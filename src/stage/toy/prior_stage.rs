@@ -1,14 +1,14 @@
 //! The `toy_prior` stage: a flow prior trained on a 2-D toy target (paper Fig. 3, 5, 6).
 
-use super::prelude::*;
-use crate::jobs::toy::{ToyPriorConfig, ToyPriorJob};
+use crate::stage::prelude::*;
+use crate::stage::toy::{ToyPriorConfig, ToyPriorJob};
 use crate::toy::Target;
 
 pub struct ToyPrior;
 
 impl Stage for ToyPrior {
     fn name(&self) -> &'static str {
-        crate::jobs::toy::TOY_PRIOR
+        crate::stage::toy::TOY_PRIOR
     }
 
     fn defaults(&self, scale: Scale) -> Value {
@@ -27,7 +27,7 @@ impl Stage for ToyPrior {
     }
 
     fn provenance(&self, cfg: &Value) -> Vec<(&'static str, String)> {
-        let text = |k: &str| super::setting_text(cfg, k);
+        let text = |k: &str| crate::stage::setting_text(cfg, k);
         vec![
             (
                 "dataset",

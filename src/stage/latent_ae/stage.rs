@@ -1,9 +1,9 @@
 //! The `vae` and `vq` stages: a small KL-VAE / VQ-VAE on an image dataset, whose latents (vae) or
 //! codebook (vq) are prior sources. One implementation, two registry entries.
 
-use super::prelude::*;
-use crate::jobs::latent_ae::{LatentAeConfig, LatentAeJob};
 use crate::models::latent_ae::AeKind;
+use crate::stage::latent_ae::{LatentAeConfig, LatentAeJob};
+use crate::stage::prelude::*;
 
 /// A latent autoencoder stage of one kind.
 pub struct LatentAe {
@@ -14,13 +14,13 @@ pub struct LatentAe {
 /// The `vae` stage.
 pub static VAE: LatentAe = LatentAe {
     kind: AeKind::Vae,
-    name: crate::jobs::latent_ae::VAE,
+    name: crate::stage::latent_ae::VAE,
 };
 
 /// The `vq` stage.
 pub static VQ: LatentAe = LatentAe {
     kind: AeKind::Vq,
-    name: crate::jobs::latent_ae::VQ,
+    name: crate::stage::latent_ae::VQ,
 };
 
 impl Stage for LatentAe {

@@ -5,11 +5,11 @@ use super::GENERATOR;
 use crate::backend::BackendKind;
 use crate::config::{fractions, positive_counts, positive_rates};
 use crate::flow::schedule::LrSchedule;
-use crate::jobs::classifier::ClassifierConfig;
-use crate::jobs::feature_nets::{FeatureNet, weights_entry};
-use crate::jobs::tokenizer::TokenizerConfig;
 use crate::models::cond::{ADAM_BETA2_DEFAULT, CondTrainConfig};
 use crate::models::mar::{EMBED_STD_MAR, MASK_RATIO_MIN, MarShape, MaskRatio};
+use crate::stage::classifier::ClassifierConfig;
+use crate::stage::feature_nets::{FeatureNet, weights_entry};
+use crate::stage::tokenizer::TokenizerConfig;
 use crate::store::RunSpec;
 use serde::{Deserialize, Serialize};
 

@@ -9,11 +9,11 @@ use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Distribution, Tensor};
 
-use super::tokenizer::{StepContext, TokenizerConfig, step_losses};
 use crate::backend::BackendJob;
 use crate::flow::FlowNetConfig;
 use crate::models::classifier::MlpClassifier;
 use crate::models::tokenizer::{Discriminator, Tokenizer, hinge_d_loss};
+use crate::stage::tokenizer::{StepContext, TokenizerConfig, step_losses};
 
 /// One measured configuration.
 #[derive(Debug, Clone)]

@@ -1,14 +1,14 @@
 //! The `classifier` stage: the MLP classifier on an image dataset (the project's feature network for
 //! rFID / FID and the tokenizer's perceptual loss).
 
-use super::prelude::*;
-use crate::jobs::classifier::{ClassifierConfig, TrainClassifier};
+use crate::stage::classifier::{ClassifierConfig, TrainClassifier};
+use crate::stage::prelude::*;
 
 pub struct Classifier;
 
 impl Stage for Classifier {
     fn name(&self) -> &'static str {
-        crate::jobs::classifier::CLASSIFIER
+        crate::stage::classifier::CLASSIFIER
     }
 
     fn defaults(&self, scale: Scale) -> Value {
@@ -43,7 +43,7 @@ impl Stage for Classifier {
     }
 
     fn provenance(&self, cfg: &Value) -> Vec<(&'static str, String)> {
-        vec![("dataset", super::setting_text(cfg, "dataset"))]
+        vec![("dataset", crate::stage::setting_text(cfg, "dataset"))]
     }
 
     fn run(

@@ -4,18 +4,21 @@
 //! Images (28x28 grey) are resized to 224x224 (bilinear), repeated over 3 channels, kept in [0, 255].
 //! Features: the 7x7 spatial tokens of the last stage ([N, 49, 1280]) or the pooled vector ([N, 1280]).
 
+/// Its [`Stage`](crate::stage::Stage) implementation (the registry's entry).
+pub mod stage;
+
 use std::path::{Path, PathBuf};
 
 use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use serde::{Deserialize, Serialize};
 
-use super::{Claim, JobRun};
 use crate::backend::{BackendJob, BackendKind};
 use crate::config::positive_counts;
 use crate::data::{DatasetId, Split};
 use crate::error::{Error, Result};
 use crate::features::write_npy;
+use crate::jobs::{Claim, JobRun};
 use crate::models::efficientnet::{EfficientNetLite0, IMAGE_SIZE};
 use crate::store::{ActiveRun, RunSpec, Store};
 use crate::tensors::to_host;
@@ -106,7 +109,7 @@ impl BackendJob for DinoJob<'_> {
         let weights = self.config.weights_file(&self.data_dir);
         let spec = self.config.run_spec(&crate::util::file_identity(&weights));
         let backend = self.config.backend.name();
-        super::run_or_reuse(self.store, &spec, backend, self.claim, |run| {
+        crate::jobs::run_or_reuse(self.store, &spec, backend, self.claim, |run| {
             extract::<B::InnerBackend>(&self, &weights, run, &device)
         })
     }
@@ -140,7 +143,7 @@ fn extract<B: Backend>(
     let n = cfg.images.min(train.len());
     let per = if cfg.pooled { 1280 } else { 49 * 1280 };
     let mut data = Vec::with_capacity(n * per);
-    let bar = super::progress_bar(n as u64, "dino features");
+    let bar = crate::jobs::progress_bar(n as u64, "dino features");
     let idx: Vec<usize> = (0..n).collect();
     for chunk in idx.chunks(cfg.batch) {
         let (x, _) = train.gather(chunk);
@@ -157,7 +160,7 @@ fn extract<B: Backend>(
     }
     bar.finish_and_clear();
     run.log("dino/images", 0, n as f64)?;
-    let dir = super::run_dir(job.store, run.id())?;
+    let dir = crate::jobs::run_dir(job.store, run.id())?;
     let file = dir.join("features.npy");
     let shape: Vec<usize> = if cfg.pooled {
         vec![n, 1280]
@@ -165,6 +168,6 @@ fn extract<B: Backend>(
         vec![n, 49, 1280]
     };
     write_npy(&file, &data, &shape).map_err(Error::write(&file))?;
-    run.artifact(super::latent_ae::FEATURES, &file)?;
+    run.artifact(crate::stage::latent_ae::FEATURES, &file)?;
     Ok(run.id())
 }

@@ -88,13 +88,13 @@ pub fn weights_identity(
 /// classes of 784-pixel images.
 pub fn load_classifier<B: Backend>(
     store: &crate::store::Store,
-    up: &super::Upstream<super::classifier::ClassifierConfig>,
+    up: &crate::jobs::Upstream<super::classifier::ClassifierConfig>,
     classes: usize,
     device: &B::Device,
 ) -> Result<MlpClassifier<B>> {
     use burn::module::Module;
     use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
-    let file = super::input_artifact(store, up.run, "checkpoint")?;
+    let file = crate::jobs::input_artifact(store, up.run, "checkpoint")?;
     MlpClassifier::<B>::new(784, up.config.hidden, classes, device)
         .load_file(
             file.clone(),

@@ -10,6 +10,9 @@
 //! training rows as the reference a perfect prior would reach. Artifacts: the prior, the projection,
 //! and the projected training rows (the target set of downstream k-NN NLL proxies).
 
+/// Its [`Stage`](crate::stage::Stage) implementation (the registry's entry).
+pub mod stage;
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -20,7 +23,6 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
-use super::{Claim, JobRun};
 use crate::backend::{BackendJob, BackendKind};
 use crate::config::{fractions, positive_counts, positive_rates};
 use crate::error::{Error, Result};
@@ -28,6 +30,7 @@ use crate::features::{FeatureSet, read_features, write_npy};
 use crate::flow::schedule::LrSchedule;
 use crate::flow::train::{OptimizerKind, PriorTrainConfig, StepLog, save_prior, train_prior};
 use crate::flow::{FlowNetConfig, Solver, sample};
+use crate::jobs::{Claim, JobRun};
 use crate::metrics::frechet::{Gaussian, frechet_distance};
 use crate::metrics::intrinsic::{knn_distance_spread, separation_ratio, two_nn};
 use crate::metrics::knn::{knn_log_radius, precision_recall};
@@ -252,22 +255,26 @@ impl PriorConfig {
     /// The stage whose `features` artifact this configuration reads, if any.
     pub fn source_stage(&self) -> Option<&'static str> {
         match self.source {
-            SourceKind::Vae => Some(super::latent_ae::VAE),
-            SourceKind::Vq => Some(super::latent_ae::VQ),
-            SourceKind::Dino => Some(super::dino::DINO),
+            SourceKind::Vae => Some(crate::stage::latent_ae::VAE),
+            SourceKind::Vq => Some(crate::stage::latent_ae::VQ),
+            SourceKind::Dino => Some(crate::stage::dino::DINO),
             SourceKind::Qwen | SourceKind::File => None,
         }
     }
 
     /// The run of this configuration on the features of the `stage` run whose hash is `input_hash`.
     pub fn run_spec_on_stage(&self, stage: &str, input_hash: &str) -> RunSpec {
-        self.spec_with(super::identity(self, &[(stage, input_hash)], []))
+        self.spec_with(crate::jobs::identity(self, &[(stage, input_hash)], []))
     }
 
     /// The run of this configuration on the source file whose content identity is `source` (see
     /// [`crate::util::file_identity`]): a file changed under the same path is a different run.
     pub fn run_spec(&self, source: &str) -> RunSpec {
-        self.spec_with(super::identity(self, &[], [(SOURCE_KEY, source.into())]))
+        self.spec_with(crate::jobs::identity(
+            self,
+            &[],
+            [(SOURCE_KEY, source.into())],
+        ))
     }
 
     fn spec_with(&self, config: serde_json::Value) -> RunSpec {
@@ -300,7 +307,7 @@ pub struct PriorJob<'a> {
     pub config: PriorConfig,
     /// The `vae` / `vq` / `dino` run whose features are the source (those sources only; its
     /// configuration is not needed, the features artifact is).
-    pub input: Option<super::Upstream<()>>,
+    pub input: Option<crate::jobs::Upstream<()>>,
     pub data_dir: PathBuf,
     pub store: &'a Store,
     pub claim: Claim,
@@ -327,7 +334,7 @@ impl BackendJob for PriorJob<'_> {
             }
         };
         let backend = self.config.backend.name();
-        super::run_or_reuse(self.store, &spec, backend, self.claim, |run| {
+        crate::jobs::run_or_reuse(self.store, &spec, backend, self.claim, |run| {
             run_prior::<B>(&self, run, &device)
         })
     }
@@ -350,7 +357,7 @@ fn run_prior<B: AutodiffBackend>(
     let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed);
     let (file, key) = match &job.input {
         Some(input) => (
-            super::input_artifact(job.store, input.run, super::latent_ae::FEATURES)?,
+            crate::jobs::input_artifact(job.store, input.run, crate::stage::latent_ae::FEATURES)?,
             None,
         ),
         None => cfg.source_file(&job.data_dir),
@@ -426,7 +433,7 @@ fn run_prior<B: AutodiffBackend>(
 
     // Flow matching on random batches of projected rows.
     tracing::info!(run = run.id(), rows = n_train, dim = d, "prior: training");
-    let bar = super::progress_bar(cfg.steps as u64, "prior");
+    let bar = crate::jobs::progress_bar(cfg.steps as u64, "prior");
     let log_every = (cfg.steps / 200).max(1);
     let started = Instant::now();
     let mut batch_rng = rand::rngs::StdRng::seed_from_u64(cfg.seed ^ 0x9e37_79b9);
@@ -515,7 +522,7 @@ fn run_prior<B: AutodiffBackend>(
     }
 
     // Artifacts: the prior, the projection, the projected training rows.
-    let dir = super::run_dir(job.store, run.id())?;
+    let dir = crate::jobs::run_dir(job.store, run.id())?;
     let stem = dir.join("prior");
     let file = save_prior(&prior, &stem).map_err(Error::write(&stem))?;
     run.artifact("prior", &file)?;

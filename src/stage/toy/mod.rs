@@ -2,6 +2,10 @@
 //! logging L_align, the target NLL (analytic for the mixtures, Gaussian KDE otherwise) and the flow's
 //! exact NLL as series, summary metrics at the end, and the paper's figures as PNG files.
 
+/// The two [`Stage`](crate::stage::Stage) implementations (the registry's entries).
+pub mod align_stage;
+pub mod prior_stage;
+
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -12,11 +16,11 @@ use burn::tensor::{Distribution, Tensor};
 use rand::SeedableRng;
 use serde::Serialize;
 
-use super::{Claim, JobRun};
 use crate::backend::BackendJob;
 use crate::error::{Error, Result};
 use crate::flow::train::{StepLog, load_prior, save_prior, train_prior};
 use crate::flow::{Divergence, SimpleMlpAdaLn, align_loss, log_likelihood};
+use crate::jobs::{Claim, JobRun};
 use crate::plot;
 use crate::store::{ActiveRun, Store};
 use crate::tensors::{from_host, scalar, to_host};
@@ -63,7 +67,7 @@ impl BackendJob for ToyPriorJob<'_> {
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<JobRun<i64>> {
         let spec = self.config.run_spec();
         let backend = self.config.backend.name();
-        super::run_or_reuse(self.store, &spec, backend, self.claim, |run| {
+        crate::jobs::run_or_reuse(self.store, &spec, backend, self.claim, |run| {
             let cfg = &self.config;
             B::seed(&device, cfg.seed);
             let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed);
@@ -73,7 +77,7 @@ impl BackendJob for ToyPriorJob<'_> {
                 "toy: training the prior"
             );
             let prior = train_toy_prior::<B>(cfg, run, &device, &mut rng)?;
-            let dir = super::run_dir(self.store, run.id())?;
+            let dir = crate::jobs::run_dir(self.store, run.id())?;
             let stem = dir.join("prior");
             let file = save_prior(&prior, &stem).map_err(Error::write(&stem))?;
             run.artifact("prior", &file)?;
@@ -99,7 +103,7 @@ impl BackendJob for ToyAlignJob<'_> {
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<ToyOutcome> {
         let spec = self.config.run_spec(&self.prior);
         let backend = self.config.backend.name();
-        let outcome = super::run_or_reuse(self.store, &spec, backend, self.claim, |run| {
+        let outcome = crate::jobs::run_or_reuse(self.store, &spec, backend, self.claim, |run| {
             run_toy_align::<B>(&self, run, &device)
         })?;
         Ok(match outcome {
@@ -167,7 +171,7 @@ fn train_toy_prior<B: AutodiffBackend>(
     device: &B::Device,
     rng: &mut rand::rngs::StdRng,
 ) -> Result<SimpleMlpAdaLn<B>> {
-    let bar = super::progress_bar(
+    let bar = crate::jobs::progress_bar(
         cfg.prior_steps as u64,
         &format!("prior {}", cfg.target.name()),
     );
@@ -241,7 +245,7 @@ fn run_toy_align<B: AutodiffBackend>(
     )?;
     B::seed(device, cfg.seed);
     let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed);
-    let file = super::input_artifact(job.store, job.prior_run, "prior")?;
+    let file = crate::jobs::input_artifact(job.store, job.prior_run, "prior")?;
     let prior: SimpleMlpAdaLn<B> = load_prior(job.prior.net(), &file, device)
         .map_err(|message| Error::input(&file, message))?;
     let prior = prior.no_grad();
@@ -278,7 +282,8 @@ fn run_toy_align<B: AutodiffBackend>(
         )),
     };
     let mut optim = AdamConfig::new().init::<B, FreePoints<B>>();
-    let bar = super::progress_bar(cfg.align_steps as u64, &format!("align {}", target.name()));
+    let bar =
+        crate::jobs::progress_bar(cfg.align_steps as u64, &format!("align {}", target.name()));
     let (mut curve_align, mut curve_nll, mut curve_flow) = (Vec::new(), Vec::new(), Vec::new());
     let mut frames: Vec<(String, Vec<f64>)> = Vec::new();
     let snapshot_every = (cfg.align_steps / 5).max(1);
@@ -407,7 +412,7 @@ fn run_toy_align<B: AutodiffBackend>(
     // Figures (paper Fig. 3 panels and Fig. 6 snapshots).
     let out = match &job.figures_dir {
         Some(d) => d.join(target.name()),
-        None => super::run_dir(job.store, run.id())?.join("figures"),
+        None => crate::jobs::run_dir(job.store, run.id())?.join("figures"),
     };
     std::fs::create_dir_all(&out).map_err(Error::write(&out))?;
     let extent = (-3.0, 3.0, -3.0, 3.0);

@@ -1,25 +1,25 @@
 //! The `generator` stage: a class-conditional generator (MAR with a flow head, or a DiT trained by
 //! flow matching) on a tokenizer's latents, scored with and without classifier-free guidance.
 
-use super::prelude::*;
-use crate::jobs::generator::{GeneratorConfig, GeneratorJob, GeneratorKind};
+use crate::stage::generator::{GeneratorConfig, GeneratorJob, GeneratorKind};
+use crate::stage::prelude::*;
 
 pub struct Generator;
 
 impl Stage for Generator {
     fn name(&self) -> &'static str {
-        crate::jobs::generator::GENERATOR
+        crate::stage::generator::GENERATOR
     }
 
     fn inputs(&self) -> &'static [&'static str] {
         &[
-            crate::jobs::classifier::CLASSIFIER,
-            crate::jobs::tokenizer::TOKENIZER,
+            crate::stage::classifier::CLASSIFIER,
+            crate::stage::tokenizer::TOKENIZER,
         ]
     }
 
     fn optional_settings(&self) -> &'static [&'static str] {
-        crate::jobs::generator::OPTIONAL_SETTINGS
+        crate::stage::generator::OPTIONAL_SETTINGS
     }
 
     fn defaults(&self, scale: Scale) -> Value {
@@ -68,7 +68,7 @@ impl Stage for Generator {
             return Err("needs the `classifier` and `tokenizer` stages".into());
         };
         g.check_inputs(&typed(classifier.config)?, &typed(tokenizer.config)?)?;
-        let weights = crate::jobs::feature_nets::weights_identity(&g.metrics, env.data_dir, |f| {
+        let weights = crate::stage::feature_nets::weights_identity(&g.metrics, env.data_dir, |f| {
             env.file_identity(f)
         });
         Ok(g.run_spec(classifier.hash, tokenizer.hash, &weights))
@@ -96,7 +96,7 @@ impl Stage for Generator {
                 "feature network",
                 format!(
                     "FID / IS / precision-recall on {}",
-                    crate::jobs::feature_nets::FeatureNet::describe_all(&g.metrics)
+                    crate::stage::feature_nets::FeatureNet::describe_all(&g.metrics)
                 ),
             ),
         ]

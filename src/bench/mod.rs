@@ -1,0 +1,5 @@
+//! Benchmark jobs: training steps of the pipeline timed on a backend, beside the PyTorch replicas
+//! of the same steps that `flowprior bench` runs in the same invocation.
+
+pub mod align;
+pub mod prior;
