@@ -36,12 +36,25 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// A file's content identity for run configurations: `sha256:<hex>`, or `unreadable` when it cannot
+/// The content identity of a file that cannot be read (see [`file_identity`]).
+pub const UNREADABLE: &str = "unreadable";
+
+/// A file's content identity for run configurations: `sha256:<hex>`, or [`UNREADABLE`] when it cannot
 /// be read (the job then fails with the reader's own message).
 pub fn file_identity(path: &Path) -> String {
     match sha256_file(path) {
         Ok((sha, _)) => format!("sha256:{sha}"),
-        Err(_) => "unreadable".into(),
+        Err(_) => UNREADABLE.into(),
+    }
+}
+
+/// Every string inside a JSON value (depth first).
+pub fn json_strings(v: &serde_json::Value) -> Box<dyn Iterator<Item = &str> + '_> {
+    match v {
+        serde_json::Value::String(s) => Box::new(std::iter::once(s.as_str())),
+        serde_json::Value::Array(a) => Box::new(a.iter().flat_map(json_strings)),
+        serde_json::Value::Object(m) => Box::new(m.values().flat_map(json_strings)),
+        _ => Box::new(std::iter::empty()),
     }
 }
 

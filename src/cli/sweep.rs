@@ -10,7 +10,6 @@ use tabled::settings::Style;
 
 use super::Cli;
 use crate::backend::BackendKind;
-use crate::data::DatasetId;
 use crate::jobs::Claim;
 use crate::store::{DEFAULT_STALE_AFTER_S, RunInfo, RunStatus};
 use crate::sweep::estimate::{Estimate, estimate};
@@ -178,37 +177,26 @@ fn plan_table(
 /// What the plan needs that is not there: input files that cannot be read, datasets missing from
 /// the data folder.
 fn missing_inputs(plan: &Plan, data_dir: &std::path::Path) -> Vec<String> {
-    fn strings<'a>(v: &'a serde_json::Value, out: &mut Vec<&'a str>) {
-        match v {
-            serde_json::Value::String(s) => out.push(s),
-            serde_json::Value::Array(a) => a.iter().for_each(|x| strings(x, out)),
-            serde_json::Value::Object(m) => m.values().for_each(|x| strings(x, out)),
-            _ => {}
-        }
-    }
     let mut problems = Vec::new();
     for n in &plan.nodes {
-        let mut values = Vec::new();
-        strings(&n.spec.config, &mut values);
-        if values.contains(&"unreadable") {
+        let unreadable =
+            crate::util::json_strings(&n.spec.config).any(|s| s == crate::util::UNREADABLE);
+        if unreadable {
             problems.push(format!(
                 "{}: an input file cannot be read (`flowprior data check` lists what is missing; \
                  `just data` fetches it)",
                 n.spec.name
             ));
         }
-        for d in [DatasetId::FashionMnist, DatasetId::Mnist5k] {
+        for d in n.stage.datasets(&n.config) {
             let folder = d.name();
-            let needed = values
-                .iter()
-                .any(|v| *v == folder || *v == format!("{d:?}").to_lowercase());
             let absent: Vec<&str> = crate::data::catalog::EXPECTED_FILES
                 .iter()
                 .filter(|f| f.rel.starts_with(&format!("{folder}/")))
                 .filter(|f| !data_dir.join(f.rel).is_file())
                 .map(|f| f.rel)
                 .collect();
-            if needed && !absent.is_empty() {
+            if !absent.is_empty() {
                 problems.push(format!(
                     "{}: dataset {folder} is missing from {} ({}; `just data` fetches it)",
                     n.spec.name,

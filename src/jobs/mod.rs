@@ -115,10 +115,28 @@ pub fn run_dir(store: &Store, run: i64) -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// Saves a module's weights to `stem` + `.mpk` (named MessagePack at full precision, what every
+/// loader here reads) and returns that file's path.
+pub fn save_weights<B, M>(model: &M, stem: &std::path::Path) -> Result<PathBuf>
+where
+    B: burn::tensor::backend::Backend,
+    M: burn::module::Module<B>,
+{
+    use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
+    model
+        .clone()
+        .save_file(
+            stem.to_path_buf(),
+            &NamedMpkFileRecorder::<FullPrecisionSettings>::new(),
+        )
+        .map_err(Error::write(stem))?;
+    Ok(stem.with_extension("mpk"))
+}
+
 /// The file an upstream run recorded as its `kind` artifact, checked against the recorded SHA-256
 /// (a file changed or lost since is an error, never silently used).
 pub fn input_artifact(store: &Store, run: i64, kind: &str) -> Result<PathBuf> {
-    let Some((path, sha)) = store.artifact(run, kind)? else {
+    let Some(crate::store::ArtifactRef { path, sha256: sha }) = store.artifact(run, kind)? else {
         return Err(Error::Input {
             path: store.path().to_path_buf(),
             message: format!("run {run} recorded no `{kind}` artifact"),

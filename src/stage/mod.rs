@@ -95,6 +95,14 @@ pub trait Stage: Sync {
     fn provenance(&self, _cfg: &Value) -> Vec<(&'static str, String)> {
         Vec::new()
     }
+    /// The image datasets a configuration reads from the data folder (checked before a sweep runs).
+    /// By default the one its `dataset` setting names, if it has one.
+    fn datasets(&self, cfg: &Value) -> Vec<crate::data::DatasetId> {
+        cfg.get("dataset")
+            .and_then(|d| serde_json::from_value(d.clone()).ok())
+            .into_iter()
+            .collect()
+    }
     /// Runs (or finds finished, or finds held elsewhere) the run of `cfg`, whose inputs are the
     /// finished runs `inputs`, on `backend` / `device`.
     fn run(
@@ -233,6 +241,11 @@ impl StageKind {
     /// See [`Stage::provenance`].
     pub fn provenance(self, cfg: &Value) -> Vec<(&'static str, String)> {
         self.stage().provenance(cfg)
+    }
+
+    /// The image datasets a configuration reads (see [`Stage::datasets`]).
+    pub fn datasets(self, cfg: &Value) -> Vec<crate::data::DatasetId> {
+        self.stage().datasets(cfg)
     }
 
     /// Runs (or finds finished, or finds held elsewhere) the stage's run for `cfg`, whose inputs are
@@ -393,5 +406,21 @@ mod tests {
             Some("tokenizer")
         );
         assert_eq!(StageKind::parse("nope"), None);
+    }
+
+    #[test]
+    fn every_stage_with_a_dataset_setting_declares_the_dataset() {
+        for k in StageKind::all() {
+            let cfg = k.defaults(Scale::Smoke);
+            let declared: Vec<Value> = k
+                .datasets(&cfg)
+                .iter()
+                .map(|d| serde_json::to_value(d).expect("serialise"))
+                .collect();
+            match cfg.get("dataset") {
+                Some(set) => assert_eq!(declared, vec![set.clone()], "{}", k.name()),
+                None => assert!(declared.is_empty(), "{}: {declared:?}", k.name()),
+            }
+        }
     }
 }

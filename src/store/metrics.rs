@@ -346,7 +346,7 @@ impl Store {
     pub fn series(&self, run: i64, key: &str) -> Result<Vec<(i64, f64)>> {
         let rows = self
             .block_on(async {
-                sqlx::query_as::<_, (i64, Option<f64>)>(
+                sqlx::query_as::<_, SeriesPoint>(
                     "SELECT step, value FROM metrics WHERE run_id = ? AND key = ? ORDER BY step",
                 )
                 .bind(run)
@@ -357,7 +357,7 @@ impl Store {
             .map_err(sql_err("read series"))?;
         Ok(rows
             .into_iter()
-            .map(|(s, v)| (s, v.unwrap_or(f64::NAN)))
+            .map(|p| (p.step, p.value.unwrap_or(f64::NAN)))
             .collect())
     }
 
@@ -390,9 +390,9 @@ impl Store {
 
 impl Store {
     /// The (path, sha256) a run recorded as its artifact of `kind` (the first by path when several).
-    pub fn artifact(&self, run: i64, kind: &str) -> Result<Option<(String, String)>> {
+    pub fn artifact(&self, run: i64, kind: &str) -> Result<Option<ArtifactRef>> {
         self.block_on(async {
-            sqlx::query_as::<_, (String, String)>(
+            sqlx::query_as::<_, ArtifactRef>(
                 "SELECT path, sha256 FROM artifacts WHERE run_id = ? AND kind = ? ORDER BY path LIMIT 1",
             )
             .bind(run)
@@ -407,7 +407,7 @@ impl Store {
     pub fn all_summaries(&self) -> Result<FinalValues> {
         let rows = self
             .block_on(async {
-                sqlx::query_as::<_, (i64, String, Option<f64>)>(
+                sqlx::query_as::<_, SummaryEntry>(
                     "SELECT run_id, key, value FROM summary ORDER BY run_id, key",
                 )
                 .fetch_all(self.pool())
@@ -415,11 +415,33 @@ impl Store {
             })
             .map_err(sql_err("read summaries"))?;
         let mut out: BTreeMap<i64, Vec<(String, Option<f64>)>> = BTreeMap::new();
-        for (id, key, value) in rows {
-            out.entry(id).or_default().push((key, value));
+        for r in rows {
+            out.entry(r.run_id).or_default().push((r.key, r.value));
         }
         Ok(out)
     }
+}
+
+/// One point of a metric series as stored (NULL for a value that was not finite).
+#[derive(sqlx::FromRow)]
+struct SeriesPoint {
+    step: i64,
+    value: Option<f64>,
+}
+
+/// Where a run's artifact of one kind lies, and its recorded SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ArtifactRef {
+    pub path: String,
+    pub sha256: String,
+}
+
+/// One final value of one run (a row of `summary`).
+#[derive(sqlx::FromRow)]
+struct SummaryEntry {
+    run_id: i64,
+    key: String,
+    value: Option<f64>,
 }
 
 fn param_from_row(row: &sqlx::sqlite::SqliteRow) -> std::result::Result<ParamValue, sqlx::Error> {

@@ -28,7 +28,7 @@ pub use active::{
     ActiveRun, DEFAULT_DIVERGENCE_FACTOR, DEFAULT_STALE_AFTER_S, DivergenceGuard, HEARTBEAT_EVERY,
 };
 pub use export::{ExportFormat, ExportTable};
-pub use metrics::{MetricPoint, ParamValue, SummaryRow};
+pub use metrics::{ArtifactRef, MetricPoint, ParamValue, SummaryRow};
 pub use query::{Cell, OutputFormat, QueryResult, RowWriter, format_real};
 pub use runs::{ArtifactRow, RunDetail, RunEnv, RunInfo, RunSpec, RunStatus, process_alive};
 pub use statement::{READ_KEYWORDS, check_read_statement};

@@ -94,13 +94,13 @@ impl Store {
             return Ok(());
         }
         self.block_on(async {
-            let kinds = sqlx::query_as::<_, (String, String)>(
+            let kinds = sqlx::query_as::<_, ParamKind>(
                 "SELECT DISTINCT key, kind FROM params ORDER BY key, kind",
             )
             .fetch_all(self.pool())
             .await?;
             let mut params: Vec<(String, Vec<String>)> = Vec::new();
-            for (key, kind) in kinds {
+            for ParamKind { key, kind } in kinds {
                 match params.last_mut() {
                     Some((k, ks)) if *k == key => ks.push(kind),
                     _ => params.push((key, vec![kind])),
@@ -156,4 +156,11 @@ mod tests {
         assert!(sql.contains("key = 'it''s'"), "{sql}");
         assert!(sql.contains("AS \"m_a_b\""), "{sql}");
     }
+}
+
+/// A parameter key and one kind of value recorded under it.
+#[derive(sqlx::FromRow)]
+struct ParamKind {
+    key: String,
+    kind: String,
 }

@@ -9,10 +9,10 @@ pub mod stage;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use burn::module::{AutodiffModule, Module};
+use burn::module::AutodiffModule;
 use burn::nn::loss::CrossEntropyLoss;
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
-use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
+
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
@@ -208,11 +208,7 @@ fn train<B: AutodiffBackend>(
     let dir = artifacts_dir.join(format!("run-{}", run.id()));
     std::fs::create_dir_all(&dir).map_err(Error::write(&dir))?;
     let stem = dir.join("classifier");
-    let recorder = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
-    model
-        .save_file(stem.clone(), &recorder)
-        .map_err(Error::write(&stem))?;
-    let file = stem.with_extension("mpk");
+    let file = crate::jobs::save_weights(&model, &stem)?;
     run.artifact("checkpoint", &file)?;
     tracing::info!(
         run = run.id(),

@@ -167,13 +167,11 @@ impl<B: Backend> Generator<B> {
     }
 
     /// Saves the weights to `stem` + `.mpk`.
-    fn save_file(&self, stem: &Path) -> Result<()> {
-        let recorder = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
+    fn save_file(&self, stem: &Path) -> Result<PathBuf> {
         match self {
-            Generator::Dit(net) => net.clone().save_file(stem.to_path_buf(), &recorder),
-            Generator::Mar(net, _) => net.clone().save_file(stem.to_path_buf(), &recorder),
+            Generator::Dit(net) => crate::jobs::save_weights(net.as_ref(), stem),
+            Generator::Mar(net, _) => crate::jobs::save_weights(net.as_ref(), stem),
         }
-        .map_err(Error::write(stem))
     }
 }
 
@@ -365,8 +363,7 @@ fn train<B: AutodiffBackend>(
     // Artifacts: the generator's weights and a grid of guided samples (one row per class).
     let dir = crate::jobs::run_dir(job.store, run.id())?;
     let stem = dir.join(GENERATOR);
-    net.save_file(&stem)?;
-    run.artifact("weights", &stem.with_extension("mpk"))?;
+    run.artifact("weights", &net.save_file(&stem)?)?;
     let per_class = (cfg.samples / classes).min(10);
     let mut grid = Vec::with_capacity(classes * per_class * 784);
     for c in 0..classes {

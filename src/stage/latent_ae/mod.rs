@@ -10,9 +10,9 @@ pub mod stage;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use burn::module::{AutodiffModule, Module};
+use burn::module::AutodiffModule;
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
-use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
+
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
@@ -244,14 +244,7 @@ fn train<B: AutodiffBackend>(
     // Artifacts: weights and the feature set.
     let dir = crate::jobs::run_dir(job.store, run.id())?;
     let stem = dir.join(stage_name(job.kind));
-    model
-        .clone()
-        .save_file(
-            stem.clone(),
-            &NamedMpkFileRecorder::<FullPrecisionSettings>::new(),
-        )
-        .map_err(Error::write(&stem))?;
-    run.artifact("weights", &stem.with_extension("mpk"))?;
+    run.artifact("weights", &crate::jobs::save_weights(&model, &stem)?)?;
     let features = dir.join("features.npy");
     let write = |data: Vec<f32>, shape: &[usize]| {
         write_npy(&features, &data, shape).map_err(Error::write(&features))

@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use burn::module::{AutodiffModule, Module};
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
-use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
+
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
 
@@ -398,14 +398,7 @@ fn train<B: AutodiffBackend>(
     // Artifacts: weights, latents and labels of training images, a reconstruction grid.
     let dir = crate::jobs::run_dir(job.store, run.id())?;
     let stem = dir.join(TOKENIZER);
-    model_v
-        .clone()
-        .save_file(
-            stem.clone(),
-            &NamedMpkFileRecorder::<FullPrecisionSettings>::new(),
-        )
-        .map_err(Error::write(&stem))?;
-    run.artifact("weights", &stem.with_extension("mpk"))?;
+    run.artifact("weights", &crate::jobs::save_weights(&model_v, &stem)?)?;
     save_latents::<B::InnerBackend>(job, &model_v, &train, &dir, run, device)?;
     let show = 16.min(test.len());
     let grid: Vec<f32> = [&orig[..show * 784], &rec[..show * 784]].concat();
