@@ -109,6 +109,7 @@ bench threads="1":
     CARGO_TARGET_DIR=target/release-build cargo run --locked --release -- bench prior --threads {{threads}}
     CARGO_TARGET_DIR=target/release-build cargo run --locked --release -- --db target/bench.db bench store --processes 4 --points 5000 --batch 50
     CARGO_TARGET_DIR=target/release-build cargo run --locked --release -- bench knn --threads {{threads}}
+    CARGO_TARGET_DIR=target/release-build cargo run --locked --release -- bench kde --threads {{threads}}
     CARGO_TARGET_DIR=target/release-build cargo run --locked --release -- bench align --threads {{threads}}
 
 # faiss-cpu in .venv-bench: the reference of the k-NN benchmark.

@@ -2,4 +2,5 @@
 //! of the same steps that `flowprior bench` runs in the same invocation.
 
 pub mod align;
+pub mod kde;
 pub mod prior;

@@ -73,6 +73,25 @@ pub enum BenchCommand {
         #[arg(long)]
         faiss_python: Option<std::path::PathBuf>,
     },
+    /// The toy metrics' KDE log-density through a k-d tree with a kernel cut-off, beside the sum over
+    /// every sample, on the same samples and points (every target without a closed-form density).
+    Kde {
+        /// KDE samples (the paper's toy: 100,000).
+        #[arg(long, default_value_t = 100_000)]
+        samples: usize,
+        /// Bandwidth (the paper's toy: 0.1).
+        #[arg(long, default_value_t = 0.1)]
+        bandwidth: f64,
+        /// Points drawn from the target, as the toy's free points (the paper: 1000).
+        #[arg(long, default_value_t = 1000)]
+        points: usize,
+        /// The landscape grid's resolution over [-3, 3]^2, added to the points (the paper preset: 60).
+        #[arg(long, default_value_t = 60)]
+        grid: usize,
+        /// Threads for both.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+    },
     /// The cost of alignment: tokenizer training steps/s with lambda = 0 and lambda > 0 under a frozen
     /// prior, for the tokenizer and prior sizes of the sweeps' presets (target: at most 10% more).
     Align {
@@ -126,6 +145,13 @@ pub fn run(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
             *threads,
             faiss_python.as_deref(),
         ),
+        BenchCommand::Kde {
+            samples,
+            bandwidth,
+            points,
+            grid,
+            threads,
+        } => kde_bench(*samples, *bandwidth, *points, *grid, *threads),
         BenchCommand::StoreWriter {
             name,
             points,
@@ -187,6 +213,58 @@ fn venv_python(flag: Option<&std::path::Path>, venv: &str) -> std::path::PathBuf
     })
 }
 
+fn kde_bench(
+    samples: usize,
+    bandwidth: f64,
+    points: usize,
+    grid: usize,
+    threads: usize,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        samples > 0 && bandwidth > 0.0,
+        "need at least one sample and a positive bandwidth"
+    );
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .build()?;
+    let rows = pool.install(|| crate::bench::kde::kde_bench(samples, bandwidth, points, grid));
+    println!(
+        "toy KDE log-density: {samples} samples, bandwidth {bandwidth}, {points} points + {grid} x {grid} grid, \
+         {threads} thread(s), {}; tolerance {} nats",
+        profile_name(),
+        crate::toy::kde::KDE_TOLERANCE
+    );
+    let mut b = tabled::builder::Builder::default();
+    b.push_record([
+        "target",
+        "points",
+        "k-d tree",
+        "every sample",
+        "speed-up",
+        "max error (nats)",
+    ]);
+    for r in &rows {
+        b.push_record([
+            format!("{:?}", r.target).to_lowercase(),
+            r.points.to_string(),
+            format!("{:.3} s", r.tree_s),
+            format!("{:.3} s", r.brute_s),
+            format!("{:.1}x", r.brute_s / r.tree_s),
+            format!("{:.1e}", r.max_error),
+        ]);
+    }
+    println!("{}", b.build().with(tabled::settings::Style::sharp()));
+    Ok(())
+}
+
+fn profile_name() -> &'static str {
+    if cfg!(debug_assertions) {
+        "dev profile"
+    } else {
+        "release profile"
+    }
+}
+
 fn knn_bench(
     nq: usize,
     nt: usize,
@@ -235,11 +313,7 @@ fn knn_bench(
             .to_string()),
         Err(e) => Err(format!("{}: {e}", python.display())),
     };
-    let profile = if cfg!(debug_assertions) {
-        "dev profile"
-    } else {
-        "release profile"
-    };
+    let profile = profile_name();
     println!(
         "exact k-NN: {nq} queries x {nt} targets, d = {dim}, k = {k}, {threads} thread(s), {profile}"
     );
@@ -353,11 +427,7 @@ fn prior_bench(
         backends.to_vec()
     };
     let python = venv_python(torch_python, ".venv-torch");
-    let profile = if cfg!(debug_assertions) {
-        "dev profile"
-    } else {
-        "release profile"
-    };
+    let profile = profile_name();
     let mut b = tabled::builder::Builder::default();
     b.push_record([
         "size",
@@ -502,11 +572,7 @@ fn align_bench(
             if overhead <= 0.10 { "yes" } else { "no" }.into(),
         ]);
     }
-    let profile = if cfg!(debug_assertions) {
-        "dev profile"
-    } else {
-        "release profile"
-    };
+    let profile = profile_name();
     println!(
         "tokenizer training step with and without lambda * L_align (flow_mul 4; pixel + perceptual + adversarial terms and the discriminator step in both), {} backend, {threads} thread(s), {steps} timed steps after {warmup} warm-up, flowprior {profile}",
         backend.name()

@@ -1,49 +1,5 @@
-//! Toy-experiment metrics: Gaussian KDE log-density, rank correlation, coverage and mode statistics.
-
-use rayon::prelude::*;
-
-use super::targets::log_sum_exp;
-
-/// Gaussian kernel density estimate in 2-D with an isotropic bandwidth `h`:
-/// `log p(y) = log( (1/N) sum_i N(y; x_i, h^2 I) )`.
-pub struct Kde {
-    samples: Vec<[f64; 2]>,
-    h: f64,
-}
-
-impl Kde {
-    /// `samples` row-major [N, 2].
-    pub fn new(samples: &[f64], h: f64) -> Kde {
-        Kde {
-            samples: samples.chunks_exact(2).map(|c| [c[0], c[1]]).collect(),
-            h,
-        }
-    }
-
-    /// Log-density of each point (row-major [M, 2]), in parallel over points.
-    pub fn log_density(&self, points: &[f64]) -> Vec<f64> {
-        let inv = 1.0 / (2.0 * self.h * self.h);
-        let norm =
-            -(2.0 * std::f64::consts::PI * self.h * self.h).ln() - (self.samples.len() as f64).ln();
-        points
-            .par_chunks_exact(2)
-            .map(|p| {
-                // Streaming log-sum-exp: one pass, no buffer of N terms.
-                let (mut m, mut s) = (f64::NEG_INFINITY, 0.0f64);
-                for x in &self.samples {
-                    let e = -((p[0] - x[0]).powi(2) + (p[1] - x[1]).powi(2)) * inv;
-                    if e > m {
-                        s = s * (m - e).exp() + 1.0;
-                        m = e;
-                    } else {
-                        s += (e - m).exp();
-                    }
-                }
-                m + s.ln() + norm
-            })
-            .collect()
-    }
-}
+//! Toy-experiment metrics: rank correlation, coverage, energy distance and mode statistics (the KDE
+//! log-density is in [`super::kde`]).
 
 /// Ranks (1-based, ties averaged).
 fn ranks(v: &[f64]) -> Vec<f64> {
@@ -146,46 +102,9 @@ pub fn mode_shares(points: &[f64], means: &[[f64; 2]]) -> Vec<f64> {
     counts.into_iter().map(|c| c as f64 / n).collect()
 }
 
-/// Direct (two-pass) KDE log-density of one point, for checking the streaming version.
-pub fn kde_direct(samples: &[f64], h: f64, p: [f64; 2]) -> f64 {
-    let terms: Vec<f64> = samples
-        .chunks_exact(2)
-        .map(|x| {
-            -((p[0] - x[0]).powi(2) + (p[1] - x[1]).powi(2)) / (2.0 * h * h)
-                - (2.0 * std::f64::consts::PI * h * h).ln()
-        })
-        .collect();
-    log_sum_exp(&terms) - ((samples.len() / 2) as f64).ln()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn kde_matches_a_direct_sum() {
-        let samples = [0.0, 0.0, 1.0, 0.5, -0.3, 2.0];
-        let kde = Kde::new(&samples, 0.1);
-        let pts = [0.05, 0.02, 0.9, 0.4, 5.0, 5.0];
-        let got = kde.log_density(&pts);
-        // Hand computation for the first point: only the first sample matters at h = 0.1.
-        let d2 = 0.05f64.powi(2) + 0.02f64.powi(2);
-        let direct0 = ((-d2 / 0.02).exp()
-            + (-(0.95f64.powi(2) + 0.48f64.powi(2)) / 0.02).exp()
-            + (-(0.35f64.powi(2) + 1.98f64.powi(2)) / 0.02).exp())
-        .ln()
-            - (2.0 * std::f64::consts::PI * 0.01).ln()
-            - 3f64.ln();
-        assert!((got[0] - direct0).abs() < 1e-9, "{} vs {direct0}", got[0]);
-        for (i, p) in pts.chunks_exact(2).enumerate() {
-            let d = kde_direct(&samples, 0.1, [p[0], p[1]]);
-            assert!(
-                (got[i] - d).abs() < 1e-9 * d.abs().max(1.0),
-                "{i}: {} vs {d}",
-                got[i]
-            );
-        }
-    }
 
     #[test]
     fn rank_correlation_and_quantiles() {

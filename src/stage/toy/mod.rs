@@ -25,7 +25,8 @@ use crate::plot;
 use crate::store::{ActiveRun, Store};
 use crate::tensors::{from_host, scalar, to_host};
 use crate::toy::Target;
-use crate::toy::metrics::{Kde, coverage, energy_distance, mode_shares, quantile, spearman};
+use crate::toy::kde::Kde;
+use crate::toy::metrics::{coverage, energy_distance, mode_shares, quantile, spearman};
 
 mod config;
 pub use config::{TOY_ALIGN, TOY_PRIOR, ToyAlignConfig, ToyConfig, ToyPreset, ToyPriorConfig};
