@@ -92,8 +92,9 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 1)]
         threads: usize,
     },
-    /// The cost of alignment: tokenizer training steps/s with lambda = 0 and lambda > 0 under a frozen
-    /// prior, for the tokenizer and prior sizes of the sweeps' presets (target: at most 10% more).
+    /// The tokenizer stage's training step with lambda = 0 and lambda > 0 under a frozen prior, beside
+    /// the same step in PyTorch eager, and what alignment adds against its floor (the prior's forward
+    /// and input-gradient flops at the prior trainer's flop rate, measured in the same run).
     Align {
         /// Timed tokenizer steps per row.
         #[arg(long, default_value_t = 3)]
@@ -107,6 +108,9 @@ pub enum BenchCommand {
         /// Backend (default: flex).
         #[arg(long, value_enum, default_value = "flex")]
         backend: crate::backend::BackendKind,
+        /// Python with torch for the reference (default: .venv-torch/bin/python, else python3).
+        #[arg(long)]
+        torch_python: Option<std::path::PathBuf>,
     },
     /// One writer: a run that logs `points` metric points in batches of `batch`.
     StoreWriter {
@@ -175,7 +179,14 @@ pub fn run(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
             warmup,
             threads,
             backend,
-        } => align_bench(*steps, *warmup, *threads, *backend),
+            torch_python,
+        } => super::bench_align::align_bench(
+            *steps,
+            *warmup,
+            *threads,
+            *backend,
+            &venv_python(torch_python.as_deref(), ".venv-torch"),
+        ),
         BenchCommand::Prior {
             size,
             steps,
@@ -257,7 +268,7 @@ fn kde_bench(
     Ok(())
 }
 
-fn profile_name() -> &'static str {
+pub(super) fn profile_name() -> &'static str {
     if cfg!(debug_assertions) {
         "dev profile"
     } else {
@@ -357,11 +368,24 @@ fn torch_reference(
     threads: usize,
     device: &str,
 ) -> Result<f64, String> {
-    let script = project_file("scripts/bench_prior.py");
+    let mut args: Vec<String> = [b.dim, b.width, b.depth, b.batch, b.steps, b.warmup, threads]
+        .map(|v| v.to_string())
+        .into();
+    args.push(device.into());
+    run_reference(python, "scripts/bench_prior.py", &args, threads)
+}
+
+/// Runs a PyTorch reference script (`scripts/...`) with `args` and `threads` threads; its last line
+/// of output is JSON with `steps_per_s`.
+pub(super) fn run_reference(
+    python: &std::path::Path,
+    script: &str,
+    args: &[String],
+    threads: usize,
+) -> Result<f64, String> {
     let out = std::process::Command::new(python)
-        .arg(&script)
-        .args([b.dim, b.width, b.depth, b.batch, b.steps, b.warmup, threads].map(|v| v.to_string()))
-        .arg(device)
+        .arg(project_file(script))
+        .args(args)
         .env("OMP_NUM_THREADS", threads.to_string())
         .env("MKL_NUM_THREADS", threads.to_string())
         .output()
@@ -490,92 +514,6 @@ fn prior_bench(
     }
     println!(
         "flow-prior training step (flow-matching loss + Adam), {threads} thread(s), {steps} timed steps after {warmup} warm-up, flowprior {profile}"
-    );
-    println!("{}", b.build().with(tabled::settings::Style::sharp()));
-    Ok(())
-}
-
-fn align_bench(
-    steps: usize,
-    warmup: usize,
-    threads: usize,
-    backend: crate::backend::BackendKind,
-) -> anyhow::Result<()> {
-    use crate::backend::{DeviceSpec, run_job};
-    use crate::bench::align::AlignBench;
-    use crate::stage::tokenizer::TokenizerConfig;
-    use crate::sweep::{Scale, StageKind};
-    let _ = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads.max(1))
-        .build_global();
-    let preset = |s: Scale| -> anyhow::Result<TokenizerConfig> {
-        Ok(serde_json::from_value(
-            StageKind::named(crate::stage::tokenizer::TOKENIZER).defaults(s),
-        )?)
-    };
-    // (label, tokenizer preset, prior width, prior depth): the sweeps' small tokenizer with the small
-    // and the paper prior, and the paper-proportioned tokenizer (64 x 32 tokens) with both.
-    let small = TokenizerConfig {
-        disc_start: 0,
-        ..preset(Scale::Small)?
-    };
-    let paper = TokenizerConfig {
-        disc_start: 0,
-        batch: 32,
-        ..preset(Scale::Paper)?
-    };
-    let cases = [
-        ("small", &small, 256, 3),
-        ("small", &small, 1024, 6),
-        ("paper (batch 32)", &paper, 256, 3),
-        ("paper (batch 32)", &paper, 1024, 6),
-    ];
-    let mut b = tabled::builder::Builder::default();
-    b.push_record([
-        "tokenizer",
-        "prior",
-        "lambda = 0 steps/s",
-        "lambda > 0 steps/s",
-        "overhead",
-        "<= 10%",
-    ]);
-    for (name, tok, width, depth) in cases {
-        let device = DeviceSpec::parse(backend, None)?;
-        let measure = |lambda: f64| {
-            run_job(
-                backend,
-                device,
-                AlignBench {
-                    tokenizer: TokenizerConfig {
-                        lambda,
-                        ..tok.clone()
-                    },
-                    prior_width: width,
-                    prior_depth: depth,
-                    steps,
-                    warmup,
-                },
-            )
-        };
-        let plain = measure(0.0)?;
-        let aligned = measure(0.01)?;
-        let overhead = plain / aligned - 1.0;
-        b.push_record([
-            format!(
-                "{name}: {} x {} tokens, width {}, depth {}, batch {}",
-                tok.tokens, tok.channels, tok.width, tok.depth, tok.batch
-            ),
-            format!("d {}, width {width}, {depth} blocks", tok.channels),
-            format!("{plain:.2}"),
-            format!("{aligned:.2}"),
-            format!("{:+.1}%", 100.0 * overhead),
-            if overhead <= 0.10 { "yes" } else { "no" }.into(),
-        ]);
-    }
-    let profile = profile_name();
-    println!(
-        "tokenizer training step with and without lambda * L_align (flow_mul 4; pixel + perceptual + adversarial terms and the discriminator step in both), {} backend, {threads} thread(s), {steps} timed steps after {warmup} warm-up, flowprior {profile}",
-        backend.name()
     );
     println!("{}", b.build().with(tabled::settings::Style::sharp()));
     Ok(())

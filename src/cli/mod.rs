@@ -2,6 +2,7 @@
 //! (anyhow); the library below returns typed errors.
 
 mod bench;
+mod bench_align;
 mod bench_store;
 mod classifier;
 mod data;
