@@ -33,7 +33,7 @@ pub(crate) const TEST_MATMUL_REL: f64 = 1e-6;
 pub(crate) const TEST_MATMUL_REL: f64 = 2e-3;
 
 /// Whether `B` (an inner backend, without autodiff) is flex, the CPU backend: the training code then
-/// splits a batch over threads (`flow::shard`) and steps the optimiser on the host (`flow::host_adam`).
+/// splits a batch over threads (`flow::shard`) and steps the optimiser on the host (`optim::Adam`).
 pub fn is_flex<B: burn::tensor::backend::Backend>() -> bool {
     #[cfg(feature = "flex")]
     {

@@ -24,6 +24,7 @@ pub mod jobs;
 pub mod linalg;
 pub mod metrics;
 pub mod models;
+pub mod optim;
 pub mod plot;
 pub mod preset;
 pub mod progress;

@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Distribution, Tensor};
 
@@ -44,8 +44,8 @@ impl BackendJob for AlignBench {
         let classifier = MlpClassifier::<B>::new(784, 256, 10, &device).no_grad();
         let mut disc = Discriminator::<B>::new(&device);
         let mut model = Tokenizer::<B>::new(cfg.shape(0), &device);
-        let mut optim = AdamConfig::new().init::<B, Tokenizer<B>>();
-        let mut optim_d = AdamConfig::new().init::<B, Discriminator<B>>();
+        let mut optim = crate::optim::Adam::default().init::<B, Tokenizer<B>>();
+        let mut optim_d = crate::optim::Adam::default().init::<B, Discriminator<B>>();
         let x = Tensor::<B, 2>::random([cfg.batch, 784], Distribution::Uniform(0.0, 1.0), &device);
         let mut step = |model: Tokenizer<B>, disc: Discriminator<B>, i: usize| {
             let ctx = StepContext {

@@ -11,6 +11,7 @@ mod runs;
 mod sql;
 mod stage;
 mod sweep;
+mod sweep_dry_run;
 mod toy;
 
 use std::path::PathBuf;

@@ -54,3 +54,18 @@ pub fn ema_update<B: Backend, M: Module<B>>(ema: M, model: &M, decay: f64) -> M 
     };
     ema.map(&mut blend)
 }
+
+/// A copy of `model` to average into, equal to it. Burn draws the initial values of some layers
+/// (its `Linear`, `Embedding` and attention configs) when a parameter is first read, separately in each
+/// clone of a module not yet read: a plain `clone()` of a fresh model would start the average from
+/// other random weights. Every parameter of `model` is read here first, so the copy holds its values.
+pub fn ema_copy<B: Backend, M: Module<B>>(model: &M) -> M {
+    struct Read;
+    impl<B: Backend> ModuleVisitor<B> for Read {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            let _ = param.val();
+        }
+    }
+    model.visit(&mut Read);
+    model.clone()
+}

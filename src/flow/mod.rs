@@ -11,7 +11,6 @@
 //! trained that way so that it can be used here unchanged.
 
 pub mod ema;
-pub mod host_adam;
 pub mod likelihood;
 pub mod loss;
 pub mod net;

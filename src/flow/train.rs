@@ -4,16 +4,16 @@
 //! EMA of the weights. The prior used downstream is the EMA copy when EMA is on.
 
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param, ParamId};
-use burn::optim::{AdamConfig, AdamWConfig, GradientsParams, Optimizer};
+use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use serde::{Deserialize, Serialize};
 
 use super::ema::ema_update;
-use super::host_adam::HostAdam;
 use super::schedule::LrSchedule;
 use super::shard::{StepGrads, flow_matching_grads};
 use super::{FlowNetConfig, SimpleMlpAdaLn};
+use crate::optim::Adam;
 
 /// Which optimiser.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,7 +148,7 @@ where
     B: AutodiffBackend,
     O: Optimizer<SimpleMlpAdaLn<B>, B>,
 {
-    let mut ema = (cfg.ema_decay > 0.0).then(|| net.clone());
+    let mut ema = (cfg.ema_decay > 0.0).then(|| crate::flow::ema::ema_copy(&net));
     for step in 0..cfg.steps {
         let x1 = next_batch(step);
         let StepGrads {
@@ -184,39 +184,17 @@ pub fn train_prior<B: AutodiffBackend, E>(
     on_step: &mut dyn FnMut(StepLog) -> Result<bool, E>,
 ) -> Result<SimpleMlpAdaLn<B>, E> {
     let net = net_cfg.init::<B>(device);
-    if crate::backend::is_flex::<B::InnerBackend>() {
-        // The same Adam / AdamW in one fused pass per parameter on the CPU (`host_adam`).
-        let o = HostAdam {
-            beta_1: cfg.beta1 as f32,
-            beta_2: cfg.beta2 as f32,
-            epsilon: 1e-8,
-            weight_decay: match cfg.optimizer {
-                OptimizerKind::Adam => None,
-                OptimizerKind::AdamW => Some(cfg.weight_decay as f32),
-            },
-        }
+    // Adam / AdamW, in one fused pass per parameter on the CPU (`optim`).
+    let o = Adam::default()
+        .with_beta_1(cfg.beta1 as f32)
+        .with_beta_2(cfg.beta2 as f32)
+        .with_epsilon(1e-8)
+        .with_weight_decay(match cfg.optimizer {
+            OptimizerKind::Adam => None,
+            OptimizerKind::AdamW => Some(cfg.weight_decay as f32),
+        })
         .init::<B, SimpleMlpAdaLn<B>>();
-        return train_with(net, o, cfg, next_batch, on_step);
-    }
-    match cfg.optimizer {
-        OptimizerKind::Adam => {
-            let o = AdamConfig::new()
-                .with_beta_1(cfg.beta1 as f32)
-                .with_beta_2(cfg.beta2 as f32)
-                .with_epsilon(1e-8)
-                .init::<B, SimpleMlpAdaLn<B>>();
-            train_with(net, o, cfg, next_batch, on_step)
-        }
-        OptimizerKind::AdamW => {
-            let o = AdamWConfig::new()
-                .with_beta_1(cfg.beta1 as f32)
-                .with_beta_2(cfg.beta2 as f32)
-                .with_epsilon(1e-8)
-                .with_weight_decay(cfg.weight_decay as f32)
-                .init::<B, SimpleMlpAdaLn<B>>();
-            train_with(net, o, cfg, next_batch, on_step)
-        }
-    }
+    train_with(net, o, cfg, next_batch, on_step)
 }
 
 /// Saves a prior's weights (Burn's named MessagePack format, full precision) to `stem`.mpk.

@@ -20,6 +20,18 @@ pub const INPUTS_KEY: &str = "inputs";
 /// not taken for finished results of the same settings now; every other identity is unchanged.
 pub const TILED_GRADIENT_KEY: &str = "tiled_gradient";
 
+/// Identity key (value `true`) of the generator runs whose EMA copy starts from the generator's own
+/// initial weights (2026-12-06, [`crate::flow::ema::ema_copy`]): before, the copy was a clone of the
+/// fresh generator, whose lazily initialised layers (attention, embeddings) drew other random values.
+/// Generator runs recorded before carry no such key, so they are not taken for results of the same
+/// settings now.
+pub const EMA_START_KEY: &str = "ema_from_model";
+
+/// The [`EMA_START_KEY`] entry of an identity when `affected`.
+pub fn ema_start_entry(affected: bool) -> Option<(&'static str, serde_json::Value)> {
+    affected.then_some((EMA_START_KEY, serde_json::Value::Bool(true)))
+}
+
 /// The [`TILED_GRADIENT_KEY`] entry of an identity when `affected`.
 pub fn tiled_gradient_entry(affected: bool) -> Option<(&'static str, serde_json::Value)> {
     affected.then_some((TILED_GRADIENT_KEY, serde_json::Value::Bool(true)))

@@ -5,7 +5,7 @@
 //! combines.
 
 use burn::module::AutodiffModule;
-use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
 use rand::rngs::StdRng;
@@ -105,8 +105,8 @@ where
     let per = tokens * channels;
     let n = labels.len();
     let mut rng = StdRng::seed_from_u64(cfg.seed);
-    let mut ema = (cfg.ema_decay > 0.0).then(|| net.clone());
-    let mut optim = AdamConfig::new()
+    let mut ema = (cfg.ema_decay > 0.0).then(|| crate::flow::ema::ema_copy(&net));
+    let mut optim = crate::optim::Adam::default()
         .with_epsilon(cfg.adam_eps as f32)
         .with_beta_2(cfg.adam_beta2 as f32)
         .init::<B, M>();

@@ -203,6 +203,33 @@ mod tests {
         t.into_data().to_vec().expect("f32")
     }
 
+    fn all_weights(net: &Dit<B>) -> Vec<f32> {
+        use burn::module::{ModuleVisitor, Param};
+        struct All(Vec<f32>);
+        impl ModuleVisitor<B> for All {
+            fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<B, D>>) {
+                self.0.extend(host(p.val()));
+            }
+        }
+        let mut all = All(Vec::new());
+        net.visit(&mut all);
+        all.0
+    }
+
+    /// The EMA copy of a fresh generator holds its weights; a plain clone of a fresh one draws its
+    /// lazily initialised layers (attention, label embedding) again. If Burn stops doing so, the
+    /// second assertion fails and `ema_copy` is no longer needed.
+    #[test]
+    fn the_ema_copy_of_a_fresh_generator_equals_it() {
+        let device = Default::default();
+        let net = Dit::<B>::new(shape(), &device);
+        let copy = crate::flow::ema::ema_copy(&net);
+        assert_eq!(all_weights(&copy), all_weights(&net));
+        let fresh = Dit::<B>::new(shape(), &device);
+        let clone = fresh.clone();
+        assert_ne!(all_weights(&clone), all_weights(&fresh));
+    }
+
     #[test]
     fn fresh_network_outputs_zero_and_guidance_combines_the_branches() {
         let device = Default::default();

@@ -11,7 +11,12 @@ use crate::store::{RunInfo, RunStatus, Store, StoreError};
 /// Top-level settings that count training steps (their cost is proportional to them).
 const STEP_KEYS: [&str; 3] = ["steps", "prior_steps", "align_steps"];
 /// Settings that never change a run's cost.
-const FREE_KEYS: [&str; 3] = ["seed", "inputs", crate::jobs::TILED_GRADIENT_KEY];
+const FREE_KEYS: [&str; 4] = [
+    "seed",
+    "inputs",
+    crate::jobs::TILED_GRADIENT_KEY,
+    crate::jobs::EMA_START_KEY,
+];
 
 /// An estimated wall time, and what it rests on.
 #[derive(Debug, Clone, PartialEq)]

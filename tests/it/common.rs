@@ -34,7 +34,12 @@ impl Sandbox {
             .arg(self.db())
             .arg("--data-dir")
             .arg(self.data());
-        c.env_remove("FLOWPRIOR_BACKEND").env("NO_COLOR", "1");
+        // One worker of one thread unless a test asks for more: tests run side by side, and a sweep's
+        // default (a worker per core) would start processes the tests do not count on.
+        c.env_remove("FLOWPRIOR_BACKEND")
+            .env("NO_COLOR", "1")
+            .env("FLOWPRIOR_WORKERS", "1")
+            .env("FLOWPRIOR_THREADS", "1");
         c
     }
 

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use burn::module::AutodiffModule;
 use burn::nn::loss::CrossEntropyLoss;
-use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::optim::{GradientsParams, Optimizer};
 
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
@@ -166,7 +166,7 @@ fn train<B: AutodiffBackend>(
     B::seed(device, cfg.seed);
     let d = train.dim();
     let mut model = MlpClassifier::<B>::new(d, cfg.hidden, train.classes, device);
-    let mut optim = AdamConfig::new().init::<B, MlpClassifier<B>>();
+    let mut optim = crate::optim::Adam::default().init::<B, MlpClassifier<B>>();
     let loss_fn = CrossEntropyLoss::new(None, device);
     let bar = crate::jobs::progress_bar(cfg.steps as u64, "classifier");
     let started = Instant::now();

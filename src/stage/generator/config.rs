@@ -354,7 +354,8 @@ impl GeneratorConfig {
                 .into_iter()
                 .chain(crate::jobs::tiled_gradient_entry(
                     self.generator == GeneratorKind::Mar && self.flow_mul() > 1,
-                )),
+                ))
+                .chain(crate::jobs::ema_start_entry(self.ema_decay > 0.0)),
         );
         RunSpec {
             stage: GENERATOR.into(),

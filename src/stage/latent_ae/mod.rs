@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use burn::module::AutodiffModule;
-use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::optim::{GradientsParams, Optimizer};
 
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
@@ -151,7 +151,7 @@ fn train<B: AutodiffBackend>(
         let (x, _) = train.gather(&idx);
         model = model.init_codebook_from(from_host_f32::<B>(x, 784, device), cfg.seed);
     }
-    let mut optim = AdamConfig::new().init::<B, LatentAe<B>>();
+    let mut optim = crate::optim::Adam::default().init::<B, LatentAe<B>>();
     let bar = crate::jobs::progress_bar(cfg.steps as u64, stage_name(job.kind));
     let log_every = (cfg.steps / 100).max(1);
     let started = Instant::now();

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::module::{AutodiffModule, Module};
-use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::optim::{GradientsParams, Optimizer};
 
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
@@ -280,8 +280,8 @@ fn train<B: AutodiffBackend>(
     run.log(SEMANTIC_DIM_KEY, 0, semantic_dim as f64)?;
     let mut model = Tokenizer::<B>::new(cfg.shape(semantic_dim), device);
     let mut disc = Discriminator::<B>::new(device);
-    let mut optim = AdamConfig::new().init::<B, Tokenizer<B>>();
-    let mut optim_d = AdamConfig::new()
+    let mut optim = crate::optim::Adam::default().init::<B, Tokenizer<B>>();
+    let mut optim_d = crate::optim::Adam::default()
         .with_beta_1(0.5)
         .init::<B, Discriminator<B>>();
     let schedule = LrSchedule::Cosine {

@@ -64,7 +64,7 @@ fn training_steps_move_the_tokenizer_and_leave_the_prior_frozen() {
     // A prior that is not the zero field (its zero-initialised layers would hide changes).
     let prior = {
         let mut p = prior;
-        let mut optim = AdamConfig::new().init::<B, SimpleMlpAdaLn<B>>();
+        let mut optim = crate::optim::Adam::default().init::<B, SimpleMlpAdaLn<B>>();
         for _ in 0..3 {
             let y = Tensor::<B, 2>::random([32, 2], Distribution::Normal(1.0, 0.2), &device);
             let loss = crate::flow::flow_matching_loss(&p, y);
@@ -78,7 +78,7 @@ fn training_steps_move_the_tokenizer_and_leave_the_prior_frozen() {
     let mut model = Tokenizer::<B>::new(cfg.shape(0), &device);
     let prior_before = flat_params(&prior);
     let model_before = flat_params(&model);
-    let mut optim = AdamConfig::new().init::<B, Tokenizer<B>>();
+    let mut optim = crate::optim::Adam::default().init::<B, Tokenizer<B>>();
     for step in 0..3 {
         let x = Tensor::<B, 2>::random([4, 784], Distribution::Uniform(0.0, 1.0), &device);
         let ctx = StepContext {

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use burn::module::{AutodiffModule, Module, Param};
-use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Distribution, Tensor};
 use rand::SeedableRng;
@@ -282,7 +282,7 @@ fn run_toy_align<B: AutodiffBackend>(
             device,
         )),
     };
-    let mut optim = AdamConfig::new().init::<B, FreePoints<B>>();
+    let mut optim = crate::optim::Adam::default().init::<B, FreePoints<B>>();
     let bar =
         crate::jobs::progress_bar(cfg.align_steps as u64, &format!("align {}", target.name()));
     let (mut curve_align, mut curve_nll, mut curve_flow) = (Vec::new(), Vec::new(), Vec::new());
