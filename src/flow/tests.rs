@@ -402,7 +402,15 @@ fn adamw_training_lowers_the_loss_and_checkpoints_round_trip() {
     let late = losses[losses.len() - 10..].iter().sum::<f64>() / 10.0;
     assert!(late < 0.7 * early, "loss {early} -> {late}");
     let dir = tempfile::tempdir().unwrap();
-    let path = train::save_prior(&prior, &dir.path().join("p")).unwrap();
+    let stem = dir.path().join("p");
+    prior
+        .clone()
+        .save_file(
+            stem.clone(),
+            &burn::record::NamedMpkFileRecorder::<burn::record::FullPrecisionSettings>::new(),
+        )
+        .unwrap();
+    let path = stem.with_extension("mpk");
     let loaded = train::load_prior::<AB>(
         FlowNetConfig {
             dim: 2,

@@ -197,21 +197,6 @@ pub fn train_prior<B: AutodiffBackend, E>(
     train_with(net, o, cfg, next_batch, on_step)
 }
 
-/// Saves a prior's weights (Burn's named MessagePack format, full precision) to `stem`.mpk.
-pub fn save_prior<B: Backend>(
-    net: &SimpleMlpAdaLn<B>,
-    stem: &std::path::Path,
-) -> Result<std::path::PathBuf, String> {
-    use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
-    net.clone()
-        .save_file(
-            stem.to_path_buf(),
-            &NamedMpkFileRecorder::<FullPrecisionSettings>::new(),
-        )
-        .map_err(|e| e.to_string())?;
-    Ok(stem.with_extension("mpk"))
-}
-
 struct Shapes(Vec<Vec<usize>>);
 
 impl<B: Backend> ModuleVisitor<B> for Shapes {
@@ -226,7 +211,8 @@ fn shapes<B: Backend>(net: &SimpleMlpAdaLn<B>) -> Vec<Vec<usize>> {
     s.0
 }
 
-/// Loads a prior of shape `net_cfg` from a file written by [`save_prior`]. Burn's loader does not check
+/// Loads a prior of shape `net_cfg` from a file written by `jobs::save_weights` (Burn's named
+/// MessagePack format, full precision). Burn's loader does not check
 /// tensor shapes, so every parameter's shape is compared with the configured network's.
 pub fn load_prior<B: Backend>(
     net_cfg: FlowNetConfig,

@@ -28,7 +28,7 @@ use crate::config::{fractions, positive_counts, positive_rates};
 use crate::error::{Error, Result};
 use crate::features::{FeatureSet, read_features, write_npy};
 use crate::flow::schedule::LrSchedule;
-use crate::flow::train::{OptimizerKind, PriorTrainConfig, StepLog, save_prior, train_prior};
+use crate::flow::train::{OptimizerKind, PriorTrainConfig, StepLog, train_prior};
 use crate::flow::{FlowNetConfig, Solver, sample};
 use crate::jobs::{Claim, JobRun};
 use crate::metrics::frechet::{Gaussian, frechet_distance};
@@ -524,7 +524,7 @@ fn run_prior<B: AutodiffBackend>(
     // Artifacts: the prior, the projection, the projected training rows.
     let dir = crate::jobs::run_dir(job.store, run.id())?;
     let stem = dir.join("prior");
-    let file = save_prior(&prior, &stem).map_err(Error::write(&stem))?;
+    let file = crate::jobs::save_weights(&prior, &stem)?;
     run.artifact("prior", &file)?;
     let (m, o) = proj
         .save(&dir.join("projection"))

@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::backend::BackendJob;
 use crate::error::{Error, Result};
-use crate::flow::train::{StepLog, load_prior, save_prior, train_prior};
+use crate::flow::train::{StepLog, load_prior, train_prior};
 use crate::flow::{Divergence, SimpleMlpAdaLn, align_loss, log_likelihood};
 use crate::jobs::{Claim, JobRun};
 use crate::plot;
@@ -80,7 +80,7 @@ impl BackendJob for ToyPriorJob<'_> {
             let prior = train_toy_prior::<B>(cfg, run, &device, &mut rng)?;
             let dir = crate::jobs::run_dir(self.store, run.id())?;
             let stem = dir.join("prior");
-            let file = save_prior(&prior, &stem).map_err(Error::write(&stem))?;
+            let file = crate::jobs::save_weights(&prior, &stem)?;
             run.artifact("prior", &file)?;
             Ok(run.id())
         })
