@@ -111,6 +111,7 @@ bench threads="1":
     CARGO_TARGET_DIR=target/release-build cargo run --locked --release -- bench knn --threads {{threads}}
     CARGO_TARGET_DIR=target/release-build cargo run --locked --release -- bench kde --threads {{threads}}
     CARGO_TARGET_DIR=target/release-build cargo run --locked --release -- bench align --threads {{threads}}
+    CARGO_TARGET_DIR=target/release-build cargo run --locked --release -- bench generator --threads {{threads}}
 
 # faiss-cpu in .venv-bench: the reference of the k-NN benchmark.
 faiss:

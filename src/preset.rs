@@ -13,7 +13,10 @@ pub enum Scale {
     #[value(alias = "tiny")]
     #[serde(alias = "tiny")]
     Smoke,
-    /// Small models (e.g. a 3000-step tokenizer: about 40 minutes on 2 CPU cores); `--dry-run`
+    /// Between smoke and small, for one CPU machine (e.g. a 1000-step tokenizer at batch 64: about 9
+    /// minutes on 2 cores); docs/sweeps.md gives its sizes and measured stage times.
+    Cpu,
+    /// Small models (e.g. a 3000-step tokenizer: about an hour on 2 CPU cores); `--dry-run`
     /// estimates a sweep's time from runs recorded on this machine.
     Small,
     /// The paper's sizes (GPU-scale).
@@ -24,6 +27,7 @@ impl Scale {
     pub fn name(self) -> &'static str {
         match self {
             Scale::Smoke => "smoke",
+            Scale::Cpu => "cpu",
             Scale::Small => "small",
             Scale::Paper => "paper",
         }

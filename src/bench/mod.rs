@@ -2,5 +2,6 @@
 //! of the same steps that `flowprior bench` runs in the same invocation.
 
 pub mod align;
+pub mod generator;
 pub mod kde;
 pub mod prior;

@@ -112,6 +112,25 @@ pub enum BenchCommand {
         #[arg(long)]
         torch_python: Option<std::path::PathBuf>,
     },
+    /// The generators' training step (dit, mar) at the sweeps' size, beside the same step in PyTorch
+    /// eager.
+    Generator {
+        /// Timed steps per row.
+        #[arg(long, default_value_t = 10)]
+        steps: usize,
+        /// Untimed steps first.
+        #[arg(long, default_value_t = 2)]
+        warmup: usize,
+        /// Threads (rayon) for the CPU backend.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Backend (default: flex).
+        #[arg(long, value_enum, default_value = "flex")]
+        backend: crate::backend::BackendKind,
+        /// Python with torch for the reference (default: .venv-torch/bin/python, else python3).
+        #[arg(long)]
+        torch_python: Option<std::path::PathBuf>,
+    },
     /// One writer: a run that logs `points` metric points in batches of `batch`.
     StoreWriter {
         /// Run name (distinct writers need distinct names).
@@ -181,6 +200,19 @@ pub fn run(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
             backend,
             torch_python,
         } => super::bench_align::align_bench(
+            *steps,
+            *warmup,
+            *threads,
+            *backend,
+            &venv_python(torch_python.as_deref(), ".venv-torch"),
+        ),
+        BenchCommand::Generator {
+            steps,
+            warmup,
+            threads,
+            backend,
+            torch_python,
+        } => super::bench_generator::generator_bench(
             *steps,
             *warmup,
             *threads,

@@ -38,7 +38,21 @@ fn norm<B: Backend>(x: Tensor<B, 3>) -> Tensor<B, 3> {
 
 /// `x * (1 + scale) + shift` with per-sample [B, w] modulation of [B, L, w].
 fn modulate<B: Backend>(x: Tensor<B, 3>, shift: Tensor<B, 2>, scale: Tensor<B, 2>) -> Tensor<B, 3> {
-    x * (scale.unsqueeze_dim::<3>(1) + 1.0) + shift.unsqueeze_dim(1)
+    let [_, l, _] = x.dims();
+    x * per_token(scale + 1.0, l) + per_token(shift, l)
+}
+
+/// A per-sample [B, w] tensor laid out for each of `l` tokens, [B, l, w], contiguous: the elementwise
+/// products with [B, l, w] activations then take the backends' same-shape paths (on flex a broadcast
+/// over the middle dimension walks an index iterator per element, several times slower). Its
+/// gradient is the sum over the tokens (concatenation's backward), as the broadcast's would be.
+fn per_token<B: Backend>(v: Tensor<B, 2>, l: usize) -> Tensor<B, 3> {
+    let v = v.unsqueeze_dim::<3>(1);
+    if l <= 1 {
+        v
+    } else {
+        Tensor::cat(vec![v; l], 1)
+    }
 }
 
 /// Zero-initialised projections `w -> w`, one per modulation tensor.
@@ -58,7 +72,8 @@ pub struct DitBlock<B: Backend> {
 impl<B: Backend> DitBlock<B> {
     fn forward(&self, x: Tensor<B, 3>, c_act: Tensor<B, 2>) -> Tensor<B, 3> {
         let m: Vec<Tensor<B, 2>> = self.ada.iter().map(|l| l.forward(c_act.clone())).collect();
-        let gate = |g: &Tensor<B, 2>| g.clone().unsqueeze_dim::<3>(1);
+        let l = x.dims()[1];
+        let gate = |g: &Tensor<B, 2>| per_token(g.clone(), l);
         let h = modulate(norm(x.clone()), m[0].clone(), m[1].clone());
         let h = self.attn.forward(MhaInput::self_attn(h)).context;
         let x = x + gate(&m[2]) * h;

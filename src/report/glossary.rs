@@ -90,6 +90,14 @@ pub fn define(metric: &str) -> Option<&'static str> {
              reach the flow head)"
         }
         "ref/is" => "Inception Score of real test images on the same classifier: the reference",
+        "gen/class_acc" => {
+            "share of generated samples that the project's classifier assigns to the class they \
+             were drawn for (in [0, 1]; 1 / classes for samples that carry no class)"
+        }
+        "ref/class_acc" => {
+            "the classifier's accuracy on real test images: the ceiling for the generated samples' \
+             class accuracy"
+        }
         "projection/distortion_cv" => {
             "coefficient of variation of the ratio of projected to original pairwise distances (0 \
              for a projection that preserves distances up to scale)"

@@ -394,7 +394,7 @@ mod tests {
                 );
             }
             // Every preset configuration of every stage passes its own checks.
-            for s in [Scale::Smoke, Scale::Small, Scale::Paper] {
+            for s in [Scale::Smoke, Scale::Cpu, Scale::Small, Scale::Paper] {
                 let cfg = k.defaults(s);
                 k.check_types(&cfg).expect("types");
                 k.check(&cfg)

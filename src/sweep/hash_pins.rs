@@ -24,7 +24,7 @@ const SWEEPS: [(&str, &str); 6] = [
 fn listing() -> String {
     let mut out = String::new();
     for (name, text) in SWEEPS {
-        for preset in [Scale::Smoke, Scale::Small] {
+        for preset in [Scale::Smoke, Scale::Cpu, Scale::Small] {
             let overrides = Overrides {
                 preset: Some(preset),
                 ..Default::default()

@@ -151,6 +151,7 @@ fn every_flag_has_help_and_the_documented_names_parse() {
         &["bench", "prior"],
         &["bench", "knn"],
         &["bench", "align"],
+        &["bench", "generator"],
         &["bench", "store"],
         &["bench", "store-writer"],
         &["db", "init"],

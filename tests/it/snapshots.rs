@@ -40,6 +40,7 @@ fn help_of_every_verb() {
         &["bench", "prior"],
         &["bench", "knn"],
         &["bench", "align"],
+        &["bench", "generator"],
         &["bench", "store"],
     ];
     for v in verbs {

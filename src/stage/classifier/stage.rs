@@ -21,7 +21,7 @@ impl Stage for Classifier {
                 steps: 60,
                 ..base
             },
-            Scale::Small => base,
+            Scale::Cpu | Scale::Small => base,
             Scale::Paper => ClassifierConfig {
                 train_size: 0,
                 test_size: 0,

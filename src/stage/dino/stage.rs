@@ -18,6 +18,10 @@ impl Stage for Dino {
                 images: 150,
                 ..base
             },
+            Scale::Cpu => DinoConfig {
+                images: 1000,
+                ..base
+            },
             Scale::Small => base,
             Scale::Paper => DinoConfig {
                 images: 10_000,

@@ -28,6 +28,7 @@ use crate::error::{Error, Result};
 use crate::features::read_features;
 use crate::jobs::Upstream;
 use crate::jobs::{Claim, JobRun};
+use crate::metrics::accuracy::top1_accuracy;
 use crate::metrics::frechet::frechet_from_samples;
 use crate::metrics::inception_score::{inception_score, softmax_rows};
 use crate::metrics::knn::precision_recall;
@@ -102,16 +103,27 @@ struct Reference<'a, B: Backend> {
 }
 
 impl<B: Backend> Reference<'_, B> {
-    /// Logs `{prefix}/{fid,is,is_std,precision,recall}_{net}` of the decoded `samples`.
+    /// Logs `{prefix}/{fid,is,is_std,precision,recall}_{net}` of the decoded `samples`, and with
+    /// `asked` (the class each sample was drawn for; given for the project classifier, whose classes
+    /// are the dataset's) `{prefix}/class_acc_{net}`: how often the net sees the class asked for.
     fn log_scores(
         &self,
         run: &mut ActiveRun<'_>,
         prefix: &str,
         samples: &[f32],
+        asked: Option<&[i64]>,
         cfg: &GeneratorConfig,
         device: &B::Device,
     ) -> Result<()> {
         let out = self.loaded.features_and_logits(samples, device);
+        if let Some(asked) = asked {
+            let acc = top1_accuracy(&out.logits, out.classes, asked);
+            run.log(
+                &format!("{prefix}/class_acc_{}", self.net.name()),
+                cfg.steps as i64,
+                acc,
+            )?;
+        }
         let fid = frechet_from_samples(&self.features, &out.features, out.dim);
         let probs = softmax_rows(&out.logits, out.classes);
         let (is, is_std) = inception_score(&probs, out.classes, cfg.is_splits);
@@ -309,7 +321,9 @@ fn train<B: AutodiffBackend>(
     let classifier =
         load_classifier::<B::InnerBackend>(job.store, &job.classifier, classes, device)?;
     let all: Vec<usize> = (0..test.len()).collect();
-    let (real_images, _) = test.gather(&all);
+    let (real_images, real_labels) = test.gather(&all);
+    // The class each sample is drawn for (sample i: class i mod classes).
+    let asked: Vec<i64> = (0..cfg.samples).map(|i| (i % classes) as i64).collect();
 
     // Samples without and with guidance, from the same noise, orders and labels, drawn in chunks of
     // `sample_chunk(backend)` samples (the chunking orders the draws, so it is fixed per backend).
@@ -319,7 +333,7 @@ fn train<B: AutodiffBackend>(
         let mut images = Vec::with_capacity(cfg.samples * 784);
         let ids: Vec<usize> = (0..cfg.samples).collect();
         for chunk in ids.chunks(chunk_size) {
-            let y: Vec<i64> = chunk.iter().map(|i| (i % classes) as i64).collect();
+            let y: Vec<i64> = chunk.iter().map(|&i| asked[i]).collect();
             let z = net.sample(
                 &y,
                 [tokens, channels],
@@ -349,6 +363,15 @@ fn train<B: AutodiffBackend>(
             cfg.steps as i64,
             is_real,
         )?;
+        // Only the project classifier's classes are the dataset's (EfficientNet's are ImageNet's).
+        let labelled = fnet == FeatureNet::Classifier;
+        if labelled {
+            run.log(
+                &format!("ref/class_acc_{}", fnet.name()),
+                cfg.steps as i64,
+                top1_accuracy(&real_out.logits, real_out.classes, &real_labels),
+            )?;
+        }
         let reference = Reference {
             net: fnet,
             loaded,
@@ -356,7 +379,8 @@ fn train<B: AutodiffBackend>(
             dim: real_out.dim,
         };
         for (prefix, images) in [("gen", &plain), ("gen_cfg", &guided)] {
-            reference.log_scores(run, prefix, images, cfg, device)?;
+            let asked = labelled.then_some(asked.as_slice());
+            reference.log_scores(run, prefix, images, asked, cfg, device)?;
         }
     }
 

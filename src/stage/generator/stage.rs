@@ -39,6 +39,14 @@ impl Stage for Generator {
                 test_size: 200,
                 ..base
             },
+            Scale::Cpu => GeneratorConfig {
+                steps: 2000,
+                warmup: 100,
+                sample_steps: 50,
+                samples: 2000,
+                test_size: 2000,
+                ..base
+            },
             Scale::Small => base,
             Scale::Paper => GeneratorConfig {
                 width: 384,

@@ -39,6 +39,13 @@ impl Stage for LatentAe {
                 feature_images: 500,
                 ..base
             },
+            Scale::Cpu => LatentAeConfig {
+                test_size: 1000,
+                steps: 800,
+                batch: 64,
+                feature_images: 5000,
+                ..base
+            },
             Scale::Small => base,
             Scale::Paper => LatentAeConfig {
                 steps: 20_000,

@@ -51,6 +51,18 @@ impl Stage for Prior {
                 diag_rows: 1000,
                 ..base
             },
+            Scale::Cpu => PriorConfig {
+                width: 256,
+                depth: 3,
+                steps: 2000,
+                lr: 5e-4,
+                warmup: 100,
+                ema_decay: 0.999,
+                eval_samples: 1000,
+                sample_steps: 50,
+                diag_rows: 2000,
+                ..base
+            },
             Scale::Small => PriorConfig {
                 width: 256,
                 depth: 3,

@@ -54,6 +54,16 @@ impl Stage for Tokenizer {
                 latent_images: 500,
                 ..base
             },
+            Scale::Cpu => TokenizerConfig {
+                steps: 1000,
+                batch: 64,
+                warmup: 50,
+                disc_start: 500,
+                eval_every: 100,
+                exact_tokens: 16,
+                rfid: vec![FeatureNet::Classifier],
+                ..base
+            },
             Scale::Small => base,
             Scale::Paper => TokenizerConfig {
                 tokens: 64,

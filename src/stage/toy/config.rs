@@ -140,7 +140,7 @@ impl ToyPriorConfig {
         };
         match p {
             ToyPreset::Paper => base,
-            ToyPreset::Small => ToyPriorConfig {
+            ToyPreset::Small | ToyPreset::Cpu => ToyPriorConfig {
                 width: 128,
                 depth: 3,
                 prior_steps: 4000,
@@ -268,7 +268,7 @@ impl ToyAlignConfig {
         };
         match p {
             ToyPreset::Paper => base,
-            ToyPreset::Small => ToyAlignConfig {
+            ToyPreset::Small | ToyPreset::Cpu => ToyAlignConfig {
                 align_steps: 2000,
                 eval_every: 40,
                 kde_samples: 20_000,

@@ -1,0 +1,104 @@
+//! The generators' training step (what `flowprior bench generator` measures): the `generator`
+//! stage's own loop (`models::cond::train_generator`: batch draw, label drop, loss, backward, Adam,
+//! EMA update) on random latents, timed between the same point of two steps after a warm-up.
+
+use std::time::Instant;
+
+use burn::tensor::backend::AutodiffBackend;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::backend::BackendJob;
+use crate::models::cond::{LabelledLatents, cond_flow_loss, train_generator};
+use crate::models::dit::{Dit, DitShape};
+use crate::models::mar::Mar;
+use crate::stage::generator::{GeneratorConfig, GeneratorKind};
+
+/// Classes of the benchmark's labels (Fashion-MNIST's).
+pub const CLASSES: usize = 10;
+/// Latents the batches are drawn from.
+const POOL: usize = 2048;
+
+/// One measured configuration.
+#[derive(Debug, Clone)]
+pub struct GeneratorBench {
+    /// The generator (kind, sizes, batch, EMA decay, MAR's settings); `steps` is ignored.
+    pub config: GeneratorConfig,
+    pub tokens: usize,
+    pub channels: usize,
+    pub steps: usize,
+    pub warmup: usize,
+}
+
+impl BackendJob for GeneratorBench {
+    type Output = f64;
+
+    /// Returns training steps per second.
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> f64 {
+        B::seed(&device, 0);
+        let (tokens, channels) = (self.tokens, self.channels);
+        let mut rng = StdRng::seed_from_u64(0);
+        let latents: Vec<f32> = (0..POOL * tokens * channels)
+            .map(|_| rng.sample::<f32, _>(rand_distr::StandardNormal))
+            .collect();
+        let labels: Vec<i64> = (0..POOL).map(|i| (i % CLASSES) as i64).collect();
+        let data = LabelledLatents {
+            latents: &latents,
+            labels: &labels,
+            tokens,
+            channels,
+        };
+        let mut train = self.config.train_config();
+        // Timed from the start of step `warmup` to the start of step `warmup + steps`.
+        let (first, last) = (self.warmup, self.warmup + self.steps.max(1));
+        train.steps = last + 1;
+        let mut start = None;
+        let mut secs = 0.0;
+        let mut on_step = |step: usize, _loss: f64| -> Result<(), ()> {
+            if step == first {
+                start = Some(Instant::now());
+            } else if step == last {
+                secs = start.map_or(0.0, |s| s.elapsed().as_secs_f64());
+            }
+            Ok(())
+        };
+        let cfg = &self.config;
+        let done = match cfg.generator {
+            GeneratorKind::Dit => {
+                let shape = DitShape {
+                    tokens,
+                    channels,
+                    width: cfg.width,
+                    depth: cfg.depth,
+                    heads: cfg.heads,
+                    classes: CLASSES,
+                };
+                train_generator(
+                    Dit::<B>::new(shape, &device),
+                    &data,
+                    &train,
+                    &device,
+                    |net, x, y, _| cond_flow_loss(net, x, y),
+                    &mut on_step,
+                )
+                .map(drop)
+            }
+            GeneratorKind::Mar => {
+                let (flow_mul, ratio) = (cfg.flow_mul(), cfg.mask_ratio());
+                train_generator(
+                    Mar::<B>::new(cfg.mar_shape(tokens, channels, CLASSES), &device),
+                    &data,
+                    &train,
+                    &device,
+                    |net, x, y, rng| net.loss(x, y, flow_mul, ratio, rng),
+                    &mut on_step,
+                )
+                .map(drop)
+            }
+        };
+        match done {
+            Ok(()) => self.steps.max(1) as f64 / secs.max(1e-9),
+            Err(()) => f64::NAN,
+        }
+    }
+}
