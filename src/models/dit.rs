@@ -9,7 +9,9 @@
 //! noise, t = 1 data.
 
 use burn::module::{Module, Param};
-use burn::nn::attention::{MhaInput, MultiHeadAttention, MultiHeadAttentionConfig};
+use burn::nn::attention::{MultiHeadAttention, MultiHeadAttentionConfig};
+
+use super::layers::{linear3, self_attention};
 use burn::nn::{Embedding, EmbeddingConfig, Linear};
 use burn::tensor::activation::{gelu, silu};
 use burn::tensor::backend::Backend;
@@ -75,10 +77,10 @@ impl<B: Backend> DitBlock<B> {
         let l = x.dims()[1];
         let gate = |g: &Tensor<B, 2>| per_token(g.clone(), l);
         let h = modulate(norm(x.clone()), m[0].clone(), m[1].clone());
-        let h = self.attn.forward(MhaInput::self_attn(h)).context;
+        let h = self_attention(&self.attn, h);
         let x = x + gate(&m[2]) * h;
         let h = modulate(norm(x.clone()), m[3].clone(), m[4].clone());
-        let h = self.fc2.forward(gelu(self.fc1.forward(h)));
+        let h = linear3(&self.fc2, gelu(linear3(&self.fc1, h)));
         x + gate(&m[5]) * h
     }
 }
@@ -140,13 +142,13 @@ impl<B: Backend> Dit<B> {
                 .forward(y.unsqueeze_dim::<2>(1))
                 .reshape([b, self.pos.val().dims()[1]]);
         let c_act = silu(c);
-        let mut h = self.input.forward(x) + self.pos.val().unsqueeze_dim(0);
+        let mut h = linear3(&self.input, x) + self.pos.val().unsqueeze_dim(0);
         for block in &self.blocks {
             h = block.forward(h, c_act.clone());
         }
         let shift = self.final_ada[0].forward(c_act.clone());
         let scale = self.final_ada[1].forward(c_act);
-        self.output.forward(modulate(norm(h), shift, scale))
+        linear3(&self.output, modulate(norm(h), shift, scale))
     }
 
     /// The guided velocity `v_u + s (v_c - v_u)` (one batched pass over both branches); `s = 1` is

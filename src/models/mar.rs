@@ -32,7 +32,9 @@
 //! procedures are the same.
 
 use burn::module::{Module, Param};
-use burn::nn::attention::{MhaInput, MultiHeadAttention, MultiHeadAttentionConfig};
+use burn::nn::attention::{MultiHeadAttention, MultiHeadAttentionConfig};
+
+use super::layers::{linear3, self_attention};
 use burn::nn::{Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear};
 use burn::tensor::activation::gelu;
 use burn::tensor::backend::Backend;
@@ -139,15 +141,9 @@ impl<B: Backend> MarBlock<B> {
     }
 
     fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let h = self
-            .attn
-            .forward(MhaInput::self_attn(self.ln1.forward(x.clone())))
-            .context;
-        let x = x + h;
-        let h = self
-            .fc2
-            .forward(gelu(self.fc1.forward(self.ln2.forward(x.clone()))));
-        x + h
+        let x = x.clone() + self_attention(&self.attn, self.ln1.forward(x));
+        let h = gelu(linear3(&self.fc1, self.ln2.forward(x.clone())));
+        x + linear3(&self.fc2, h)
     }
 }
 

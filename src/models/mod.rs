@@ -7,6 +7,7 @@ pub mod dit;
 pub mod efficientnet;
 pub mod inception;
 pub mod latent_ae;
+pub mod layers;
 pub mod mar;
 pub mod posterior;
 pub mod tokenizer;

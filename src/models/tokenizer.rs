@@ -10,15 +10,14 @@
 
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::transformer::{
-    TransformerEncoder, TransformerEncoderConfig, TransformerEncoderInput,
-};
+use burn::nn::transformer::{TransformerEncoder, TransformerEncoderConfig};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::{leaky_relu, relu, sigmoid, softmax};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor};
 use serde::{Deserialize, Serialize};
 
+use super::layers::encoder;
 use super::posterior::sample_with_kl;
 
 /// Patch side (pixels) and patches per image (7 x 7 for 28 x 28).
@@ -243,7 +242,7 @@ impl<B: Backend> Tokenizer<B> {
             .unsqueeze_dim::<3>(0)
             .expand([b, self.tokens, width]);
         let h = Tensor::cat(vec![patches, latent], 1) + self.enc_pos.val().unsqueeze_dim(0);
-        let h = self.encoder.forward(TransformerEncoderInput::new(h));
+        let h = encoder(&self.encoder, h);
         let h = self.enc_norm.forward(h.narrow(1, PATCHES, self.tokens));
         self.to_latent.forward(h)
     }
@@ -277,7 +276,7 @@ impl<B: Backend> Tokenizer<B> {
             .expand([b, PATCHES, width]);
         let h = Tensor::cat(vec![mask, self.from_latent.forward(z)], 1)
             + self.dec_pos.val().unsqueeze_dim(0);
-        let h = self.decoder.forward(TransformerEncoderInput::new(h));
+        let h = encoder(&self.decoder, h);
         let h = self.dec_norm.forward(h.narrow(1, 0, PATCHES));
         unpatchify(sigmoid(self.to_pixels.forward(h)))
     }
