@@ -50,14 +50,13 @@ pub fn store_writer(
 
 pub fn store_bench(cli: &Cli, processes: usize, points: usize, batch: usize) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("cannot find the flowprior executable")?;
-    let db = cli.db_path();
+    let db = cli.db().as_given();
     let tag = format!("{}-{}", std::process::id(), crate::util::now_unix() as u64);
     let started = Instant::now();
     let children: Vec<_> = (0..processes)
         .map(|i| {
             std::process::Command::new(&exe)
-                .arg("--db")
-                .arg(&db)
+                .env(crate::store::DB_ENV, &db)
                 .args([
                     "bench",
                     "store-writer",

@@ -21,7 +21,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::backend::{BackendKind, DeviceSpec};
-use crate::store::{Store, resolve_db_path};
+use crate::store::{Location, Store, StoreError, resolve_db};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -30,9 +30,10 @@ use crate::store::{Store, resolve_db_path};
     about = "Latent-space alignment with flow priors: runs, sweeps, reports"
 )]
 pub struct Cli {
-    /// Run store (SQLite file). Default: $FLOWPRIOR_DB, else runs/flowprior.db.
-    #[arg(long, global = true, value_name = "FILE")]
-    pub db: Option<PathBuf>,
+    /// Run store: a SQLite file (or sqlite:// URL), or a postgres:// URL. Default: $FLOWPRIOR_DB,
+    /// else runs/flowprior.db.
+    #[arg(long, global = true, value_name = "FILE|URL")]
+    pub db: Option<String>,
     /// Data folder. Default: $FLOWPRIOR_DATA, else data/.
     #[arg(long, global = true, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
@@ -111,8 +112,9 @@ impl BackendArgs {
 }
 
 impl Cli {
-    pub fn db_path(&self) -> PathBuf {
-        resolve_db_path(self.db.as_deref())
+    /// The run store's address (`--db`, else `$FLOWPRIOR_DB`, else `runs/flowprior.db`).
+    pub fn db(&self) -> Location {
+        resolve_db(self.db.as_deref())
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -120,13 +122,23 @@ impl Cli {
     }
 
     pub fn open_store(&self) -> anyhow::Result<Store> {
-        Ok(Store::open(&self.db_path())?)
+        Ok(Store::connect(&self.db())?)
     }
 
     /// The store for a verb that only reads: it must exist (a mistyped `--db` is an error, not a new
     /// empty store), and it is opened read-only (a store in a read-only folder can still be read).
     pub fn open_existing_store(&self) -> anyhow::Result<Store> {
-        Ok(Store::open_existing(&self.db_path())?)
+        Ok(Store::connect_existing(&self.db())?)
+    }
+
+    /// The store read-only when it exists, `None` when there is none yet (a SQLite file not created,
+    /// a PostgreSQL database without the schema).
+    pub fn existing_store_if_any(&self) -> anyhow::Result<Option<Store>> {
+        match Store::connect_existing(&self.db()) {
+            Ok(store) => Ok(Some(store)),
+            Err(StoreError::Missing(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The divergence guard of `--divergence-factor`, checked.
@@ -229,11 +241,11 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
             match args.command {
                 DbCommand::Init => {
                     store.refresh_runs_wide()?;
-                    println!("run store ready: {}", store.path().display());
+                    println!("run store ready: {}", store.location());
                 }
                 DbCommand::Check => {
                     let verdict = store.integrity_check()?;
-                    println!("{}: integrity {verdict}", store.path().display());
+                    println!("{}: integrity {verdict}", store.location());
                     anyhow::ensure!(verdict == "ok", "integrity check failed");
                 }
             }

@@ -97,8 +97,9 @@ pub fn run(cli: &Cli, args: &RunsArgs) -> anyhow::Result<()> {
             };
             let name = format!("{table:?}").to_lowercase();
             let path = out.clone().unwrap_or_else(|| {
-                cli.db_path()
-                    .parent()
+                cli.db()
+                    .sqlite_path()
+                    .and_then(|p| p.parent())
                     .map(|p| p.join("export"))
                     .unwrap_or_else(|| PathBuf::from("export"))
                     .join(format!("{name}.{ext}"))

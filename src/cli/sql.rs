@@ -28,15 +28,15 @@ pub struct SqlArgs {
 }
 
 pub fn run(cli: &Cli, args: &SqlArgs) -> anyhow::Result<()> {
-    let path = cli.db_path();
-    if !path.is_file() {
-        return Err(crate::store::StoreError::Missing(path).into());
+    let location = cli.db();
+    if let Some(path) = location.sqlite_path().filter(|p| !p.is_file()) {
+        return Err(crate::store::StoreError::Missing(path.display().to_string()).into());
     }
     // Refuse what will not be run before touching the store at all.
     crate::store::check_read_statement(&args.statement)?;
     // Bring the runs_wide view up to date through a short-lived writable handle, then query through
     // a read-only one. A store that cannot be written (shipped read-only) keeps the view it has.
-    if let Err(e) = Store::open(&path).and_then(|w| {
+    if let Err(e) = Store::connect(&location).and_then(|w| {
         let r = w.refresh_runs_wide();
         w.close();
         r

@@ -148,12 +148,10 @@ fn run_stage(cli: &Cli, args: &StageRunArgs) -> anyhow::Result<()> {
         b.ensure_compiled()?;
     }
     let claim = cli.claim(args.retry_failed)?;
-    let db = cli.db_path();
     if args.dry_run {
-        let runs = if db.is_file() {
-            exec::lookup(&cli.open_existing_store()?, &plan)?
-        } else {
-            vec![None; plan.nodes.len()]
+        let runs = match cli.existing_store_if_any()? {
+            Some(store) => exec::lookup(&store, &plan)?,
+            None => vec![None; plan.nodes.len()],
         };
         let states = exec::states(&plan, &runs, claim, &HashSet::new());
         for (i, n) in plan.nodes.iter().enumerate() {

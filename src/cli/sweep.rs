@@ -98,8 +98,7 @@ fn spawn_workers(
     let mut children = Vec::new();
     for _ in 0..n {
         let mut c = std::process::Command::new(&exe);
-        c.arg("--db")
-            .arg(cli.db_path())
+        c.env(crate::store::DB_ENV, cli.db().as_given())
             .arg("--data-dir")
             .arg(cli.data_dir())
             .args(["sweep", "run"])
@@ -173,10 +172,9 @@ fn run_sweep(cli: &Cli, args: &RunArgs) -> anyhow::Result<()> {
     };
     let sweep = Sweep::load(&args.file, overrides)?;
     // Seeds given on the command line add to a registered sweep; a changed one is said to replace it.
-    let (sweep, note) = if cli.db_path().is_file() {
-        exec::reconcile(&cli.open_existing_store()?, sweep)?
-    } else {
-        (sweep, None)
+    let (sweep, note) = match cli.existing_store_if_any()? {
+        Some(store) => exec::reconcile(&store, sweep)?,
+        None => (sweep, None),
     };
     if let Some(note) = note.filter(|_| !args.worker) {
         println!("{note}");

@@ -147,12 +147,7 @@ pub(super) fn dry_run(
     claim: Claim,
     workers: usize,
 ) -> anyhow::Result<()> {
-    let db = cli.db_path();
-    let store = if db.is_file() {
-        Some(cli.open_existing_store()?)
-    } else {
-        None
-    };
+    let store = cli.existing_store_if_any()?;
     let runs: Vec<Option<RunInfo>> = match &store {
         Some(s) => exec::lookup(s, plan)?,
         None => vec![None; plan.nodes.len()],

@@ -150,7 +150,7 @@ where
 pub fn input_artifact(store: &Store, run: i64, kind: &str) -> Result<PathBuf> {
     let Some(crate::store::ArtifactRef { path, sha256: sha }) = store.artifact(run, kind)? else {
         return Err(Error::Input {
-            path: store.path().to_path_buf(),
+            path: PathBuf::from(store.location().to_string()),
             message: format!("run {run} recorded no `{kind}` artifact"),
         });
     };

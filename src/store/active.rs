@@ -298,8 +298,8 @@ fn spawn_heartbeat(store: &Store, id: i64, attempt: i64) -> (mpsc::Sender<()>, J
             while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(HEARTBEAT_EVERY) {
                 let res = handle.block_on(
                     sqlx::query(
-                        "UPDATE runs SET heartbeat_at = ? WHERE id = ? AND status = 'running' \
-                         AND attempts = ?",
+                        "UPDATE runs SET heartbeat_at = $1 WHERE id = $2 AND status = 'running' \
+                         AND attempts = $3",
                     )
                     .bind(now_unix())
                     .bind(id)

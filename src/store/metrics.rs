@@ -6,7 +6,7 @@ use std::path::Path;
 use serde::Serialize;
 use sqlx::Row;
 
-use super::{Result, Store, StoreError, sql_err};
+use super::{BindReal, Result, Store, StoreError, sql_err};
 use crate::util::{now_unix, sha256_file};
 
 /// Final metric values (key, value) of every run, by run id.
@@ -122,7 +122,7 @@ impl Store {
     /// different value is [`StoreError::ParamConflict`] (and nothing of this call is written).
     pub fn set_params(&self, run: i64, params: &[(String, ParamValue)]) -> Result<()> {
         let outcome: std::result::Result<Option<StoreError>, sqlx::Error> = self.block_on(async {
-            let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
+            let mut tx = self.begin_write().await?;
             for (key, value) in params {
                 let (i, r, t): (Option<i64>, Option<f64>, Option<String>) = match value {
                     ParamValue::Int(v) => (Some(*v), None, None),
@@ -132,18 +132,18 @@ impl Store {
                 };
                 sqlx::query(
                     "INSERT INTO params (run_id, key, kind, int_value, real_value, text_value) \
-                     VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, key) DO NOTHING",
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (run_id, key) DO NOTHING",
                 )
                 .bind(run)
                 .bind(key)
                 .bind(value.kind())
                 .bind(i)
-                .bind(r)
+                .bind_real(r)
                 .bind(&t)
                 .execute(&mut *tx)
                 .await?;
                 let row = sqlx::query(
-                    "SELECT kind, int_value, real_value, text_value FROM params WHERE run_id = ? AND key = ?",
+                    "SELECT kind, int_value, real_value, text_value FROM params WHERE run_id = $1 AND key = $2",
                 )
                 .bind(run)
                 .bind(key)
@@ -178,7 +178,7 @@ impl Store {
         let rows = self
             .block_on(async {
                 sqlx::query(
-                    "SELECT key, kind, int_value, real_value, text_value FROM params WHERE run_id = ? ORDER BY key",
+                    "SELECT key, kind, int_value, real_value, text_value FROM params WHERE run_id = $1 ORDER BY key",
                 )
                 .bind(run)
                 .fetch_all(self.pool())
@@ -229,10 +229,10 @@ impl Store {
         let now = now_unix();
         let held = self
             .block_on(async {
-                let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
+                let mut tx = self.begin_write().await?;
                 if let Some(attempt) = attempt {
                     let now_held: Option<i64> = sqlx::query_scalar(
-                        "SELECT attempts FROM runs WHERE id = ? AND status = 'running'",
+                        "SELECT attempts FROM runs WHERE id = $1 AND status = 'running'",
                     )
                     .bind(run)
                     .fetch_optional(&mut *tx)
@@ -245,13 +245,13 @@ impl Store {
                 let mut per_key: BTreeMap<&str, Acc> = BTreeMap::new();
                 for p in points {
                     let inserted = sqlx::query(
-                        "INSERT INTO metrics (run_id, key, step, value, logged_at) VALUES (?, ?, ?, ?, ?) \
+                        "INSERT INTO metrics (run_id, key, step, value, logged_at) VALUES ($1, $2, $3, $4, $5) \
                          ON CONFLICT (run_id, key, step) DO NOTHING",
                     )
                     .bind(run)
                     .bind(&p.key)
                     .bind(p.step)
-                    .bind(finite_or_none(p.value))
+                    .bind_real(finite_or_none(p.value))
                     .bind(now)
                     .execute(&mut *tx)
                     .await?
@@ -259,9 +259,9 @@ impl Store {
                         == 1;
                     if !inserted {
                         sqlx::query(
-                            "UPDATE metrics SET value = ?, logged_at = ? WHERE run_id = ? AND key = ? AND step = ?",
+                            "UPDATE metrics SET value = $1, logged_at = $2 WHERE run_id = $3 AND key = $4 AND step = $5",
                         )
-                        .bind(finite_or_none(p.value))
+                        .bind_real(finite_or_none(p.value))
                         .bind(now)
                         .bind(run)
                         .bind(&p.key)
@@ -289,7 +289,7 @@ impl Store {
                 for (key, acc) in &per_key {
                     sqlx::query(
                         "INSERT INTO summary (run_id, key, step, value, min_value, max_value, n, updated_at) \
-                         VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, key) DO UPDATE SET \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (run_id, key) DO UPDATE SET \
                          value = CASE WHEN excluded.step >= summary.step THEN excluded.value ELSE summary.value END, \
                          step = CASE WHEN excluded.step >= summary.step THEN excluded.step ELSE summary.step END, \
                          min_value = CASE WHEN summary.min_value IS NULL OR excluded.min_value < summary.min_value \
@@ -301,15 +301,15 @@ impl Store {
                     .bind(run)
                     .bind(*key)
                     .bind(acc.step)
-                    .bind(finite_or_none(acc.value))
-                    .bind(acc.min)
-                    .bind(acc.max)
+                    .bind_real(finite_or_none(acc.value))
+                    .bind_real(acc.min)
+                    .bind_real(acc.max)
                     .bind(acc.n)
                     .bind(now)
                     .execute(&mut *tx)
                     .await?;
                 }
-                sqlx::query("UPDATE runs SET heartbeat_at = ? WHERE id = ? AND status = 'running'")
+                sqlx::query("UPDATE runs SET heartbeat_at = $1 WHERE id = $2 AND status = 'running'")
                     .bind(now)
                     .bind(run)
                     .execute(&mut *tx)
@@ -333,7 +333,7 @@ impl Store {
     pub fn summary(&self, run: i64) -> Result<Vec<SummaryRow>> {
         self.block_on(async {
             sqlx::query_as::<_, SummaryRow>(
-                    "SELECT key, step, value, min_value, max_value, n FROM summary WHERE run_id = ? ORDER BY key",
+                    "SELECT key, step, value, min_value, max_value, n FROM summary WHERE run_id = $1 ORDER BY key",
                 )
             .bind(run)
             .fetch_all(self.pool())
@@ -347,7 +347,7 @@ impl Store {
         let rows = self
             .block_on(async {
                 sqlx::query_as::<_, SeriesPoint>(
-                    "SELECT step, value FROM metrics WHERE run_id = ? AND key = ? ORDER BY step",
+                    "SELECT step, value FROM metrics WHERE run_id = $1 AND key = $2 ORDER BY step",
                 )
                 .bind(run)
                 .bind(key)
@@ -370,7 +370,7 @@ impl Store {
         let path_text = path.to_string_lossy().into_owned();
         self.block_on(async {
             sqlx::query(
-                "INSERT INTO artifacts (run_id, kind, path, sha256, bytes, created_at) VALUES (?, ?, ?, ?, ?, ?) \
+                "INSERT INTO artifacts (run_id, kind, path, sha256, bytes, created_at) VALUES ($1, $2, $3, $4, $5, $6) \
                  ON CONFLICT (run_id, kind, path) DO UPDATE SET sha256 = excluded.sha256, \
                  bytes = excluded.bytes, created_at = excluded.created_at",
             )
@@ -393,7 +393,7 @@ impl Store {
     pub fn artifact(&self, run: i64, kind: &str) -> Result<Option<ArtifactRef>> {
         self.block_on(async {
             sqlx::query_as::<_, ArtifactRef>(
-                "SELECT path, sha256 FROM artifacts WHERE run_id = ? AND kind = ? ORDER BY path LIMIT 1",
+                "SELECT path, sha256 FROM artifacts WHERE run_id = $1 AND kind = $2 ORDER BY path LIMIT 1",
             )
             .bind(run)
             .bind(kind)
@@ -444,7 +444,7 @@ struct SummaryEntry {
     value: Option<f64>,
 }
 
-fn param_from_row(row: &sqlx::sqlite::SqliteRow) -> std::result::Result<ParamValue, sqlx::Error> {
+fn param_from_row(row: &sqlx::any::AnyRow) -> std::result::Result<ParamValue, sqlx::Error> {
     let kind: String = row.try_get("kind")?;
     Ok(match kind.as_str() {
         "int" => ParamValue::Int(

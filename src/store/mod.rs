@@ -1,60 +1,83 @@
 //! The run store: every run, its configuration, parameters, metric series, final values and artifacts,
-//! in SQLite through sqlx.
+//! in SQLite (a file, the default) or PostgreSQL (a server several hosts share), through sqlx.
 //!
-//! * Migrations in `migrations/` are embedded at compile time and applied on open.
-//! * WAL journal, `synchronous = NORMAL` and a busy timeout; every write transaction starts with
-//!   `BEGIN IMMEDIATE`, so concurrent writers queue on the lock instead of failing with
-//!   "database is locked" on a read-to-write upgrade.
+//! * One set of SQL serves both engines: sqlx's `Any` driver, `$N` placeholders (SQLite reads them as
+//!   numbered parameters), and the schema in `migrations/` written in the subset both accept. The
+//!   migrations are embedded at compile time and applied on open.
+//! * SQLite: WAL journal, `synchronous = NORMAL` and a busy timeout; every write transaction starts
+//!   with `BEGIN IMMEDIATE`, so concurrent writers queue on the lock instead of failing with
+//!   "database is locked" on a read-to-write upgrade. PostgreSQL: every write transaction first takes
+//!   one transaction-scoped advisory lock, the same one-writer-at-a-time discipline, so the store's
+//!   read-then-write steps (a new run's id, a claim) never race; readers are not blocked.
 //! * The library API is synchronous: a [`Store`] owns a small tokio runtime and blocks on it, so
 //!   training loops, rayon code and polars never run inside an async context.
 
 mod active;
 mod export;
+mod location;
 mod metrics;
 mod query;
 mod runs;
 mod statement;
 mod sweeps;
+#[doc(hidden)]
+pub mod testing;
 mod view;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::any::AnyPoolOptions;
+use sqlx::{Any, Executor, Transaction};
+use sqlx::{AnyConnection, AnyPool};
 
 pub use active::{
     ActiveRun, DEFAULT_DIVERGENCE_FACTOR, DEFAULT_STALE_AFTER_S, DivergenceGuard, HEARTBEAT_EVERY,
 };
 pub use export::{ExportFormat, ExportTable};
+pub use location::{ARTIFACTS_ENV, Engine, Location};
 pub use metrics::{ArtifactRef, MetricPoint, ParamValue, SummaryRow};
 pub use query::{Cell, OutputFormat, QueryResult, RowWriter, format_real};
 pub use runs::{ArtifactRow, RunDetail, RunEnv, RunInfo, RunSpec, RunStatus, process_alive};
 pub use statement::{READ_KEYWORDS, check_read_statement};
 pub use sweeps::SweepPointRow;
 
-/// Environment variable naming the database file (the `--db` flag wins over it).
+/// Environment variable naming the store (the `--db` flag wins over it): a SQLite file path or
+/// `sqlite://` URL, or a `postgres://` URL.
 pub const DB_ENV: &str = "FLOWPRIOR_DB";
 /// Where the store lives when neither `--db` nor `FLOWPRIOR_DB` says otherwise.
 pub const DEFAULT_DB: &str = "runs/flowprior.db";
 /// How long a connection waits on a locked database before giving up.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long opening a PostgreSQL store keeps trying to reach the server.
+pub const PG_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The key of the PostgreSQL advisory lock that write transactions take (any constant will do; this
+/// one spells "flowprio" in ASCII, so it is unlikely to meet another application's).
+const PG_WRITE_LOCK: i64 = 0x666c_6f77_7072_696f;
 
 /// Errors of the run store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot open the run store {path}: {source}")]
-    Open { path: PathBuf, source: sqlx::Error },
+    #[error("cannot open the run store {store}: {source}")]
+    Open { store: String, source: sqlx::Error },
     #[error("cannot create {path} for the run store: {source}")]
     CreateDir {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot apply the migrations to {path}: {source}")]
+    #[error("cannot apply the migrations to {store}: {source}")]
     Migrate {
-        path: PathBuf,
+        store: String,
         source: sqlx::migrate::MigrateError,
+    },
+    #[error(
+        "the run store {store} was written by a newer flowprior: it has schema migration {version}, \
+         which this binary does not know (its latest is {known}); use a newer binary, or another --db"
+    )]
+    NewerSchema {
+        store: String,
+        version: i64,
+        known: i64,
     },
     #[error("run store {what}: {source}")]
     Sql {
@@ -88,7 +111,7 @@ pub enum StoreError {
         factor: f64,
     },
     #[error("no run store at {0}: run a job first, or `flowprior db init`")]
-    Missing(PathBuf),
+    Missing(String),
     #[error(
         "parameter `{key}` of run {run} is write-once: it is already {existing}, refusing to set it to {new}"
     )]
@@ -119,26 +142,45 @@ pub(crate) fn sql_err(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreEr
     move |source| StoreError::Sql { what, source }
 }
 
+/// Binds an optional float as a DOUBLE PRECISION value or NULL on either engine. sqlx 0.9's `Any`
+/// driver hands a NULL `f64` to PostgreSQL as a `float4` NULL (and a NULL `f32` as `float8`), which
+/// PostgreSQL then rejects against a statement prepared with `float8`; a NULL is therefore bound as
+/// the `f32` NULL that arrives as `float8` (SQLite: a NULL either way). The PostgreSQL store tests
+/// cover it.
+pub(crate) trait BindReal {
+    fn bind_real(self, v: Option<f64>) -> Self;
+}
+
+impl<'q> BindReal for sqlx::query::Query<'q, Any, sqlx::any::AnyArguments> {
+    fn bind_real(self, v: Option<f64>) -> Self {
+        match v {
+            Some(x) => self.bind(x),
+            None => self.bind(None::<f32>),
+        }
+    }
+}
+
 /// A handle on the run store. Cheap to share by reference across threads.
 pub struct Store {
     rt: tokio::runtime::Runtime,
-    pool: SqlitePool,
-    path: PathBuf,
+    pool: AnyPool,
+    location: Location,
     read_only: bool,
 }
 
-/// The database path: the flag, else `FLOWPRIOR_DB`, else `runs/flowprior.db`.
-pub fn resolve_db_path(flag: Option<&Path>) -> PathBuf {
-    if let Some(p) = flag {
-        return p.to_path_buf();
+/// The store's address: the flag, else `FLOWPRIOR_DB`, else `runs/flowprior.db`.
+pub fn resolve_db(flag: Option<&str>) -> Location {
+    if let Some(s) = flag {
+        return Location::parse(s);
     }
     match std::env::var(DB_ENV) {
-        Ok(p) if !p.is_empty() => PathBuf::from(p),
-        _ => PathBuf::from(DEFAULT_DB),
+        Ok(s) if !s.is_empty() => Location::parse(&s),
+        _ => Location::parse(DEFAULT_DB),
     }
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
+    sqlx::any::install_default_drivers();
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("flowprior-store")
@@ -147,11 +189,76 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .map_err(StoreError::Runtime)
 }
 
+/// How a connection is set up once opened.
+#[derive(Clone, Copy)]
+enum Mode {
+    /// Reads and writes.
+    Write,
+    /// Refuses writes (SQLite `query_only`, PostgreSQL read-only transactions).
+    Read,
+    /// SQLite only: the file cannot change under us (results shipped read-only).
+    Immutable,
+}
+
 impl Store {
-    /// Opens (creating if needed) the store at `path` and applies pending migrations. Safe under any
-    /// number of processes starting at once: creation, the switch to WAL and the migrations happen
-    /// under an exclusive lock on the sidecar file `<path>.lock`, so one process migrates and the
-    /// others wait for it, then find nothing left to do.
+    /// Opens (creating if needed) the store at `location` and applies pending migrations.
+    pub fn connect(location: &Location) -> Result<Store> {
+        match location {
+            Location::Sqlite(path) => Store::open(path),
+            Location::Postgres(url) => {
+                let rt = runtime()?;
+                let pool = connect(&rt, location, url, Mode::Write, 4)?;
+                migrate(&rt, &pool, location)?;
+                Ok(Store {
+                    rt,
+                    pool,
+                    location: location.clone(),
+                    read_only: false,
+                })
+            }
+        }
+    }
+
+    /// Opens a store that must already exist ([`StoreError::Missing`] otherwise), read-only, for the
+    /// verbs that only read.
+    pub fn connect_existing(location: &Location) -> Result<Store> {
+        match location {
+            Location::Sqlite(path) => Store::open_existing(path),
+            Location::Postgres(url) => {
+                let rt = runtime()?;
+                let pool = connect(&rt, location, url, Mode::Read, 1)?;
+                let store = Store {
+                    rt,
+                    pool,
+                    location: location.clone(),
+                    read_only: true,
+                };
+                let has_schema = store
+                    .block_on(async {
+                        sqlx::query_scalar::<_, i64>(
+                            "SELECT COUNT(*) FROM information_schema.tables \
+                             WHERE table_schema = current_schema() AND table_name = 'runs'",
+                        )
+                        .fetch_one(&store.pool)
+                        .await
+                    })
+                    .map_err(|source| StoreError::Open {
+                        store: location.to_string(),
+                        source,
+                    })?;
+                if has_schema == 0 {
+                    store.close();
+                    return Err(StoreError::Missing(location.to_string()));
+                }
+                Ok(store)
+            }
+        }
+    }
+
+    /// Opens (creating if needed) the SQLite store at `path` and applies pending migrations. Safe
+    /// under any number of processes starting at once: creation, the switch to WAL and the migrations
+    /// happen under an exclusive lock on the sidecar file `<path>.lock`, so one process migrates and
+    /// the others wait for it, then find nothing left to do.
     pub fn open(path: &Path) -> Result<Store> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
@@ -159,67 +266,53 @@ impl Store {
                 source,
             })?;
         }
+        let location = Location::Sqlite(path.to_path_buf());
         let rt = runtime()?;
         let _guard = open_lock(path)?;
-        let options = connect_options(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true);
-        let pool = connect(&rt, options, 4, path)?;
-        rt.block_on(async { sqlx::migrate!("./migrations").run(&pool).await })
-            .map_err(|source| StoreError::Migrate {
-                path: path.to_path_buf(),
-                source,
-            })?;
+        let pool = connect(&rt, &location, &sqlite_url(path, "rwc"), Mode::Write, 4)?;
+        migrate(&rt, &pool, &location)?;
         Ok(Store {
             rt,
             pool,
-            path: path.to_path_buf(),
+            location,
             read_only: false,
         })
     }
 
-    /// Opens an existing store with a read-only connection (`SQLITE_OPEN_READONLY` and
+    /// Opens an existing SQLite store with a read-only connection (`mode=ro` and
     /// `PRAGMA query_only`): any statement that writes fails.
     pub fn open_read_only(path: &Path) -> Result<Store> {
+        let location = Location::Sqlite(path.to_path_buf());
         let rt = runtime()?;
-        let options = connect_options(path)
-            .read_only(true)
-            .create_if_missing(false)
-            .pragma("query_only", "ON");
-        let pool = connect(&rt, options, 1, path)?;
+        let pool = connect(&rt, &location, &sqlite_url(path, "ro"), Mode::Read, 1)?;
         Ok(Store {
             rt,
             pool,
-            path: path.to_path_buf(),
+            location,
             read_only: true,
         })
     }
 
-    /// Opens a store that must already exist ([`StoreError::Missing`] otherwise), read-only, for the
-    /// verbs that only read. When the file or its folder cannot be written (results shipped read-only),
-    /// SQLite cannot create the WAL's shared-memory file, so the store is opened as immutable instead.
+    /// Opens a SQLite store that must already exist ([`StoreError::Missing`] otherwise), read-only.
+    /// When the file or its folder cannot be written (results shipped read-only), SQLite cannot
+    /// create the WAL's shared-memory file, so the store is opened as immutable instead.
     pub fn open_existing(path: &Path) -> Result<Store> {
         if !path.is_file() {
-            return Err(StoreError::Missing(path.to_path_buf()));
+            return Err(StoreError::Missing(path.display().to_string()));
         }
         let store = Store::open_read_only(path)?;
         if store.integrity_probe().is_ok() {
             return Ok(store);
         }
         store.close();
+        let location = Location::Sqlite(path.to_path_buf());
         let rt = runtime()?;
-        let options = connect_options(path)
-            .read_only(true)
-            .immutable(true)
-            .create_if_missing(false)
-            .pragma("query_only", "ON");
-        let pool = connect(&rt, options, 1, path)?;
+        let url = format!("{}&immutable=true", sqlite_url(path, "ro"));
+        let pool = connect(&rt, &location, &url, Mode::Immutable, 1)?;
         let store = Store {
             rt,
             pool,
-            path: path.to_path_buf(),
+            location,
             read_only: true,
         };
         store.integrity_probe()?;
@@ -229,13 +322,13 @@ impl Store {
     /// Whether the store answers a read (the schema is there and the file can be read).
     fn integrity_probe(&self) -> Result<()> {
         self.block_on(async {
-            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM sqlite_master")
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM runs")
                 .fetch_one(&self.pool)
                 .await
         })
         .map(|_| ())
         .map_err(|source| StoreError::Open {
-            path: self.path.clone(),
+            store: self.location.to_string(),
             source,
         })
     }
@@ -245,58 +338,188 @@ impl Store {
         self.read_only
     }
 
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Where the store is.
+    pub fn location(&self) -> &Location {
+        &self.location
     }
 
-    /// Where runs of this store keep their files: beside the database, named after it
-    /// (`runs/flowprior.db` -> `runs/flowprior.artifacts/`), so two stores never share run folders.
+    /// The database engine.
+    pub fn engine(&self) -> Engine {
+        self.location.engine()
+    }
+
+    /// Where runs of this store keep their files ([`Location::artifacts_dir`]).
     pub fn artifacts_dir(&self) -> PathBuf {
-        self.path.with_extension("artifacts")
+        self.location.artifacts_dir()
     }
 
     pub(crate) fn block_on<F: std::future::Future>(&self, fut: F) -> F::Output {
         self.rt.block_on(fut)
     }
 
-    pub(crate) fn pool(&self) -> &SqlitePool {
+    pub(crate) fn pool(&self) -> &AnyPool {
         &self.pool
     }
 
-    /// Runs `PRAGMA integrity_check` and returns its verdict ("ok" when sound).
+    /// A write transaction, holding the store's one write lock until it ends (SQLite: `BEGIN
+    /// IMMEDIATE`; PostgreSQL: a transaction-scoped advisory lock).
+    pub(crate) async fn begin_write(&self) -> sqlx::Result<Transaction<'static, Any>> {
+        match self.engine() {
+            Engine::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Engine::Postgres => {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("SELECT 1 FROM (SELECT pg_advisory_xact_lock($1)) AS held")
+                    .bind(PG_WRITE_LOCK)
+                    .execute(&mut *tx)
+                    .await?;
+                Ok(tx)
+            }
+        }
+    }
+
+    /// Checks the store's consistency and returns the verdict ("ok" when sound). SQLite: `PRAGMA
+    /// integrity_check`. PostgreSQL (which checks its own pages): every table of the schema reads.
     pub fn integrity_check(&self) -> Result<String> {
         self.block_on(async {
-            sqlx::query_scalar::<_, String>("PRAGMA integrity_check")
-                .fetch_one(&self.pool)
-                .await
+            match self.engine() {
+                Engine::Sqlite => {
+                    sqlx::query_scalar::<_, String>("PRAGMA integrity_check")
+                        .fetch_one(&self.pool)
+                        .await
+                }
+                Engine::Postgres => {
+                    for table in [
+                        "sweeps",
+                        "runs",
+                        "sweep_runs",
+                        "params",
+                        "metrics",
+                        "summary",
+                        "artifacts",
+                        "sweep_points",
+                        "run_attempts",
+                        "attempt_metrics",
+                    ] {
+                        sqlx::query(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
+                            .fetch_one(&self.pool)
+                            .await?;
+                    }
+                    Ok("ok".to_string())
+                }
+            }
         })
         .map_err(sql_err("integrity check"))
     }
 
-    /// Closes the pool, checkpointing the WAL.
+    /// Closes the pool (SQLite: checkpointing the WAL).
     pub fn close(self) {
         let Store { rt, pool, .. } = self;
         rt.block_on(pool.close());
     }
 }
 
+/// The `sqlite://` URL of `path` in `mode` (`rwc`, `ro`), percent-encoded so that any file name
+/// survives URL parsing.
+fn sqlite_url(path: &Path, mode: &str) -> String {
+    let text = path.to_string_lossy();
+    let mut encoded = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"/._-~".contains(&b) {
+            encoded.push(b as char);
+        } else {
+            encoded.push_str(&format!("%{b:02X}"));
+        }
+    }
+    format!("sqlite://{encoded}?mode={mode}")
+}
+
+/// The statements each new connection runs before it is used.
+fn session_setup(engine: Engine, mode: Mode) -> String {
+    match engine {
+        Engine::Sqlite => {
+            let mut s = format!(
+                "PRAGMA busy_timeout = {}; PRAGMA foreign_keys = ON;",
+                BUSY_TIMEOUT.as_millis()
+            );
+            match mode {
+                Mode::Write => {
+                    s.push_str(" PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
+                }
+                Mode::Read | Mode::Immutable => s.push_str(" PRAGMA query_only = ON;"),
+            }
+            s
+        }
+        Engine::Postgres => {
+            let mut s = format!(
+                "SET lock_timeout = '{}s'; SET client_min_messages = warning;",
+                BUSY_TIMEOUT.as_secs()
+            );
+            if !matches!(mode, Mode::Write) {
+                s.push_str(" SET default_transaction_read_only = on;");
+            }
+            s
+        }
+    }
+}
+
 fn connect(
     rt: &tokio::runtime::Runtime,
-    options: SqliteConnectOptions,
+    location: &Location,
+    url: &str,
+    mode: Mode,
     max_connections: u32,
-    path: &Path,
-) -> Result<SqlitePool> {
-    rt.block_on(
-        SqlitePoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(BUSY_TIMEOUT)
-            .connect_with(options),
-    )
-    .map_err(|source| StoreError::Open {
-        path: path.to_path_buf(),
+) -> Result<AnyPool> {
+    let setup = session_setup(location.engine(), mode);
+    let open_err = |source| StoreError::Open {
+        store: location.to_string(),
         source,
-    })
+    };
+    if location.engine() == Engine::Postgres {
+        // One connection first, so that the server's own reason (refused, no such database, bad
+        // credentials) is what the user reads, not the pool's timeout.
+        use sqlx::Connection;
+        rt.block_on(async {
+            let conn = tokio::time::timeout(PG_CONNECT_TIMEOUT, AnyConnection::connect(url))
+                .await
+                .map_err(|_| sqlx::Error::PoolTimedOut)??;
+            conn.close().await
+        })
+        .map_err(open_err)?;
+    }
+    rt.block_on(
+        AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(match location.engine() {
+                Engine::Sqlite => BUSY_TIMEOUT,
+                // A server that does not answer is an error within seconds, not a minute.
+                Engine::Postgres => PG_CONNECT_TIMEOUT,
+            })
+            .after_connect(move |conn: &mut AnyConnection, _meta| {
+                let setup = setup.clone();
+                Box::pin(async move {
+                    conn.execute(sqlx::AssertSqlSafe(setup)).await?;
+                    Ok(())
+                })
+            })
+            .connect(url),
+    )
+    .map_err(open_err)
+}
+
+fn migrate(rt: &tokio::runtime::Runtime, pool: &AnyPool, location: &Location) -> Result<()> {
+    let migrator = sqlx::migrate!("./migrations");
+    rt.block_on(migrator.run(pool))
+        .map_err(|source| match source {
+            sqlx::migrate::MigrateError::VersionMissing(version) => StoreError::NewerSchema {
+                store: location.to_string(),
+                version,
+                known: migrator.iter().map(|m| m.version).max().unwrap_or(0),
+            },
+            source => StoreError::Migrate {
+                store: location.to_string(),
+                source,
+            },
+        })
 }
 
 /// The exclusive lock taken while a store is created and migrated: `<db>.lock` beside the database.
@@ -319,12 +542,6 @@ fn open_lock(path: &Path) -> Result<std::fs::File> {
         source,
     })?;
     Ok(file)
-}
-
-fn connect_options(path: &Path) -> SqliteConnectOptions {
-    SqliteConnectOptions::new()
-        .filename(path)
-        .busy_timeout(BUSY_TIMEOUT)
 }
 
 #[cfg(test)]

@@ -218,7 +218,7 @@ impl<W: std::io::Write> RowWriter<W> {
     }
 }
 
-fn decode_row(row: &sqlx::sqlite::SqliteRow) -> std::result::Result<Vec<Cell>, sqlx::Error> {
+fn decode_row(row: &sqlx::any::AnyRow) -> std::result::Result<Vec<Cell>, sqlx::Error> {
     (0..row.columns().len())
         .map(|i| {
             let raw = row.try_get_raw(i)?;
@@ -227,8 +227,9 @@ fn decode_row(row: &sqlx::sqlite::SqliteRow) -> std::result::Result<Vec<Cell>, s
             }
             let ty = raw.type_info().name().to_ascii_uppercase();
             Ok(match ty.as_str() {
-                "INTEGER" | "INT" | "BIGINT" | "BOOLEAN" => Cell::Int(row.try_get(i)?),
-                "REAL" | "DOUBLE" | "FLOAT" | "NUMERIC" => Cell::Real(row.try_get(i)?),
+                "INTEGER" | "SMALLINT" | "BIGINT" => Cell::Int(row.try_get(i)?),
+                "BOOLEAN" => Cell::Int(i64::from(row.try_get::<bool, _>(i)?)),
+                "REAL" | "DOUBLE" => Cell::Real(row.try_get(i)?),
                 "BLOB" => Cell::Blob(row.try_get(i)?),
                 _ => Cell::Text(row.try_get(i)?),
             })
@@ -272,7 +273,7 @@ impl Store {
         mut on_row: impl FnMut(Vec<Cell>) -> std::io::Result<()>,
     ) -> Result<u64> {
         use futures_util::TryStreamExt;
-        use sqlx::Executor;
+        use sqlx::{Executor, Statement};
         if self.read_only {
             super::statement::check_read_statement(sql)?;
         }
@@ -280,7 +281,7 @@ impl Store {
             // Column names even when there are no rows.
             let described = self
                 .pool()
-                .describe(sqlx::SqlSafeStr::into_sql_str(sqlx::AssertSqlSafe(
+                .prepare(sqlx::SqlSafeStr::into_sql_str(sqlx::AssertSqlSafe(
                     sql.to_string(),
                 )))
                 .await

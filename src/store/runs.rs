@@ -142,9 +142,7 @@ pub struct RunDetail {
 pub(super) const RUN_COLUMNS: &str = "id, stage, name, config, config_hash, status, created_at, started_at, \
     ended_at, heartbeat_at, attempts, host, pid, git_rev, backend, seed, error, build, cpu, threads, gpu";
 
-pub(super) fn run_from_row(
-    row: &sqlx::sqlite::SqliteRow,
-) -> std::result::Result<RunInfo, sqlx::Error> {
+pub(super) fn run_from_row(row: &sqlx::any::AnyRow) -> std::result::Result<RunInfo, sqlx::Error> {
     sqlx::FromRow::from_row(row)
 }
 
@@ -161,12 +159,11 @@ pub struct RunEnv {
     pub gpu: Option<String>,
 }
 
-type SqliteQuery<'q> =
-    sqlx::query::Query<'q, sqlx::Sqlite, <sqlx::Sqlite as sqlx::Database>::Arguments>;
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, <sqlx::Any as sqlx::Database>::Arguments>;
 
 /// Binds the environment's columns in their one order: host, pid, git_rev, backend, build, cpu,
 /// threads, gpu (the order of every statement that records them).
-fn bind_env<'q>(q: SqliteQuery<'q>, env: &'q RunEnv) -> SqliteQuery<'q> {
+fn bind_env<'q>(q: AnyQuery<'q>, env: &'q RunEnv) -> AnyQuery<'q> {
     q.bind(&env.host)
         .bind(env.pid)
         .bind(&env.git_rev)
@@ -202,10 +199,10 @@ impl Store {
         let hash = spec.hash();
         let config = crate::util::canonical_json(&spec.config);
         self.block_on(async {
-            let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
+            let mut tx = self.begin_write().await?;
             sqlx::query(
                 "INSERT INTO runs (id, stage, name, config, config_hash, status, created_at, seed) \
-                 SELECT COALESCE(MAX(id), 0) + 1, ?, ?, ?, ?, 'queued', ?, ? FROM runs WHERE true \
+                 SELECT COALESCE(MAX(id), 0) + 1, $1, $2, $3, $4, 'queued', $5, $6 FROM runs WHERE true \
                  ON CONFLICT (stage, config_hash) DO NOTHING",
             )
             .bind(&spec.stage)
@@ -217,7 +214,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SELECT {RUN_COLUMNS} FROM runs WHERE stage = ? AND config_hash = ?"
+                "SELECT {RUN_COLUMNS} FROM runs WHERE stage = $1 AND config_hash = $2"
             )))
             .bind(&spec.stage)
             .bind(&hash)
@@ -258,12 +255,12 @@ impl Store {
         let now = now_unix();
         let attempt = self
             .block_on(async {
-                let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
+                let mut tx = self.begin_write().await?;
                 let update = sqlx::query(
-                    "UPDATE runs SET status = 'running', started_at = ?, heartbeat_at = ?, ended_at = NULL, \
-                     error = NULL, attempts = attempts + 1, host = ?, pid = ?, git_rev = ?, backend = ?, \
-                     build = ?, cpu = ?, threads = ?, gpu = ? WHERE id = ? AND (status = 'queued' OR (status = 'failed' AND ?) \
-                     OR (status = 'running' AND (heartbeat_at IS NULL OR heartbeat_at < ?)))",
+                    "UPDATE runs SET status = 'running', started_at = $1, heartbeat_at = $2, ended_at = NULL, \
+                     error = NULL, attempts = attempts + 1, host = $3, pid = $4, git_rev = $5, backend = $6, \
+                     build = $7, cpu = $8, threads = $9, gpu = $10 WHERE id = $11 AND (status = 'queued' OR (status = 'failed' AND $12) \
+                     OR (status = 'running' AND (heartbeat_at IS NULL OR heartbeat_at < $13)))",
                 )
                 .bind(now)
                 .bind(now);
@@ -277,13 +274,13 @@ impl Store {
                     tx.rollback().await?;
                     return Ok(None);
                 }
-                let attempt: i64 = sqlx::query_scalar("SELECT attempts FROM runs WHERE id = ?")
+                let attempt: i64 = sqlx::query_scalar("SELECT attempts FROM runs WHERE id = $1")
                     .bind(id)
                     .fetch_one(&mut *tx)
                     .await?;
                 sqlx::query(
-                    "UPDATE run_attempts SET status = 'abandoned', ended_at = ? \
-                     WHERE run_id = ? AND status = 'running'",
+                    "UPDATE run_attempts SET status = 'abandoned', ended_at = $1 \
+                     WHERE run_id = $2 AND status = 'running'",
                 )
                 .bind(now)
                 .bind(id)
@@ -291,7 +288,7 @@ impl Store {
                 .await?;
                 sqlx::query(
                     "INSERT INTO attempt_metrics (run_id, attempt, key, step, value, logged_at) \
-                     SELECT run_id, ?, key, step, value, logged_at FROM metrics WHERE run_id = ? \
+                     SELECT run_id, $1, key, step, value, logged_at FROM metrics WHERE run_id = $2 \
                      ON CONFLICT (run_id, attempt, key, step) DO NOTHING",
                 )
                 .bind(attempt - 1)
@@ -300,7 +297,7 @@ impl Store {
                 .await?;
                 for table in ["metrics", "summary"] {
                     sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "DELETE FROM {table} WHERE run_id = ?"
+                        "DELETE FROM {table} WHERE run_id = $1"
                     )))
                     .bind(id)
                     .execute(&mut *tx)
@@ -308,7 +305,7 @@ impl Store {
                 }
                 let insert = sqlx::query(
                     "INSERT INTO run_attempts (run_id, attempt, status, started_at, host, pid, git_rev, backend, \
-                     build, cpu, threads, gpu) VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                     build, cpu, threads, gpu) VALUES ($1, $2, 'running', $3, $4, $5, $6, $7, $8, $9, $10, $11) \
                      ON CONFLICT (run_id, attempt) DO UPDATE SET \
                      status = 'running', started_at = excluded.started_at, ended_at = NULL, error = NULL, \
                      host = excluded.host, pid = excluded.pid, git_rev = excluded.git_rev, backend = excluded.backend, \
@@ -331,7 +328,7 @@ impl Store {
     /// Records that the run's process is alive.
     pub fn heartbeat(&self, id: i64) -> Result<()> {
         self.block_on(async {
-            sqlx::query("UPDATE runs SET heartbeat_at = ? WHERE id = ? AND status = 'running'")
+            sqlx::query("UPDATE runs SET heartbeat_at = $1 WHERE id = $2 AND status = 'running'")
                 .bind(now_unix())
                 .bind(id)
                 .execute(self.pool())
@@ -378,10 +375,10 @@ impl Store {
         let now = now_unix();
         let updated = self
             .block_on(async {
-                let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
+                let mut tx = self.begin_write().await?;
                 let res = sqlx::query(
-                    "UPDATE runs SET status = ?, ended_at = ?, heartbeat_at = ?, error = ? \
-                     WHERE id = ? AND (? IS NULL OR (attempts = ? AND status = 'running'))",
+                    "UPDATE runs SET status = $1, ended_at = $2, heartbeat_at = $3, error = $4 \
+                     WHERE id = $5 AND ($6 IS NULL OR (attempts = $7 AND status = 'running'))",
                 )
                 .bind(status.as_str())
                 .bind(now)
@@ -394,8 +391,8 @@ impl Store {
                 .await?;
                 if res.rows_affected() == 1 {
                     sqlx::query(
-                        "UPDATE run_attempts SET status = ?, ended_at = ?, error = ? \
-                         WHERE run_id = ? AND attempt = (SELECT attempts FROM runs WHERE id = ?)",
+                        "UPDATE run_attempts SET status = $1, ended_at = $2, error = $3 \
+                         WHERE run_id = $4 AND attempt = (SELECT attempts FROM runs WHERE id = $5)",
                     )
                     .bind(status.as_str())
                     .bind(now)
@@ -425,7 +422,7 @@ impl Store {
         let row = self
             .block_on(async {
                 sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "SELECT {RUN_COLUMNS} FROM runs WHERE id = ?"
+                    "SELECT {RUN_COLUMNS} FROM runs WHERE id = $1"
                 )))
                 .bind(id)
                 .fetch_optional(self.pool())
@@ -447,8 +444,8 @@ impl Store {
         let rows = self
             .block_on(async {
                 sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "SELECT {RUN_COLUMNS} FROM runs WHERE (? IS NULL OR status = ?) \
-                     AND (? IS NULL OR stage = ?) ORDER BY id DESC"
+                    "SELECT {RUN_COLUMNS} FROM runs WHERE ($1 IS NULL OR status = $2) \
+                     AND ($3 IS NULL OR stage = $4) ORDER BY id DESC"
                 )))
                 .bind(status.map(RunStatus::as_str))
                 .bind(status.map(RunStatus::as_str))
@@ -487,13 +484,13 @@ impl Store {
         let (artifacts, sweeps) = self
             .block_on(async {
                 let a = sqlx::query_as::<_, ArtifactRow>(
-                    "SELECT kind, path, sha256, bytes FROM artifacts WHERE run_id = ? ORDER BY kind, path",
+                    "SELECT kind, path, sha256, bytes FROM artifacts WHERE run_id = $1 ORDER BY kind, path",
                 )
                 .bind(id)
                 .fetch_all(self.pool())
                 .await?;
                 let s = sqlx::query_scalar::<_, String>(
-                    "SELECT sweep FROM sweep_runs WHERE run_id = ? ORDER BY sweep",
+                    "SELECT sweep FROM sweep_runs WHERE run_id = $1 ORDER BY sweep",
                 )
                 .bind(id)
                 .fetch_all(self.pool())

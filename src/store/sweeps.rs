@@ -1,6 +1,7 @@
 //! Sweeps in the store: registration (spec and grid points), their points, runs by identity, and
 //! retaking runs whose process is gone.
 
+use super::BindReal;
 use super::runs::{RUN_COLUMNS, run_from_row};
 use super::{Result, RunInfo, Store, sql_err};
 use crate::util::now_unix;
@@ -22,9 +23,9 @@ impl Store {
         let now = now_unix();
         let spec_hash = crate::util::sha256_hex(spec.as_bytes());
         self.block_on(async {
-            let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
+            let mut tx = self.begin_write().await?;
             sqlx::query(
-                "INSERT INTO sweeps (name, spec, spec_hash, created_at, updated_at) VALUES (?, ?, ?, ?, ?) \
+                "INSERT INTO sweeps (name, spec, spec_hash, created_at, updated_at) VALUES ($1, $2, $3, $4, $5) \
                  ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, spec_hash = excluded.spec_hash, \
                  updated_at = excluded.updated_at",
             )
@@ -36,14 +37,14 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             for table in ["sweep_points", "sweep_runs"] {
-                sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table} WHERE sweep = ?")))
+                sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table} WHERE sweep = $1")))
                     .bind(name)
                     .execute(&mut *tx)
                     .await?;
             }
             for p in points {
                 sqlx::query(
-                    "INSERT INTO sweep_points (sweep, point, labels, stage, run_id) VALUES (?, ?, ?, ?, ?)",
+                    "INSERT INTO sweep_points (sweep, point, labels, stage, run_id) VALUES ($1, $2, $3, $4, $5)",
                 )
                 .bind(name)
                 .bind(p.point)
@@ -52,7 +53,7 @@ impl Store {
                 .bind(p.run_id)
                 .execute(&mut *tx)
                 .await?;
-                sqlx::query("INSERT INTO sweep_runs (sweep, run_id) VALUES (?, ?) ON CONFLICT DO NOTHING")
+                sqlx::query("INSERT INTO sweep_runs (sweep, run_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
                     .bind(name)
                     .bind(p.run_id)
                     .execute(&mut *tx)
@@ -66,7 +67,7 @@ impl Store {
     /// A sweep's stored spec, if it was registered.
     pub fn sweep_spec(&self, name: &str) -> Result<Option<String>> {
         self.block_on(async {
-            sqlx::query_scalar::<_, String>("SELECT spec FROM sweeps WHERE name = ?")
+            sqlx::query_scalar::<_, String>("SELECT spec FROM sweeps WHERE name = $1")
                 .bind(name)
                 .fetch_optional(self.pool())
                 .await
@@ -88,7 +89,7 @@ impl Store {
     pub fn sweep_points(&self, name: &str) -> Result<Vec<SweepPointRow>> {
         self.block_on(async {
             sqlx::query_as::<_, SweepPointRow>(
-                "SELECT point, labels, stage, run_id FROM sweep_points WHERE sweep = ? ORDER BY point, stage",
+                "SELECT point, labels, stage, run_id FROM sweep_points WHERE sweep = $1 ORDER BY point, stage",
             )
             .bind(name)
             .fetch_all(self.pool())
@@ -102,7 +103,7 @@ impl Store {
         let row = self
             .block_on(async {
                 sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "SELECT {RUN_COLUMNS} FROM runs WHERE stage = ? AND config_hash = ?"
+                    "SELECT {RUN_COLUMNS} FROM runs WHERE stage = $1 AND config_hash = $2"
                 )))
                 .bind(stage)
                 .bind(config_hash)
@@ -118,7 +119,10 @@ impl Store {
     pub fn runs_by_id(&self, ids: &[i64]) -> Result<Vec<RunInfo>> {
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(500) {
-            let marks = vec!["?"; chunk.len()].join(", ");
+            let marks = (1..=chunk.len())
+                .map(|i| format!("${i}"))
+                .collect::<Vec<_>>()
+                .join(", ");
             let rows = self
                 .block_on(async {
                     let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE id IN ({marks})");
@@ -142,8 +146,8 @@ impl Store {
         let res = self
             .block_on(async {
                 sqlx::query(
-                    "UPDATE runs SET status = 'queued', error = ? WHERE id = ? AND status = 'running' \
-                     AND pid IS ? AND heartbeat_at IS ?",
+                    "UPDATE runs SET status = 'queued', error = $1 WHERE id = $2 AND status = 'running' \
+                     AND pid IS NOT DISTINCT FROM $3 AND heartbeat_at IS NOT DISTINCT FROM $4",
                 )
                 .bind(format!(
                     "process {} on {} died while running it; requeued",
@@ -152,7 +156,7 @@ impl Store {
                 ))
                 .bind(run.id)
                 .bind(run.pid)
-                .bind(run.heartbeat_at)
+                .bind_real(run.heartbeat_at)
                 .execute(self.pool())
                 .await
             })

@@ -4,10 +4,13 @@
 
 use std::collections::BTreeSet;
 
-use super::{Result, Store, sql_err};
+use super::{Engine, Result, Store, sql_err};
 
 /// Name of the wide view.
 pub const RUNS_WIDE: &str = "runs_wide";
+
+/// The longest column name made (room for a `_N` suffix within PostgreSQL's 63 bytes).
+const MAX_COLUMN_NAME: usize = 58;
 
 fn quote_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
@@ -26,6 +29,8 @@ fn column_name(prefix: &str, key: &str, taken: &mut BTreeSet<String>) -> String 
         })
         .collect();
     base.insert_str(0, prefix);
+    // PostgreSQL keeps the first 63 bytes of a name: shorten long ones before making them unique.
+    base.truncate(MAX_COLUMN_NAME);
     let mut name = base.clone();
     let mut i = 2;
     while !taken.insert(name.clone()) {
@@ -111,21 +116,38 @@ impl Store {
                     .fetch_all(self.pool())
                     .await?;
             let wanted = runs_wide_sql(&params, &metrics);
-            let current = sqlx::query_scalar::<_, String>(
-                "SELECT sql FROM sqlite_master WHERE type = 'view' AND name = 'runs_wide'",
-            )
-            .fetch_optional(self.pool())
-            .await?;
+            // The statement the view was made from: SQLite keeps it; PostgreSQL keeps a rewritten
+            // form, so the original is kept as the view's comment.
+            let current_sql = match self.engine() {
+                Engine::Sqlite => {
+                    "SELECT sql FROM sqlite_master WHERE type = 'view' AND name = 'runs_wide'"
+                }
+                Engine::Postgres => {
+                    "SELECT obj_description(to_regclass('runs_wide'), 'pg_class') AS sql"
+                }
+            };
+            let current = sqlx::query_scalar::<_, Option<String>>(current_sql)
+                .fetch_optional(self.pool())
+                .await?
+                .flatten();
             if current.as_deref() == Some(wanted.as_str()) {
                 return Ok(());
             }
-            let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
+            let mut tx = self.begin_write().await?;
             sqlx::query("DROP VIEW IF EXISTS runs_wide")
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query(sqlx::AssertSqlSafe(wanted))
+            sqlx::query(sqlx::AssertSqlSafe(wanted.clone()))
                 .execute(&mut *tx)
                 .await?;
+            if self.engine() == Engine::Postgres {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "COMMENT ON VIEW runs_wide IS {}",
+                    quote_literal(&wanted)
+                )))
+                .execute(&mut *tx)
+                .await?;
+            }
             tx.commit().await
         })
         .map_err(sql_err("refresh runs_wide"))

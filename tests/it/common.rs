@@ -11,13 +11,26 @@ pub fn bin() -> &'static str {
 /// A temp folder with a database path and a data folder.
 pub struct Sandbox {
     pub dir: tempfile::TempDir,
+    /// A PostgreSQL store's URL, used instead of the SQLite file when set.
+    pub pg: Option<String>,
 }
 
 impl Sandbox {
     pub fn new() -> Sandbox {
         Sandbox {
             dir: tempfile::tempdir().expect("temp dir"),
+            pg: None,
         }
+    }
+
+    /// A sandbox whose store is a new database on the test PostgreSQL server, `None` without one
+    /// (`flowprior::store::testing`).
+    pub fn postgres() -> Option<Sandbox> {
+        let url = flowprior::store::testing::fresh_database()?;
+        Some(Sandbox {
+            pg: Some(url),
+            ..Sandbox::new()
+        })
     }
 
     pub fn db(&self) -> PathBuf {
@@ -30,10 +43,14 @@ impl Sandbox {
 
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(bin());
-        c.arg("--db")
-            .arg(self.db())
-            .arg("--data-dir")
-            .arg(self.data());
+        match &self.pg {
+            Some(url) => c
+                .arg("--db")
+                .arg(url)
+                .env("FLOWPRIOR_ARTIFACTS", self.dir.path().join("artifacts")),
+            None => c.arg("--db").arg(self.db()),
+        };
+        c.arg("--data-dir").arg(self.data());
         // One worker of one thread unless a test asks for more: tests run side by side, and a sweep's
         // default (a worker per core) would start processes the tests do not count on.
         c.env_remove("FLOWPRIOR_BACKEND")

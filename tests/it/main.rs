@@ -5,6 +5,7 @@ mod cli_jobs;
 mod common;
 mod generator;
 mod honesty;
+mod postgres;
 mod prior;
 mod snapshots;
 mod store_processes;
