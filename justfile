@@ -34,6 +34,11 @@ chaos:
     cargo build --locked
     bash scripts/chaos.sh
 
+# A real one-node Slurm cluster and PostgreSQL started here: the smoke sweep as a Slurm array of 4
+# workers (`sweep submit --slurm`), checked (docs/cluster.md).
+test-slurm:
+    bash scripts/test-slurm.sh
+
 # Apply the run-store migrations to a throw-away PostgreSQL cluster (schema portability).
 check-postgres:
     bash scripts/check-postgres-schema.sh

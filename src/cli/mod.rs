@@ -12,6 +12,7 @@ mod runs;
 mod sql;
 mod stage;
 mod sweep;
+mod sweep_cluster;
 mod sweep_dry_run;
 mod toy;
 

@@ -1,4 +1,4 @@
-//! `flowprior sweep run FILE | status NAME | list`
+//! `flowprior sweep run FILE | status NAME | list` (`worker` and `submit`: sweep_cluster.rs)
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -33,6 +33,11 @@ pub enum SweepCommand {
     },
     /// Registered sweeps.
     List,
+    /// Work on a registered sweep from any host: claim ready stage runs from the run store until
+    /// none is left (start as many as you like, anywhere the store and the data can be reached).
+    Worker(super::sweep_cluster::WorkerArgs),
+    /// Register a sweep and submit workers on it to a cluster scheduler (a Slurm job array).
+    Submit(super::sweep_cluster::SubmitArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -53,6 +58,10 @@ pub struct RunArgs {
     /// Run again the stages that failed before.
     #[arg(long)]
     pub retry_failed: bool,
+    /// Attempts a stage gets before its failure is final: a failed stage is retried automatically
+    /// while it has had fewer (1: never).
+    #[arg(long, env = "FLOWPRIOR_MAX_ATTEMPTS", default_value_t = 1)]
+    pub max_attempts: i64,
     /// Scale preset, overriding the file's `preset`.
     #[arg(long, value_enum)]
     pub preset: Option<Scale>,
@@ -77,6 +86,8 @@ pub struct RunArgs {
 pub fn run(cli: &Cli, args: &SweepArgs) -> anyhow::Result<()> {
     match &args.command {
         SweepCommand::Run(a) => run_sweep(cli, a),
+        SweepCommand::Worker(a) => super::sweep_cluster::worker(cli, a),
+        SweepCommand::Submit(a) => super::sweep_cluster::submit(cli, a),
         SweepCommand::Status { name } => status(cli, name),
         SweepCommand::List => {
             let store = cli.open_existing_store()?;
@@ -107,6 +118,7 @@ fn spawn_workers(
             .args(["--threads", &threads.to_string()])
             .arg("--stale-after")
             .arg(args.stale_after.to_string())
+            .args(["--max-attempts", &args.max_attempts.to_string()])
             .arg("--divergence-factor")
             .arg(cli.divergence_factor.to_string());
         if args.retry_failed {
@@ -151,16 +163,7 @@ fn run_sweep(cli: &Cli, args: &RunArgs) -> anyhow::Result<()> {
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let (workers, threads) = split_cores(cores, args.workers, args.threads)?;
     // Every process of the sweep computes with `threads` threads (the workers are told so).
-    if rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build_global()
-        .is_err()
-    {
-        tracing::warn!(
-            threads,
-            "the thread pool was already set up; --threads not applied"
-        );
-    }
+    super::sweep_cluster::set_threads(threads);
     anyhow::ensure!(
         args.stale_after.is_finite() && args.stale_after > 0.0,
         "--stale-after must be a positive number of seconds"
@@ -180,8 +183,10 @@ fn run_sweep(cli: &Cli, args: &RunArgs) -> anyhow::Result<()> {
         println!("{note}");
     }
     let plan = Plan::expand(&sweep, &cli.data_dir())?;
+    anyhow::ensure!(args.max_attempts >= 1, "--max-attempts must be at least 1");
     let claim = Claim {
         stale_after_s: args.stale_after,
+        max_attempts: args.max_attempts,
         ..cli.claim(args.retry_failed)?
     };
     if args.dry_run {
@@ -270,6 +275,7 @@ fn run_sweep(cli: &Cli, args: &RunArgs) -> anyhow::Result<()> {
         &runs,
         Claim {
             retry_failed: false,
+            max_attempts: 1,
             ..claim
         },
         &HashSet::new(),

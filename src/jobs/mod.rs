@@ -95,12 +95,14 @@ pub struct Upstream<C> {
     pub config: C,
 }
 
-/// Which runs a job may claim: failed ones only when retrying; running ones whose heartbeat is older
-/// than `stale_after_s` (their process died). `guard` is the divergence guard the claimed run logs
-/// under.
+/// Which runs a job may claim: failed ones when retrying (`retry_failed`: always; otherwise while
+/// they have had fewer than `max_attempts` attempts, 1 by default: never); running ones whose
+/// heartbeat is older than `stale_after_s` (their process died). `guard` is the divergence guard the
+/// claimed run logs under.
 #[derive(Debug, Clone, Copy)]
 pub struct Claim {
     pub retry_failed: bool,
+    pub max_attempts: i64,
     pub stale_after_s: f64,
     pub guard: DivergenceGuard,
 }
@@ -109,8 +111,18 @@ impl Claim {
     pub fn new(retry_failed: bool) -> Claim {
         Claim {
             retry_failed,
+            max_attempts: 1,
             stale_after_s: DEFAULT_STALE_AFTER_S,
             guard: DivergenceGuard::default(),
+        }
+    }
+
+    /// What the claim does with a failed run.
+    pub fn retry(&self) -> crate::store::Retry {
+        if self.retry_failed {
+            crate::store::Retry::Always
+        } else {
+            crate::store::Retry::UpTo(self.max_attempts)
         }
     }
 
@@ -187,13 +199,8 @@ pub fn run_or_reuse<T>(
     claim: Claim,
     body: impl FnOnce(&mut ActiveRun<'_>) -> Result<T>,
 ) -> Result<JobRun<T>> {
-    let Some(mut run) = ActiveRun::begin_with(
-        store,
-        spec,
-        backend,
-        claim.retry_failed,
-        claim.stale_after_s,
-    )?
+    let Some(mut run) =
+        ActiveRun::begin_with(store, spec, backend, claim.retry(), claim.stale_after_s)?
     else {
         let run = store.get_or_create_run(spec)?;
         let summary = store.summary(run.id)?;

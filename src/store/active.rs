@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::metrics::params_from_config;
-use super::runs::RunEnv;
+use super::runs::{Retry, RunEnv};
 use super::{MetricPoint, Result, RunInfo, RunSpec, RunStatus, Store, StoreError};
 use crate::util::now_unix;
 
@@ -102,9 +102,9 @@ impl<'a> ActiveRun<'a> {
         store: &'a Store,
         spec: &RunSpec,
         backend: &str,
-        retry_failed: bool,
+        retry: impl Into<Retry>,
     ) -> Result<Option<ActiveRun<'a>>> {
-        Self::begin_with(store, spec, backend, retry_failed, DEFAULT_STALE_AFTER_S)
+        Self::begin_with(store, spec, backend, retry, DEFAULT_STALE_AFTER_S)
     }
 
     /// [`ActiveRun::begin`] with a chosen staleness threshold for running runs.
@@ -112,7 +112,7 @@ impl<'a> ActiveRun<'a> {
         store: &'a Store,
         spec: &RunSpec,
         backend: &str,
-        retry_failed: bool,
+        retry: impl Into<Retry>,
         stale_after_s: f64,
     ) -> Result<Option<ActiveRun<'a>>> {
         let run = store.get_or_create_run(spec)?;
@@ -126,7 +126,7 @@ impl<'a> ActiveRun<'a> {
             );
             store.requeue_dead(&run)?;
         }
-        let Some(attempt) = store.claim_run(run.id, &env, retry_failed, stale_after_s)? else {
+        let Some(attempt) = store.claim_run(run.id, &env, retry, stale_after_s)? else {
             return Ok(None);
         };
         store.set_params(run.id, &params_from_config(&spec.config))?;

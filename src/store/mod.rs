@@ -38,7 +38,7 @@ pub use export::{ExportFormat, ExportTable};
 pub use location::{ARTIFACTS_ENV, Engine, Location};
 pub use metrics::{ArtifactRef, MetricPoint, ParamValue, SummaryRow};
 pub use query::{Cell, OutputFormat, QueryResult, RowWriter, format_real};
-pub use runs::{ArtifactRow, RunDetail, RunEnv, RunInfo, RunSpec, RunStatus, process_alive};
+pub use runs::{ArtifactRow, Retry, RunDetail, RunEnv, RunInfo, RunSpec, RunStatus, process_alive};
 pub use statement::{READ_KEYWORDS, check_read_statement};
 pub use sweeps::SweepPointRow;
 

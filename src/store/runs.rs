@@ -146,6 +146,38 @@ pub(super) fn run_from_row(row: &sqlx::any::AnyRow) -> std::result::Result<RunIn
     sqlx::FromRow::from_row(row)
 }
 
+/// Whether a claim takes a failed run again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Never: a failed run stays failed.
+    Never,
+    /// Always (`--retry-failed`).
+    Always,
+    /// While the run has had fewer than this many attempts (`--max-attempts`).
+    UpTo(i64),
+}
+
+impl Retry {
+    /// A failed run is claimed when its attempts are below this.
+    fn attempts_below(self) -> i64 {
+        match self {
+            Retry::Never => 0,
+            Retry::Always => i64::MAX,
+            Retry::UpTo(n) => n,
+        }
+    }
+}
+
+impl From<bool> for Retry {
+    fn from(retry_failed: bool) -> Retry {
+        if retry_failed {
+            Retry::Always
+        } else {
+            Retry::Never
+        }
+    }
+}
+
 /// Where and how a run executes, recorded when it starts.
 #[derive(Debug, Clone, Default)]
 pub struct RunEnv {
@@ -226,19 +258,18 @@ impl Store {
         .map_err(sql_err("get-or-create run"))
     }
 
-    /// Claims a run for execution: `queued` runs, `failed` ones when `retry_failed`, and `running`
-    /// ones whose heartbeat is older than `stale_after_s` seconds (their process died). Returns false
-    /// when another process holds it or it has finished. See [`Store::claim_run`].
+    /// Claims a run for execution: `queued` runs, `failed` ones as `retry` allows (`true`: always,
+    /// `false`: never, [`Retry::UpTo`]: while it has had fewer attempts), and `running` ones whose
+    /// heartbeat is older than `stale_after_s` seconds (their process died). Returns false when
+    /// another process holds it or it has finished. See [`Store::claim_run`].
     pub fn start_run(
         &self,
         id: i64,
         env: &RunEnv,
-        retry_failed: bool,
+        retry: impl Into<Retry>,
         stale_after_s: f64,
     ) -> Result<bool> {
-        Ok(self
-            .claim_run(id, env, retry_failed, stale_after_s)?
-            .is_some())
+        Ok(self.claim_run(id, env, retry, stale_after_s)?.is_some())
     }
 
     /// [`Store::start_run`], returning the new attempt's number when the run was claimed. In the same
@@ -249,9 +280,10 @@ impl Store {
         &self,
         id: i64,
         env: &RunEnv,
-        retry_failed: bool,
+        retry: impl Into<Retry>,
         stale_after_s: f64,
     ) -> Result<Option<i64>> {
+        let below = retry.into().attempts_below();
         let now = now_unix();
         let attempt = self
             .block_on(async {
@@ -259,14 +291,14 @@ impl Store {
                 let update = sqlx::query(
                     "UPDATE runs SET status = 'running', started_at = $1, heartbeat_at = $2, ended_at = NULL, \
                      error = NULL, attempts = attempts + 1, host = $3, pid = $4, git_rev = $5, backend = $6, \
-                     build = $7, cpu = $8, threads = $9, gpu = $10 WHERE id = $11 AND (status = 'queued' OR (status = 'failed' AND $12) \
+                     build = $7, cpu = $8, threads = $9, gpu = $10 WHERE id = $11 AND (status = 'queued' OR (status = 'failed' AND attempts < $12) \
                      OR (status = 'running' AND (heartbeat_at IS NULL OR heartbeat_at < $13)))",
                 )
                 .bind(now)
                 .bind(now);
                 let res = bind_env(update, env)
                 .bind(id)
-                .bind(retry_failed)
+                .bind(below)
                 .bind(now - stale_after_s)
                 .execute(&mut *tx)
                 .await?;

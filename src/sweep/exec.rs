@@ -212,7 +212,10 @@ pub fn states(
             Some(r) if r.status == RunStatus::Finished => NodeState::Finished,
             _ if inputs.iter().any(|s| s.hopeless()) => NodeState::Blocked,
             Some(r) if r.status == RunStatus::Failed => {
-                if claim.retry_failed && !attempted.contains(&i) {
+                // Retried on request (once per worker) or automatically below the attempt limit.
+                if (claim.retry_failed && !attempted.contains(&i))
+                    || r.attempts < claim.max_attempts
+                {
                     if inputs_done {
                         NodeState::Ready
                     } else {

@@ -2,6 +2,7 @@
 //! One test binary (modules below) so the crate links once.
 
 mod cli_jobs;
+mod cluster;
 mod common;
 mod generator;
 mod honesty;

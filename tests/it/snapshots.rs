@@ -27,6 +27,8 @@ fn help_of_every_verb() {
         &["classifier"],
         &["sweep", "run"],
         &["sweep", "status"],
+        &["sweep", "worker"],
+        &["sweep", "submit"],
         &["stage", "run"],
         &["stage", "list"],
         &["report"],

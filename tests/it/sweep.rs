@@ -254,7 +254,7 @@ fn failed_stages_are_recorded_and_the_rest_carries_on() {
 
 /// Polls until `q` returns at least `n` (or panics after `secs`, or when `child`, the sweep being
 /// watched, has exited: its stderr, inherited, says why); before the store exists it counts -1.
-fn wait_for(sb: &Sandbox, child: &mut std::process::Child, q: &str, n: i64, secs: u64) {
+pub(crate) fn wait_for(sb: &Sandbox, child: &mut std::process::Child, q: &str, n: i64, secs: u64) {
     let t = Instant::now();
     let poll = || {
         let (ok, out, _) = sb.run(&["sql", q, "--format", "csv"]);
