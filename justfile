@@ -15,9 +15,10 @@ data:
     bash scripts/fetch-data.sh
 
 # Every test (unit + integration) on the default CPU backend, the run store on SQLite and on a
-# throw-away PostgreSQL server on loopback (scripts/with-postgres.sh), then the lone MAR test.
+# throw-away PostgreSQL server, artifacts in a throw-away S3-compatible server (both on loopback:
+# scripts/with-postgres.sh, scripts/with-s3.sh), then the lone MAR test.
 test:
-    FLOWPRIOR_REQUIRE_PG=1 bash scripts/with-postgres.sh cargo test --locked --lib --bins --tests
+    FLOWPRIOR_REQUIRE_PG=1 bash scripts/with-postgres.sh bash scripts/with-s3.sh cargo test --locked --lib --bins --tests
     # The MAR mixture test alone (see README, Generators); fails if the name no longer matches a test.
     # (Its output is kept in a variable: `tee /dev/stderr` truncated a log file that stderr went to.)
     bash -c 'out=$(cargo test --locked --lib -- --ignored --exact models::cond::tests::mar_samples_each_class_of_a_known_mixture 2>&1); echo "$out"; grep -q "test result: ok. 1 passed" <<< "$out"'

@@ -166,7 +166,7 @@ pub fn input_artifact(store: &Store, run: i64, kind: &str) -> Result<PathBuf> {
             message: format!("run {run} recorded no `{kind}` artifact"),
         });
     };
-    let path = PathBuf::from(path);
+    let path = store.local_artifact(&path, &sha)?;
     let (now, _) = crate::util::sha256_file(&path)
         .map_err(|e| Error::input(&path, format!("`{kind}` artifact of run {run}: {e}")))?;
     if now != sha {

@@ -95,7 +95,10 @@ impl Location {
         match self {
             Location::Sqlite(p) => p.with_extension("artifacts"),
             Location::Postgres(url) => match std::env::var(ARTIFACTS_ENV) {
-                Ok(dir) if !dir.is_empty() => PathBuf::from(dir),
+                // An object store URL: this folder is then the local working copy and cache.
+                Ok(dir) if !dir.is_empty() && !super::objects::is_object_url(&dir) => {
+                    PathBuf::from(dir)
+                }
                 _ => PathBuf::from("runs")
                     .join(format!("{}.artifacts", Self::postgres_database(url))),
             },

@@ -367,7 +367,14 @@ impl Store {
             path: path.to_path_buf(),
             source,
         })?;
-        let path_text = path.to_string_lossy().into_owned();
+        // With an object store, the file is uploaded and its URL recorded instead of the local path.
+        let path_text = match &self.objects {
+            Some(objects) => {
+                let info = self.run(run)?;
+                self.block_on(objects.upload(path, &info.stage, &info.config_hash, run, kind))?
+            }
+            None => path.to_string_lossy().into_owned(),
+        };
         self.block_on(async {
             sqlx::query(
                 "INSERT INTO artifacts (run_id, kind, path, sha256, bytes, created_at) VALUES ($1, $2, $3, $4, $5, $6) \

@@ -16,6 +16,7 @@ mod active;
 mod export;
 mod location;
 mod metrics;
+mod objects;
 mod query;
 mod runs;
 mod statement;
@@ -132,6 +133,8 @@ pub enum StoreError {
     },
     #[error("export to {path} failed: {message}")]
     Export { path: PathBuf, message: String },
+    #[error("artifact store: {0}")]
+    Objects(String),
     #[error("cannot start the store's runtime: {0}")]
     Runtime(std::io::Error),
 }
@@ -166,6 +169,8 @@ pub struct Store {
     pool: AnyPool,
     location: Location,
     read_only: bool,
+    /// Where artifacts are uploaded when `FLOWPRIOR_ARTIFACTS` names an object store.
+    objects: Option<objects::Objects>,
 }
 
 /// The store's address: the flag, else `FLOWPRIOR_DB`, else `runs/flowprior.db`.
@@ -214,6 +219,7 @@ impl Store {
                     pool,
                     location: location.clone(),
                     read_only: false,
+                    objects: objects::Objects::from_env()?,
                 })
             }
         }
@@ -232,6 +238,7 @@ impl Store {
                     pool,
                     location: location.clone(),
                     read_only: true,
+                    objects: None,
                 };
                 let has_schema = store
                     .block_on(async {
@@ -276,6 +283,7 @@ impl Store {
             pool,
             location,
             read_only: false,
+            objects: objects::Objects::from_env()?,
         })
     }
 
@@ -290,6 +298,7 @@ impl Store {
             pool,
             location,
             read_only: true,
+            objects: None,
         })
     }
 
@@ -314,6 +323,7 @@ impl Store {
             pool,
             location,
             read_only: true,
+            objects: None,
         };
         store.integrity_probe()?;
         Ok(store)
@@ -409,6 +419,24 @@ impl Store {
             }
         })
         .map_err(sql_err("integrity check"))
+    }
+
+    /// A local file holding the artifact recorded at `path` with SHA-256 `sha`: `path` itself when it is
+    /// a local file, else the object fetched into this host's cache (`cache/` under
+    /// [`Store::artifacts_dir`]). The caller checks the SHA-256 of what it gets.
+    pub fn local_artifact(&self, path: &str, sha: &str) -> Result<PathBuf> {
+        if !objects::is_object_url(path) {
+            return Ok(PathBuf::from(path));
+        }
+        let cache = self.artifacts_dir().join("cache");
+        match &self.objects {
+            Some(o) if o.holds(path) => self.block_on(o.fetch(path, sha, &cache)),
+            // Recorded by a worker configured with another store: open that one.
+            _ => {
+                let o = objects::Objects::open(objects::store_of(path)?)?;
+                self.block_on(o.fetch(path, sha, &cache))
+            }
+        }
     }
 
     /// Closes the pool (SQLite: checkpointing the WAL).

@@ -142,9 +142,32 @@ fn a_worker_killed_mid_stage_loses_its_run_to_another_and_the_attempt_is_kept() 
         value(&sb, "SELECT COUNT(*) FROM runs WHERE status = 'running'"),
         1
     );
-    // Another worker: the dead one's lease (heartbeat) is given up at once here, as its process is
-    // gone from this host; elsewhere it would expire after --stale-after seconds.
-    let out = sb.ok(&["sweep", "worker", "killed", "--stale-after", "5"]);
+    // As if the dead worker had run on another node: its process cannot be looked up from here, so
+    // its run is retaken only when its lease (the heartbeat) is older than --stale-after.
+    let url = sb.pg.clone().expect("a URL");
+    let moved = std::process::Command::new("psql")
+        .args([
+            url.as_str(),
+            "-qc",
+            "UPDATE runs SET host = 'node-17' WHERE status = 'running'",
+        ])
+        .status()
+        .expect("psql");
+    assert!(moved.success());
+    let last_beat: f64 = sb
+        .sql_value("SELECT heartbeat_at FROM runs WHERE status = 'running'")
+        .parse()
+        .expect("a heartbeat");
+    let out = sb.ok(&["sweep", "worker", "killed", "--stale-after", "4"]);
+    let retaken: f64 = sb
+        .sql_value("SELECT started_at FROM run_attempts WHERE attempt = 2")
+        .parse()
+        .expect("a second attempt");
+    assert!(
+        retaken - last_beat >= 4.0,
+        "retaken {:.1} s after the last heartbeat, before the lease expired",
+        retaken - last_beat
+    );
     assert!(out.contains("the sweep: 4 of 4 finished"), "{out}");
     assert_eq!(
         value(&sb, "SELECT COUNT(*) FROM runs WHERE status = 'finished'"),

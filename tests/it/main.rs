@@ -6,6 +6,7 @@ mod cluster;
 mod common;
 mod generator;
 mod honesty;
+mod objects;
 mod postgres;
 mod prior;
 mod snapshots;

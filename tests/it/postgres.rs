@@ -111,6 +111,28 @@ fn a_sweep_with_three_workers_records_each_run_once_and_every_verb_reads_it() {
 }
 
 #[test]
+fn a_wrong_password_is_refused_clearly_and_never_printed() {
+    let Some(sb) = Sandbox::postgres() else {
+        return;
+    };
+    let url = sb.pg.clone().expect("a URL");
+    let (user, rest) = url.split_once('@').expect("user@host");
+    let wrong = format!(
+        "{}:not-the-password@{rest}",
+        user.rsplit_once(':').expect("password").0
+    );
+    let bad = Sandbox {
+        pg: Some(wrong),
+        ..Sandbox::new()
+    };
+    let (ok, _, err) = bad.run(&["runs", "list"]);
+    assert!(!ok, "{err}");
+    assert!(err.contains("password authentication failed"), "{err}");
+    assert!(err.contains("postgres:***@127.0.0.1"), "{err}");
+    assert!(!err.contains("not-the-password"), "{err}");
+}
+
+#[test]
 fn an_unreachable_server_is_a_clear_error() {
     let sb = Sandbox {
         pg: Some("postgres://nobody@127.0.0.1:9/none".into()),

@@ -1,0 +1,130 @@
+//! Artifacts in an S3-compatible object store (a local moto server, `scripts/with-s3.sh`, as `just
+//! test` runs the tests), with the runs in PostgreSQL: what a cluster without a shared file system
+//! uses. Without the servers these tests say so and pass (`FLOWPRIOR_REQUIRE_PG=1` makes that a
+//! failure; `just test` sets it).
+
+use crate::common::Sandbox;
+use crate::sweep::{sweep_text, write};
+
+/// The test bucket's URL and a PostgreSQL sandbox, when both servers are there.
+fn servers() -> Option<(String, Sandbox)> {
+    let s3 = std::env::var("FLOWPRIOR_TEST_S3")
+        .ok()
+        .filter(|s| !s.is_empty());
+    if s3.is_none() {
+        assert!(
+            std::env::var_os("FLOWPRIOR_REQUIRE_PG").is_none(),
+            "FLOWPRIOR_TEST_S3 is not set: run the tests through scripts/with-s3.sh (as `just test` does)"
+        );
+        eprintln!("FLOWPRIOR_TEST_S3 not set: the object-store test is skipped");
+        return None;
+    }
+    Some((s3?, Sandbox::postgres()?))
+}
+
+fn value(sb: &Sandbox, q: &str) -> i64 {
+    sb.sql_value(q).parse().unwrap_or(-1)
+}
+
+#[test]
+fn priors_go_to_the_bucket_and_alignment_runs_fetch_them_from_there() {
+    let Some((s3, sb)) = servers() else {
+        return;
+    };
+    let prefix = format!("t{}", std::process::id());
+    let store = format!("{s3}/{prefix}");
+    let f = write(
+        &sb,
+        "bucket",
+        &sweep_text(r#"["mixture", "moons"]"#, "[0.01]", "[0]", 60, ""),
+    );
+    let out = sb
+        .cmd()
+        .current_dir(sb.dir.path())
+        .env("FLOWPRIOR_ARTIFACTS", &store)
+        .args(["sweep", "run", f.to_str().unwrap(), "--workers", "2"])
+        .output()
+        .expect("sweep");
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        value(&sb, "SELECT COUNT(*) FROM runs WHERE status = 'finished'"),
+        4
+    );
+    // Each prior is an object addressed by its stage and configuration hash.
+    let recorded = sb.ok(&[
+        "sql",
+        "SELECT a.path, r.config_hash FROM artifacts a JOIN runs r ON r.id = a.run_id \
+         WHERE a.kind = 'prior' ORDER BY a.run_id",
+        "--format",
+        "csv",
+    ]);
+    let rows: Vec<&str> = recorded.lines().skip(1).collect();
+    assert_eq!(rows.len(), 2, "{recorded}");
+    for row in rows {
+        let (path, hash) = row.split_once(',').expect("two columns");
+        assert!(
+            path.starts_with(&format!("{store}/toy_prior/{hash}/run-")),
+            "{path}"
+        );
+    }
+    // The alignment runs read them through the cache (fetched, checked against the SHA-256).
+    let cache = sb.dir.path().join("runs");
+    let cached = walk(&cache)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("/cache/"))
+        .count();
+    assert!(cached >= 2, "fetched priors in {}", cache.display());
+}
+
+#[test]
+fn a_bucket_that_does_not_exist_fails_the_run_clearly_and_keeps_its_metrics() {
+    let Some((_, sb)) = servers() else {
+        return;
+    };
+    let f = write(
+        &sb,
+        "nobucket",
+        &sweep_text(r#"["mixture"]"#, "[0.01]", "[0]", 40, ""),
+    );
+    let out = sb
+        .cmd()
+        .current_dir(sb.dir.path())
+        .env("FLOWPRIOR_ARTIFACTS", "s3://no-such-bucket-here/p")
+        .args(["sweep", "run", f.to_str().unwrap()])
+        .output()
+        .expect("sweep");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("artifact store: cannot upload to s3://no-such-bucket-here/p/toy_prior/"),
+        "{stdout}"
+    );
+    assert_eq!(
+        value(&sb, "SELECT COUNT(*) FROM runs WHERE status = 'failed'"),
+        1
+    );
+    assert!(
+        value(&sb, "SELECT COUNT(*) FROM metrics") > 0,
+        "what was logged is kept"
+    );
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
