@@ -42,7 +42,7 @@ runuser -u "$MUNGE_USER" -- /usr/sbin/munged --key-file="$W/munge/munge.key" --s
 mkdir -p "$W/state" "$W/spool"
 cat > "$W/slurm.conf" <<CONF
 ClusterName=flowprior-test
-SlurmctldHost=$NODE
+SlurmctldHost=$NODE(127.0.0.1)
 SlurmctldPort=$CTLD_PORT
 SlurmdPort=$D_PORT
 SlurmUser=root
@@ -65,13 +65,13 @@ SlurmctldPidFile=$W/slurmctld.pid
 SlurmdPidFile=$W/slurmd.pid
 SlurmctldLogFile=$W/slurmctld.log
 SlurmdLogFile=$W/slurmd.log
-NodeName=$NODE CPUs=$CPUS State=UNKNOWN
+NodeName=$NODE NodeAddr=127.0.0.1 NodeHostname=$NODE CPUs=$CPUS State=UNKNOWN
 PartitionName=test Nodes=$NODE Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:4
 CONF
 export SLURM_CONF="$W/slurm.conf"
 log "starting slurmctld and slurmd (node $NODE, $CPUS CPUs)"
 /usr/sbin/slurmctld -f "$SLURM_CONF"
-/usr/sbin/slurmd -f "$SLURM_CONF"
+/usr/sbin/slurmd -f "$SLURM_CONF" -N "$NODE"
 for _ in $(seq 60); do
   sinfo -h -o '%T' 2>/dev/null | grep -Eq 'idle|mixed' && break
   sleep 1
