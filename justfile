@@ -14,9 +14,8 @@ setup:
 data:
     bash scripts/fetch-data.sh
 
-# Every test (unit + integration) on the default CPU backend, the run store on SQLite and on a
-# throw-away PostgreSQL server, artifacts in a throw-away S3-compatible server (both on loopback:
-# scripts/with-postgres.sh, scripts/with-s3.sh), then the lone MAR test.
+# (PostgreSQL and the S3-compatible server run on loopback: scripts/with-postgres.sh, scripts/with-s3.sh.)
+# Every test (unit + integration; the run store on SQLite and PostgreSQL, artifacts in S3), then the lone MAR test.
 test:
     FLOWPRIOR_REQUIRE_PG=1 bash scripts/with-postgres.sh bash scripts/with-s3.sh cargo test --locked --lib --bins --tests
     # The MAR mixture test alone (see README, Generators); fails if the name no longer matches a test.
@@ -35,8 +34,8 @@ chaos:
     cargo build --locked
     bash scripts/chaos.sh
 
-# A real one-node Slurm cluster and PostgreSQL started here: the smoke sweep as a Slurm array of 4
-# workers (`sweep submit --slurm`), checked (docs/cluster.md).
+# (The cluster, munge and PostgreSQL are started by the script and stopped after; docs/cluster.md.)
+# A one-node Slurm cluster started here: the smoke sweep as a job array of 4 workers (`sweep submit --slurm`).
 test-slurm:
     bash scripts/test-slurm.sh
 
