@@ -59,9 +59,7 @@ pub fn align_bench(
     backend: BackendKind,
     python: &std::path::Path,
 ) -> anyhow::Result<()> {
-    let _ = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads.max(1))
-        .build_global();
+    super::set_threads(threads.max(1));
     let preset = |s: Scale| -> anyhow::Result<TokenizerConfig> {
         Ok(serde_json::from_value(
             StageKind::named(crate::stage::tokenizer::TOKENIZER).defaults(s),

@@ -39,9 +39,7 @@ pub fn generator_bench(
     backend: BackendKind,
     python: &std::path::Path,
 ) -> anyhow::Result<()> {
-    let _ = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads.max(1))
-        .build_global();
+    super::set_threads(threads.max(1));
     let preset: GeneratorConfig = serde_json::from_value(
         StageKind::named(crate::stage::generator::GENERATOR).defaults(Scale::Small),
     )?;

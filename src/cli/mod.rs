@@ -265,3 +265,17 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
         }
     }
 }
+
+/// Sets the process's compute threads (once per process).
+pub(crate) fn set_threads(threads: usize) {
+    if rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global()
+        .is_err()
+    {
+        tracing::warn!(
+            threads,
+            "the thread pool was already set up; --threads not applied"
+        );
+    }
+}

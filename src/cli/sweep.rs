@@ -62,15 +62,8 @@ pub struct RunArgs {
     /// while it has had fewer (1: never).
     #[arg(long, env = "FLOWPRIOR_MAX_ATTEMPTS", default_value_t = 1)]
     pub max_attempts: i64,
-    /// Scale preset, overriding the file's `preset`.
-    #[arg(long, value_enum)]
-    pub preset: Option<Scale>,
-    /// Backend, overriding the file's `backend`.
-    #[arg(long, value_enum)]
-    pub backend: Option<BackendKind>,
-    /// Seeds, overriding the file's `seeds`, e.g. --seeds 0 or --seeds 0,1.
-    #[arg(long, value_delimiter = ',')]
-    pub seeds: Option<Vec<u64>>,
+    #[command(flatten)]
+    pub overrides: OverrideArgs,
     /// Device: cpu, cuda, cuda:N.
     #[arg(long)]
     pub device: Option<String>,
@@ -81,6 +74,60 @@ pub struct RunArgs {
     /// Internal: run as a worker of a parent `sweep run` (no registration, no output).
     #[arg(long, hide = true)]
     pub worker: bool,
+}
+
+/// What the command line overrides of a sweep file.
+#[derive(clap::Args, Debug, Clone)]
+pub struct OverrideArgs {
+    /// Scale preset, overriding the file's `preset`.
+    #[arg(long, value_enum)]
+    pub preset: Option<Scale>,
+    /// Backend, overriding the file's `backend`.
+    #[arg(long, value_enum)]
+    pub backend: Option<BackendKind>,
+    /// Seeds, overriding the file's `seeds`, e.g. --seeds 0 or --seeds 0,1.
+    #[arg(long, value_delimiter = ',')]
+    pub seeds: Option<Vec<u64>>,
+}
+
+impl OverrideArgs {
+    /// The same overrides as flags, for a worker process.
+    fn to_args(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(p) = self.preset {
+            out.extend(["--preset".to_string(), p.name().to_string()]);
+        }
+        if let Some(b) = self.backend {
+            out.extend(["--backend".to_string(), b.name().to_string()]);
+        }
+        if let Some(seeds) = &self.seeds {
+            let list: Vec<String> = seeds.iter().map(u64::to_string).collect();
+            out.extend(["--seeds".to_string(), list.join(",")]);
+        }
+        out
+    }
+}
+
+/// Loads the sweep file with the command line's overrides and reconciles it with the same sweep
+/// registered in the store, if any (seeds add to it; a changed file replaces it): the sweep, and a
+/// note for the user when something changed.
+pub(super) fn load_reconciled(
+    cli: &Cli,
+    file: &std::path::Path,
+    overrides: &OverrideArgs,
+) -> anyhow::Result<(Sweep, Option<String>)> {
+    let sweep = Sweep::load(
+        file,
+        Overrides {
+            preset: overrides.preset,
+            backend: overrides.backend,
+            seeds: overrides.seeds.clone(),
+        },
+    )?;
+    Ok(match cli.existing_store_if_any()? {
+        Some(store) => exec::reconcile(&store, sweep)?,
+        None => (sweep, None),
+    })
 }
 
 pub fn run(cli: &Cli, args: &SweepArgs) -> anyhow::Result<()> {
@@ -124,16 +171,7 @@ fn spawn_workers(
         if args.retry_failed {
             c.arg("--retry-failed");
         }
-        if let Some(p) = args.preset {
-            c.args(["--preset", p.name()]);
-        }
-        if let Some(b) = args.backend {
-            c.args(["--backend", b.name()]);
-        }
-        if let Some(seeds) = &args.seeds {
-            let list: Vec<String> = seeds.iter().map(u64::to_string).collect();
-            c.args(["--seeds", &list.join(",")]);
-        }
+        c.args(args.overrides.to_args());
         if let Some(d) = &args.device {
             c.args(["--device", d]);
         }
@@ -163,22 +201,13 @@ fn run_sweep(cli: &Cli, args: &RunArgs) -> anyhow::Result<()> {
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let (workers, threads) = split_cores(cores, args.workers, args.threads)?;
     // Every process of the sweep computes with `threads` threads (the workers are told so).
-    super::sweep_cluster::set_threads(threads);
+    super::set_threads(threads);
     anyhow::ensure!(
         args.stale_after.is_finite() && args.stale_after > 0.0,
         "--stale-after must be a positive number of seconds"
     );
-    let overrides = Overrides {
-        preset: args.preset,
-        backend: args.backend,
-        seeds: args.seeds.clone(),
-    };
-    let sweep = Sweep::load(&args.file, overrides)?;
     // Seeds given on the command line add to a registered sweep; a changed one is said to replace it.
-    let (sweep, note) = match cli.existing_store_if_any()? {
-        Some(store) => exec::reconcile(&store, sweep)?,
-        None => (sweep, None),
-    };
+    let (sweep, note) = load_reconciled(cli, &args.file, &args.overrides)?;
     if let Some(note) = note.filter(|_| !args.worker) {
         println!("{note}");
     }
@@ -269,17 +298,7 @@ fn run_sweep(cli: &Cli, args: &RunArgs) -> anyhow::Result<()> {
     overall.finish_and_clear();
     let report = report?;
     // The final word is the store's, after every worker has ended.
-    let runs = exec::fetch(&store, &ids)?;
-    let states = exec::states(
-        &plan,
-        &runs,
-        Claim {
-            retry_failed: false,
-            max_attempts: 1,
-            ..claim
-        },
-        &HashSet::new(),
-    );
+    let (runs, states) = exec::settled_states(&store, &plan, &ids, claim)?;
     print_outcome(&sweep, &plan, &runs, &states, &report)
 }
 

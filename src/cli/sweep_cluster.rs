@@ -8,11 +8,10 @@ use std::time::Duration;
 use anyhow::Context;
 
 use super::Cli;
-use crate::backend::BackendKind;
 use crate::jobs::Claim;
 use crate::store::{DB_ENV, DEFAULT_STALE_AFTER_S};
 use crate::sweep::exec::{self, ExecOptions};
-use crate::sweep::{Counts, Overrides, Plan, Scale, Sweep};
+use crate::sweep::{Counts, Plan};
 
 #[derive(clap::Args, Debug)]
 pub struct WorkerArgs {
@@ -49,15 +48,8 @@ pub struct SubmitArgs {
     /// Threads (and Slurm CPUs) per worker.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
-    /// Scale preset, overriding the file's `preset`.
-    #[arg(long, value_enum)]
-    pub preset: Option<Scale>,
-    /// Backend, overriding the file's `backend`.
-    #[arg(long, value_enum)]
-    pub backend: Option<BackendKind>,
-    /// Seeds, overriding the file's `seeds`, e.g. --seeds 0,1,2.
-    #[arg(long, value_delimiter = ',')]
-    pub seeds: Option<Vec<u64>>,
+    #[command(flatten)]
+    pub overrides: super::sweep::OverrideArgs,
     /// Heartbeat age after which a worker is taken for dead and its stage retaken.
     #[arg(long, default_value_t = DEFAULT_STALE_AFTER_S)]
     pub stale_after: f64,
@@ -72,20 +64,6 @@ pub struct SubmitArgs {
     pub sbatch_args: Vec<String>,
 }
 
-/// Sets the process's compute threads (once per process).
-pub(super) fn set_threads(threads: usize) {
-    if rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build_global()
-        .is_err()
-    {
-        tracing::warn!(
-            threads,
-            "the thread pool was already set up; --threads not applied"
-        );
-    }
-}
-
 /// One worker on a registered sweep: claims ready stage runs until nothing is left to run or wait for.
 pub fn worker(cli: &Cli, args: &WorkerArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.threads > 0, "--threads must be at least 1");
@@ -93,7 +71,7 @@ pub fn worker(cli: &Cli, args: &WorkerArgs) -> anyhow::Result<()> {
         args.stale_after.is_finite() && args.stale_after > 0.0,
         "--stale-after must be a positive number of seconds"
     );
-    set_threads(args.threads);
+    super::set_threads(args.threads);
     let store = cli.open_existing_store()?;
     // A worker writes: reopen the store it found for writing.
     drop(store);
@@ -128,17 +106,8 @@ pub fn worker(cli: &Cli, args: &WorkerArgs) -> anyhow::Result<()> {
     let who = format!("worker {}:{}", crate::util::host_name(), std::process::id());
     tracing::info!(sweep = args.name, nodes = plan.nodes.len(), "{who} starts");
     let report = exec::work(&store, &plan, &ids, &opts)?;
-    let runs = exec::fetch(&store, &ids)?;
-    let c = Counts::of(&exec::states(
-        &plan,
-        &runs,
-        Claim {
-            retry_failed: false,
-            max_attempts: 1,
-            ..claim
-        },
-        &Default::default(),
-    ));
+    let (_, states) = exec::settled_states(&store, &plan, &ids, claim)?;
+    let c = Counts::of(&states);
     println!(
         "{who} on sweep {}: ran {}, failed {}; the sweep: {} of {} finished, {} failed, {} blocked",
         args.name,
@@ -164,16 +133,7 @@ pub fn worker(cli: &Cli, args: &WorkerArgs) -> anyhow::Result<()> {
 pub fn submit(cli: &Cli, args: &SubmitArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.workers > 0, "--workers must be at least 1");
     anyhow::ensure!(args.threads > 0, "--threads must be at least 1");
-    let overrides = Overrides {
-        preset: args.preset,
-        backend: args.backend,
-        seeds: args.seeds.clone(),
-    };
-    let sweep = Sweep::load(&args.file, overrides)?;
-    let (sweep, note) = match cli.existing_store_if_any()? {
-        Some(store) => exec::reconcile(&store, sweep)?,
-        None => (sweep, None),
-    };
+    let (sweep, note) = super::sweep::load_reconciled(cli, &args.file, &args.overrides)?;
     if let Some(note) = note {
         println!("{note}");
     }

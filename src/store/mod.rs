@@ -1,8 +1,8 @@
 //! The run store: every run, its configuration, parameters, metric series, final values and artifacts,
 //! in SQLite (a file, the default) or PostgreSQL (a server several hosts share), through sqlx.
 //!
-//! * One set of SQL serves both engines: sqlx's `Any` driver, `$N` placeholders (SQLite reads them as
-//!   numbered parameters), and the schema in `migrations/` written in the subset both accept. The
+//! * One set of SQL serves both engines: sqlx's `Any` driver, `$N` parameters (SQLite reads them as
+//!   numbered parameters too), and the schema in `migrations/` written in the subset both accept. The
 //!   migrations are embedded at compile time and applied on open.
 //! * SQLite: WAL journal, `synchronous = NORMAL` and a busy timeout; every write transaction starts
 //!   with `BEGIN IMMEDIATE`, so concurrent writers queue on the lock instead of failing with
@@ -169,6 +169,28 @@ pub fn resolve_db(flag: Option<&str>) -> Location {
 }
 
 impl Store {
+    /// The handle over an open pool; a writable one uploads artifacts to the object store
+    /// `FLOWPRIOR_ARTIFACTS` names, if it names one.
+    fn assemble(
+        rt: tokio::runtime::Runtime,
+        pool: AnyPool,
+        location: Location,
+        read_only: bool,
+    ) -> Result<Store> {
+        let objects = if read_only {
+            None
+        } else {
+            objects::Objects::from_env()?
+        };
+        Ok(Store {
+            rt,
+            pool,
+            location,
+            read_only,
+            objects,
+        })
+    }
+
     /// Opens (creating if needed) the store at `location` and applies pending migrations.
     pub fn connect(location: &Location) -> Result<Store> {
         match location {
@@ -177,13 +199,7 @@ impl Store {
                 let rt = runtime()?;
                 let pool = connect(&rt, location, url, Mode::Write, 4)?;
                 migrate(&rt, &pool, location)?;
-                Ok(Store {
-                    rt,
-                    pool,
-                    location: location.clone(),
-                    read_only: false,
-                    objects: objects::Objects::from_env()?,
-                })
+                Store::assemble(rt, pool, location.clone(), false)
             }
         }
     }
@@ -196,13 +212,7 @@ impl Store {
             Location::Postgres(url) => {
                 let rt = runtime()?;
                 let pool = connect(&rt, location, url, Mode::Read, 1)?;
-                let store = Store {
-                    rt,
-                    pool,
-                    location: location.clone(),
-                    read_only: true,
-                    objects: None,
-                };
+                let store = Store::assemble(rt, pool, location.clone(), true)?;
                 let has_schema = store
                     .block_on(async {
                         sqlx::query_scalar::<_, i64>(
@@ -241,13 +251,7 @@ impl Store {
         let _guard = open_lock(path)?;
         let pool = connect(&rt, &location, &sqlite_url(path, "rwc"), Mode::Write, 4)?;
         migrate(&rt, &pool, &location)?;
-        Ok(Store {
-            rt,
-            pool,
-            location,
-            read_only: false,
-            objects: objects::Objects::from_env()?,
-        })
+        Store::assemble(rt, pool, location, false)
     }
 
     /// Opens an existing SQLite store with a read-only connection (`mode=ro` and
@@ -256,13 +260,7 @@ impl Store {
         let location = Location::Sqlite(path.to_path_buf());
         let rt = runtime()?;
         let pool = connect(&rt, &location, &sqlite_url(path, "ro"), Mode::Read, 1)?;
-        Ok(Store {
-            rt,
-            pool,
-            location,
-            read_only: true,
-            objects: None,
-        })
+        Store::assemble(rt, pool, location, true)
     }
 
     /// Opens a SQLite store that must already exist ([`StoreError::Missing`] otherwise), read-only.
@@ -281,13 +279,7 @@ impl Store {
         let rt = runtime()?;
         let url = format!("{}&immutable=true", sqlite_url(path, "ro"));
         let pool = connect(&rt, &location, &url, Mode::Immutable, 1)?;
-        let store = Store {
-            rt,
-            pool,
-            location,
-            read_only: true,
-            objects: None,
-        };
+        let store = Store::assemble(rt, pool, location, true)?;
         store.integrity_probe()?;
         Ok(store)
     }

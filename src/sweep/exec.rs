@@ -242,6 +242,24 @@ pub fn states(
     out
 }
 
+/// Every node's final state once the workers have ended: what the store says, with nothing left to
+/// retry (failed runs count as failed, whatever the claim's retry rules).
+pub fn settled_states(
+    store: &Store,
+    plan: &Plan,
+    run_ids: &[i64],
+    claim: Claim,
+) -> Result<(Vec<Option<RunInfo>>, Vec<NodeState>), SweepError> {
+    let runs = fetch(store, run_ids)?;
+    let claim = Claim {
+        retry_failed: false,
+        max_attempts: 1,
+        ..claim
+    };
+    let states = states(plan, &runs, claim, &HashSet::new());
+    Ok((runs, states))
+}
+
 /// What one worker did.
 #[derive(Debug, Default)]
 pub struct WorkReport {

@@ -5,10 +5,6 @@
 use crate::common::Sandbox;
 use crate::sweep::{sweep_text, wait_for, write};
 
-fn value(sb: &Sandbox, q: &str) -> i64 {
-    sb.sql_value(q).parse().unwrap_or(-1)
-}
-
 /// Registers sweep `name` from its text through `sweep submit --script-only`; returns the script.
 fn register(sb: &Sandbox, name: &str, text: &str, workers: &str) -> String {
     let f = write(sb, name, text);
@@ -49,7 +45,7 @@ fn eight_workers_run_every_stage_exactly_once() {
     assert!(script.contains("sweep worker 'eight'"), "{script}");
     // Registered, nothing run yet.
     assert_eq!(
-        value(&sb, "SELECT COUNT(*) FROM runs WHERE status = 'queued'"),
+        sb.sql_i64("SELECT COUNT(*) FROM runs WHERE status = 'queued'"),
         18
     );
     let children: Vec<_> = (0..8)
@@ -84,21 +80,17 @@ fn eight_workers_run_every_stage_exactly_once() {
     }
     assert_eq!(ran, 18, "each stage run ran once, by one worker");
     assert_eq!(
-        value(
-            &sb,
-            "SELECT COUNT(*) FROM runs WHERE status = 'finished' AND attempts = 1"
-        ),
+        sb.sql_i64("SELECT COUNT(*) FROM runs WHERE status = 'finished' AND attempts = 1"),
         18
     );
-    assert_eq!(value(&sb, "SELECT COUNT(*) FROM run_attempts"), 18);
+    assert_eq!(sb.sql_i64("SELECT COUNT(*) FROM run_attempts"), 18);
     assert!(
-        value(&sb, "SELECT COUNT(DISTINCT pid) FROM runs") >= 2,
+        sb.sql_i64("SELECT COUNT(DISTINCT pid) FROM runs") >= 2,
         "work was shared"
     );
     // No metric point was lost: each series holds as many points as its summary counted.
     assert_eq!(
-        value(
-            &sb,
+        sb.sql_i64(
             "SELECT COUNT(*) FROM summary s WHERE n <> (SELECT COUNT(*) FROM metrics m \
              WHERE m.run_id = s.run_id AND m.key = s.key)"
         ),
@@ -139,7 +131,7 @@ fn a_worker_killed_mid_stage_loses_its_run_to_another_and_the_attempt_is_kept() 
     first.kill().expect("SIGKILL");
     first.wait().expect("reap");
     assert_eq!(
-        value(&sb, "SELECT COUNT(*) FROM runs WHERE status = 'running'"),
+        sb.sql_i64("SELECT COUNT(*) FROM runs WHERE status = 'running'"),
         1
     );
     // As if the dead worker had run on another node: its process cannot be looked up from here, so
@@ -170,27 +162,19 @@ fn a_worker_killed_mid_stage_loses_its_run_to_another_and_the_attempt_is_kept() 
     );
     assert!(out.contains("the sweep: 4 of 4 finished"), "{out}");
     assert_eq!(
-        value(&sb, "SELECT COUNT(*) FROM runs WHERE status = 'finished'"),
+        sb.sql_i64("SELECT COUNT(*) FROM runs WHERE status = 'finished'"),
         4
     );
     assert_eq!(
-        value(&sb, "SELECT COUNT(*) FROM runs WHERE attempts = 2"),
+        sb.sql_i64("SELECT COUNT(*) FROM runs WHERE attempts = 2"),
         1
     );
     assert_eq!(
-        value(
-            &sb,
-            "SELECT COUNT(*) FROM run_attempts WHERE status = 'abandoned'"
-        ),
+        sb.sql_i64("SELECT COUNT(*) FROM run_attempts WHERE status = 'abandoned'"),
         1
     );
     // The dead attempt's points are kept apart from the series of the attempt that finished.
-    assert!(
-        value(
-            &sb,
-            "SELECT COUNT(*) FROM attempt_metrics WHERE attempt = 1"
-        ) >= 2
-    );
+    assert!(sb.sql_i64("SELECT COUNT(*) FROM attempt_metrics WHERE attempt = 1") >= 2);
 }
 
 #[test]
@@ -217,26 +201,20 @@ fn a_failing_stage_is_retried_up_to_the_attempt_limit_then_reported() {
     assert!(!ok, "the failure is final after 3 attempts\n{out}\n{err}");
     assert!(out.contains("failed: toy_prior prior_lr=1e+30"), "{out}");
     assert_eq!(
-        value(&sb, "SELECT attempts FROM runs WHERE status = 'failed'"),
+        sb.sql_i64("SELECT attempts FROM runs WHERE status = 'failed'"),
         3
     );
     assert_eq!(
-        value(
-            &sb,
-            "SELECT COUNT(*) FROM run_attempts WHERE status = 'failed'"
-        ),
+        sb.sql_i64("SELECT COUNT(*) FROM run_attempts WHERE status = 'failed'"),
         3
     );
     // The healthy branch ran once.
     assert_eq!(
-        value(
-            &sb,
-            "SELECT COUNT(*) FROM runs WHERE status = 'finished' AND attempts = 1"
-        ),
+        sb.sql_i64("SELECT COUNT(*) FROM runs WHERE status = 'finished' AND attempts = 1"),
         2
     );
     // Run again with the same limit: nothing more is tried.
     let (ok, _, _) = sb.run(&["sweep", "run", f.to_str().unwrap(), "--max-attempts", "3"]);
     assert!(!ok);
-    assert_eq!(value(&sb, "SELECT MAX(attempts) FROM runs"), 3);
+    assert_eq!(sb.sql_i64("SELECT MAX(attempts) FROM runs"), 3);
 }

@@ -106,6 +106,11 @@ impl Sandbox {
         f
     }
 
+    /// [`Sandbox::sql_value`] as an integer (-1 when it is not one, e.g. before the store exists).
+    pub fn sql_i64(&self, q: &str) -> i64 {
+        self.sql_value(q).parse().unwrap_or(-1)
+    }
+
     /// One value from a read-only SQL query (CSV output, first data row, first column).
     pub fn sql_value(&self, q: &str) -> String {
         let out = self.ok(&["sql", q, "--format", "csv"]);

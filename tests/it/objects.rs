@@ -22,10 +22,6 @@ fn servers() -> Option<(String, Sandbox)> {
     Some((s3?, Sandbox::postgres()?))
 }
 
-fn value(sb: &Sandbox, q: &str) -> i64 {
-    sb.sql_value(q).parse().unwrap_or(-1)
-}
-
 #[test]
 fn priors_go_to_the_bucket_and_alignment_runs_fetch_them_from_there() {
     let Some((s3, sb)) = servers() else {
@@ -52,7 +48,7 @@ fn priors_go_to_the_bucket_and_alignment_runs_fetch_them_from_there() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(
-        value(&sb, "SELECT COUNT(*) FROM runs WHERE status = 'finished'"),
+        sb.sql_i64("SELECT COUNT(*) FROM runs WHERE status = 'finished'"),
         4
     );
     // Each prior is an object addressed by its stage and configuration hash.
@@ -105,11 +101,11 @@ fn a_bucket_that_does_not_exist_fails_the_run_clearly_and_keeps_its_metrics() {
         "{stdout}"
     );
     assert_eq!(
-        value(&sb, "SELECT COUNT(*) FROM runs WHERE status = 'failed'"),
+        sb.sql_i64("SELECT COUNT(*) FROM runs WHERE status = 'failed'"),
         1
     );
     assert!(
-        value(&sb, "SELECT COUNT(*) FROM metrics") > 0,
+        sb.sql_i64("SELECT COUNT(*) FROM metrics") > 0,
         "what was logged is kept"
     );
 }

@@ -5,10 +5,6 @@
 use crate::common::Sandbox;
 use crate::sweep::{sweep_text, write};
 
-fn value(sb: &Sandbox, q: &str) -> String {
-    sb.sql_value(q)
-}
-
 #[test]
 fn a_sweep_with_three_workers_records_each_run_once_and_every_verb_reads_it() {
     let Some(sb) = Sandbox::postgres() else {
@@ -25,25 +21,18 @@ fn a_sweep_with_three_workers_records_each_run_once_and_every_verb_reads_it() {
     );
     let f = f.to_str().unwrap();
     sb.ok(&["sweep", "run", f, "--workers", "3"]);
-    assert_eq!(value(&sb, "SELECT COUNT(*) FROM runs"), "6");
+    assert_eq!(sb.sql_value("SELECT COUNT(*) FROM runs"), "6");
     assert_eq!(
-        value(
-            &sb,
-            "SELECT COUNT(*) FROM runs WHERE status = 'finished' AND attempts = 1"
-        ),
+        sb.sql_value("SELECT COUNT(*) FROM runs WHERE status = 'finished' AND attempts = 1"),
         "6"
     );
     assert_eq!(
-        value(
-            &sb,
-            "SELECT COUNT(*) FROM run_attempts WHERE status = 'finished'"
-        ),
+        sb.sql_value("SELECT COUNT(*) FROM run_attempts WHERE status = 'finished'"),
         "6"
     );
     // Every point of every series is there: the summary's count equals the rows.
     assert_eq!(
-        value(
-            &sb,
+        sb.sql_value(
             "SELECT COUNT(*) FROM summary s WHERE n <> (SELECT COUNT(*) FROM metrics m \
              WHERE m.run_id = s.run_id AND m.key = s.key)"
         ),
@@ -55,7 +44,7 @@ fn a_sweep_with_three_workers_records_each_run_once_and_every_verb_reads_it() {
         again.contains("6 reused") || again.contains("reused 6") || again.contains("│ 0 "),
         "{again}"
     );
-    assert_eq!(value(&sb, "SELECT MAX(attempts) FROM runs"), "1");
+    assert_eq!(sb.sql_value("SELECT MAX(attempts) FROM runs"), "1");
 
     let list = sb.ok(&["runs", "list"]);
     assert_eq!(list.matches("finished").count(), 6, "{list}");
@@ -102,7 +91,7 @@ fn a_sweep_with_three_workers_records_each_run_once_and_every_verb_reads_it() {
     assert!(sb.ok(&["db", "check"]).contains("integrity ok"));
     // Artifacts went to $FLOWPRIOR_ARTIFACTS, with their paths recorded.
     assert!(!sb.db().exists());
-    let recorded = value(&sb, "SELECT path FROM artifacts ORDER BY run_id LIMIT 1");
+    let recorded = sb.sql_value("SELECT path FROM artifacts ORDER BY run_id LIMIT 1");
     assert!(
         recorded.starts_with(sb.dir.path().join("artifacts").to_str().unwrap()),
         "{recorded}"

@@ -64,10 +64,6 @@ pub(crate) fn write(sb: &Sandbox, name: &str, text: &str) -> PathBuf {
     p
 }
 
-fn count(sb: &Sandbox, q: &str) -> i64 {
-    sb.sql_value(q).parse().unwrap_or(-1)
-}
-
 #[test]
 fn sweeps_share_upstream_runs_add_only_new_points_and_report() {
     let sb = Sandbox::new();
@@ -88,7 +84,7 @@ fn sweeps_share_upstream_runs_add_only_new_points_and_report() {
     let out = sb.ok(&["sweep", "run", a]);
     assert!(out.contains("toy_prior"), "{out}");
     assert_eq!(
-        count(&sb, "SELECT COUNT(*) FROM runs WHERE status = 'finished'"),
+        sb.sql_i64("SELECT COUNT(*) FROM runs WHERE status = 'finished'"),
         3
     );
 
@@ -104,11 +100,11 @@ fn sweeps_share_upstream_runs_add_only_new_points_and_report() {
     assert!(plan.contains("dry run: 1 to run, 1 reused"), "{plan}");
     sb.ok(&["sweep", "run", b]);
     assert_eq!(
-        count(&sb, "SELECT COUNT(*) FROM runs WHERE stage = 'toy_prior'"),
+        sb.sql_i64("SELECT COUNT(*) FROM runs WHERE stage = 'toy_prior'"),
         1
     );
-    assert_eq!(count(&sb, "SELECT attempts FROM runs WHERE id = 1"), 1);
-    assert_eq!(count(&sb, "SELECT COUNT(*) FROM runs"), 4);
+    assert_eq!(sb.sql_i64("SELECT attempts FROM runs WHERE id = 1"), 1);
+    assert_eq!(sb.sql_i64("SELECT COUNT(*) FROM runs"), 4);
 
     // Changing a setting under the same sweep name adds new runs, never reuses the old ones.
     let changed = sweep_text(
@@ -122,19 +118,16 @@ fn sweeps_share_upstream_runs_add_only_new_points_and_report() {
     let plan = sb.ok(&["sweep", "run", a, "--dry-run"]);
     assert!(plan.contains("dry run: 2 to run, 1 reused"), "{plan}");
     sb.ok(&["sweep", "run", a]);
-    assert_eq!(count(&sb, "SELECT COUNT(*) FROM runs"), 6);
+    assert_eq!(sb.sql_i64("SELECT COUNT(*) FROM runs"), 6);
     assert_eq!(
-        count(
-            &sb,
-            "SELECT COUNT(*) FROM sweep_points WHERE sweep = 'alpha'"
-        ),
+        sb.sql_i64("SELECT COUNT(*) FROM sweep_points WHERE sweep = 'alpha'"),
         4,
         "the sweep's points are the current file's"
     );
     // Running it again runs nothing.
     let again = sb.ok(&["sweep", "run", a]);
     assert!(again.contains("│ 0       │"), "{again}");
-    assert_eq!(count(&sb, "SELECT MAX(attempts) FROM runs"), 1);
+    assert_eq!(sb.sql_i64("SELECT MAX(attempts) FROM runs"), 1);
 
     // Status, then the report: every row and column, finite numbers, the same bytes twice.
     let status = sb.ok(&["sweep", "status", "alpha"]);
@@ -228,14 +221,11 @@ fn failed_stages_are_recorded_and_the_rest_carries_on() {
     );
     assert!(err.contains("1 failed, 1 blocked"), "{err}");
     assert_eq!(
-        count(&sb, "SELECT COUNT(*) FROM runs WHERE status = 'finished'"),
+        sb.sql_i64("SELECT COUNT(*) FROM runs WHERE status = 'finished'"),
         2
     );
     assert_eq!(
-        count(
-            &sb,
-            "SELECT COUNT(*) FROM runs WHERE status = 'failed' AND error LIKE '%diverged%'"
-        ),
+        sb.sql_i64("SELECT COUNT(*) FROM runs WHERE status = 'failed' AND error LIKE '%diverged%'"),
         1
     );
     let status = sb.ok(&["sweep", "status", "faulty"]);
@@ -302,42 +292,39 @@ fn a_killed_sweep_resumes_with_every_run_exactly_once() {
     );
     child.kill().expect("SIGKILL");
     child.wait().expect("reap");
-    let finished_before = count(&sb, "SELECT COUNT(*) FROM runs WHERE status = 'finished'");
+    let finished_before = sb.sql_i64("SELECT COUNT(*) FROM runs WHERE status = 'finished'");
     assert!(finished_before < 8, "the sweep was killed before the end");
     assert_eq!(
-        count(&sb, "SELECT COUNT(*) FROM runs WHERE status = 'running'"),
+        sb.sql_i64("SELECT COUNT(*) FROM runs WHERE status = 'running'"),
         1
     );
 
     // The same command again: the dead process's stage is retaken at once, the rest finishes.
     let out = sb.ok(&["sweep", "run", f]);
     assert!(out.contains("grid points"), "{out}");
-    assert_eq!(count(&sb, "SELECT COUNT(*) FROM runs"), 8);
+    assert_eq!(sb.sql_i64("SELECT COUNT(*) FROM runs"), 8);
     assert_eq!(
-        count(&sb, "SELECT COUNT(*) FROM runs WHERE status = 'finished'"),
+        sb.sql_i64("SELECT COUNT(*) FROM runs WHERE status = 'finished'"),
         8
     );
     // Finished runs were never rerun; only the killed one has a second attempt.
     assert_eq!(
-        count(&sb, "SELECT COUNT(*) FROM runs WHERE attempts = 1"),
+        sb.sql_i64("SELECT COUNT(*) FROM runs WHERE attempts = 1"),
         7
     );
     assert_eq!(
-        count(&sb, "SELECT COUNT(*) FROM runs WHERE attempts = 2"),
+        sb.sql_i64("SELECT COUNT(*) FROM runs WHERE attempts = 2"),
         1
     );
     // Every alignment run has its final metrics and its series.
     assert_eq!(
-        count(
-            &sb,
-            "SELECT COUNT(DISTINCT run_id) FROM summary s JOIN runs r ON r.id = s.run_id \
+        sb.sql_i64("SELECT COUNT(DISTINCT run_id) FROM summary s JOIN runs r ON r.id = s.run_id \
                     WHERE r.stage = 'toy_align' AND s.key = 'final/points_nll' AND s.value IS NOT NULL"
         ),
         4
     );
     assert_eq!(
-        count(
-            &sb,
+        sb.sql_i64(
             "SELECT COUNT(DISTINCT run_id) FROM metrics m JOIN runs r ON r.id = m.run_id \
                     WHERE r.stage = 'toy_prior' AND m.key = 'prior/loss'"
         ),
@@ -355,16 +342,13 @@ fn parallel_workers_never_run_a_stage_twice() {
         &sweep_text(r#"["mixture", "moons"]"#, "[0.01, 0.03]", "[0]", 150, ""),
     );
     sb.ok(&["sweep", "run", f.to_str().unwrap(), "--workers", "3"]);
-    assert_eq!(count(&sb, "SELECT COUNT(*) FROM runs"), 6);
+    assert_eq!(sb.sql_i64("SELECT COUNT(*) FROM runs"), 6);
     assert_eq!(
-        count(
-            &sb,
-            "SELECT COUNT(*) FROM runs WHERE status = 'finished' AND attempts = 1"
-        ),
+        sb.sql_i64("SELECT COUNT(*) FROM runs WHERE status = 'finished' AND attempts = 1"),
         6
     );
     assert!(
-        count(&sb, "SELECT COUNT(DISTINCT pid) FROM runs") >= 2,
+        sb.sql_i64("SELECT COUNT(DISTINCT pid) FROM runs") >= 2,
         "work was shared"
     );
 }
@@ -400,7 +384,7 @@ fn one_stage_runs_alone_and_shares_runs_with_sweeps_and_commands() {
     // The same configuration through `flowprior toy`: reused, nothing trained.
     let toy = sb.ok(&["toy", "--target", "moons", "--preset", "smoke"]);
     assert!(toy.contains("moons (reused)"), "{toy}");
-    assert_eq!(count(&sb, "SELECT COUNT(*) FROM runs"), 3);
+    assert_eq!(sb.sql_i64("SELECT COUNT(*) FROM runs"), 3);
     let (ok, _, err) = sb.run(&["stage", "run", "toy_align", "--set", "nokey"]);
     assert!(!ok && err.contains("expected KEY=VALUE"), "{err}");
 }
