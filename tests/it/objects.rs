@@ -110,6 +110,50 @@ fn a_bucket_that_does_not_exist_fails_the_run_clearly_and_keeps_its_metrics() {
     );
 }
 
+#[test]
+fn a_bucket_without_write_access_fails_the_run_clearly_and_keeps_its_metrics() {
+    let Some((_, sb)) = servers() else {
+        return;
+    };
+    let var =
+        |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} (scripts/with-s3.sh sets it)"));
+    let f = write(
+        &sb,
+        "readonly",
+        &sweep_text(r#"["mixture"]"#, "[0.01]", "[0]", 40, ""),
+    );
+    let out = sb
+        .cmd()
+        .current_dir(sb.dir.path())
+        .env("FLOWPRIOR_ARTIFACTS", "s3://flowprior-readonly/p")
+        .env("AWS_ENDPOINT", var("FLOWPRIOR_TEST_S3_RO_ENDPOINT"))
+        .env("AWS_ACCESS_KEY_ID", var("FLOWPRIOR_TEST_S3_RO_KEY"))
+        .env("AWS_SECRET_ACCESS_KEY", var("FLOWPRIOR_TEST_S3_RO_SECRET"))
+        .args(["sweep", "run", f.to_str().unwrap()])
+        .output()
+        .expect("sweep");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("artifact store: cannot upload to s3://flowprior-readonly/p/toy_prior/"),
+        "{stdout}"
+    );
+    // The store's reason, in full on the run.
+    let error = sb.sql_value("SELECT error FROM runs WHERE status = 'failed'");
+    assert!(
+        error.contains("AccessDenied") || error.contains("403"),
+        "{error}"
+    );
+    assert_eq!(
+        sb.sql_i64("SELECT COUNT(*) FROM runs WHERE status = 'failed'"),
+        1
+    );
+    assert!(
+        sb.sql_i64("SELECT COUNT(*) FROM metrics") > 0,
+        "what was logged is kept"
+    );
+}
+
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     if let Ok(entries) = std::fs::read_dir(dir) {
