@@ -48,7 +48,10 @@ check-cuda:
     cargo check --locked --features cuda
 
 # On the GPU machine, `bash scripts/gpu-run.sh` runs the tests, the GPU benchmarks and a smoke sweep
-# (docs: "GPU runs").
+# and writes gpu-out/gpu-CARD.md (docs/gpu.md). This recipe runs the same steps here on the CPU first.
+gpu-dry-run:
+    CARGO_TARGET_DIR=target/release-build cargo build --locked --release
+    GPU_DRY_RUN=1 OUT=target/gpu-dry-run bash scripts/gpu-run.sh bench smoke
 
 # Build the `cuda` binary and the unit tests on CUDA (release) into .gpu/ for a GPU machine.
 gpu-pack:
@@ -110,7 +113,8 @@ sql QUERY:
 
 # References: `just torch` for PyTorch, `just faiss` for faiss-cpu.
 
-# Benchmarks (release): prior training vs PyTorch, store writes, k-NN vs faiss, the cost of L_align.
+# Benchmarks (release): prior training vs PyTorch, store writes, k-NN vs faiss, the cost of L_align,
+# the generators (training and sampling) and the feature networks vs PyTorch.
 bench threads="1":
     CARGO_TARGET_DIR=target/release-build cargo run --locked --release -- bench prior --threads {{threads}}
     CARGO_TARGET_DIR=target/release-build cargo run --locked --release -- --db target/bench.db bench store --processes 4 --points 5000 --batch 50
@@ -118,6 +122,7 @@ bench threads="1":
     CARGO_TARGET_DIR=target/release-build cargo run --locked --release -- bench kde --threads {{threads}}
     CARGO_TARGET_DIR=target/release-build cargo run --locked --release -- bench align --threads {{threads}}
     CARGO_TARGET_DIR=target/release-build cargo run --locked --release -- bench generator --threads {{threads}}
+    CARGO_TARGET_DIR=target/release-build cargo run --locked --release -- bench features --threads {{threads}}
 
 # faiss-cpu in .venv-bench: the reference of the k-NN benchmark.
 faiss:

@@ -4,9 +4,14 @@ SimpleMLPAdaLN written from the paper's description (see src/flow/net.rs), recti
 (mean squared error), Adam. Prints one JSON line: {"steps_per_s": ..., "torch": ..., "threads": ...}.
 Usage: python bench_prior.py DIM WIDTH DEPTH BATCH STEPS WARMUP THREADS [DEVICE]
 DEVICE is `cpu` (default) or `cuda`; on CUDA the timing waits for the queued kernels (synchronize).
+`setup` (shared by the other bench_*.py references) fixes the device, the thread count and, on CUDA, the
+precision of f32 matrix products and convolutions: TF32, as Burn's CUDA backend computes them on
+tensor-core GPUs (its matmul kernels take f32 operands as TF32), unless FLOWPRIOR_TORCH_FP32=ieee asks
+for full f32. The JSON line states the setting.
 """
 import json
 import math
+import os
 import sys
 import time
 
@@ -59,18 +64,32 @@ class Net(nn.Module):
         return self.out(modulate(self.ln(h), shift, scale))
 
 
-def main():
-    d, w, depth, batch, steps, warmup, threads = map(int, sys.argv[1:8])
-    device = torch.device(sys.argv[8] if len(sys.argv) > 8 else "cpu")
+def setup(device_name, threads):
+    """The device, a function that waits for its queued work, and what the JSON line states of both."""
+    device = torch.device(device_name)
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    net = Net(d, w, depth).to(device)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-4)
-    data = torch.randn(batch, d, device=device)
+    info = {"torch": torch.__version__, "threads": threads, "device": str(device)}
+    if device.type == "cuda":
+        precision = os.environ.get("FLOWPRIOR_TORCH_FP32", "tf32")
+        torch.backends.cuda.matmul.fp32_precision = precision
+        torch.backends.cudnn.conv.fp32_precision = precision
+        info["fp32_precision"] = precision
+        info["gpu"] = torch.cuda.get_device_name(device)
 
     def sync():
         if device.type == "cuda":
             torch.cuda.synchronize(device)
+
+    return device, sync, info
+
+
+def main():
+    d, w, depth, batch, steps, warmup, threads = map(int, sys.argv[1:8])
+    device, sync, info = setup(sys.argv[8] if len(sys.argv) > 8 else "cpu", threads)
+    net = Net(d, w, depth).to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-4)
+    data = torch.randn(batch, d, device=device)
 
     def step():
         t = torch.rand(batch, device=device)
@@ -89,16 +108,7 @@ def main():
         step()
     sync()
     secs = time.perf_counter() - start
-    print(
-        json.dumps(
-            {
-                "steps_per_s": steps / secs,
-                "torch": torch.__version__,
-                "threads": threads,
-                "device": str(device),
-            }
-        )
-    )
+    print(json.dumps({"steps_per_s": steps / secs, **info}))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Reference for `flowprior bench align`: the tokenizer stage's training step in PyTorch (eager, CPU).
+"""Reference for `flowprior bench align`: the tokenizer stage's training step in PyTorch (eager, CPU or CUDA).
 
 The same step as src/stage/tokenizer/losses.rs with src/models/tokenizer.rs, written from those files:
 a ViT encoder over the 49 patches (4x4) of a 28x28 image and L learnable latent tokens (pre-norm
@@ -8,9 +8,10 @@ l1_weight * L1 + perceptual_weight * MSE of a frozen MLP classifier's features (
 adv_weight * hinge generator loss of a patch discriminator (conv 4x4/2 1->32, LeakyReLU 0.2, conv 4x4/2
 32->64, LeakyReLU 0.2, conv 3x3 64->1) + lambda * L_align under a frozen flow prior (bench_prior.py's
 SimpleMLPAdaLN, parameters not tracked) on flow_mul draws per latent token; Adam (lr 1e-4) on the
-tokenizer, then the discriminator's hinge step with its own Adam. Prints one JSON line.
+tokenizer, then the discriminator's hinge step with its own Adam. Prints one JSON line. DEVICE is `cpu`
+(default) or `cuda` (timing then waits for the queued kernels; f32 precision as in bench_prior.py's `setup`).
 Usage: python bench_tokenizer.py TOKENS CHANNELS WIDTH DEPTH HEADS BATCH PRIOR_WIDTH PRIOR_DEPTH LAMBDA
-       FLOW_MUL L1_WEIGHT PERCEPTUAL_WEIGHT ADV_WEIGHT STEPS WARMUP THREADS
+       FLOW_MUL L1_WEIGHT PERCEPTUAL_WEIGHT ADV_WEIGHT STEPS WARMUP THREADS [DEVICE]
 """
 import json
 import os
@@ -22,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_prior import Net as PriorNet  # noqa: E402
+from bench_prior import Net as PriorNet, setup  # noqa: E402
 
 PATCH, PATCHES, SIDE = 4, 49, 28
 
@@ -102,7 +103,7 @@ class Discriminator(nn.Module):
 
 def align_loss(prior, z, flow_mul):
     y = z.reshape(-1, z.shape[-1]).repeat(flow_mul, 1)
-    t = torch.rand(y.shape[0])
+    t = torch.rand(y.shape[0], device=y.device)
     x0 = torch.randn_like(y)
     xt = (1 - t[:, None]) * x0 + t[:, None] * y
     return ((prior(xt, t) - (y - x0)) ** 2).mean()
@@ -114,15 +115,14 @@ def main():
     lam, flow_mul = float(a[8]), int(a[9])
     l1_w, perc_w, adv_w = map(float, a[10:13])
     steps, warmup, threads = map(int, a[13:16])
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    model = Tokenizer(tokens, channels, width, depth, heads)
-    classifier = Classifier().requires_grad_(False)
-    disc = Discriminator()
-    prior = PriorNet(channels, pw, pd).requires_grad_(False)
+    device, sync, info = setup(a[16] if len(a) > 16 else "cpu", threads)
+    model = Tokenizer(tokens, channels, width, depth, heads).to(device)
+    classifier = Classifier().to(device).requires_grad_(False)
+    disc = Discriminator().to(device)
+    prior = PriorNet(channels, pw, pd).to(device).requires_grad_(False)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     opt_d = torch.optim.Adam(disc.parameters(), lr=1e-4)
-    x = torch.rand(batch, 784)
+    x = torch.rand(batch, 784, device=device)
 
     def step():
         recon, z = model(x)
@@ -144,11 +144,13 @@ def main():
 
     for _ in range(warmup):
         step()
+    sync()
     start = time.perf_counter()
     for _ in range(steps):
         step()
+    sync()
     secs = time.perf_counter() - start
-    print(json.dumps({"steps_per_s": steps / secs, "torch": torch.__version__, "threads": threads}))
+    print(json.dumps({"steps_per_s": steps / secs, **info}))
 
 
 if __name__ == "__main__":

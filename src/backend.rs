@@ -165,6 +165,14 @@ impl DeviceSpec {
             (BackendKind::Tch, Some(d)) => Ok(d),
         }
     }
+
+    /// The device kind PyTorch names it by (the benchmarks' references run there): `cpu` or `cuda`.
+    pub fn torch_name(self) -> &'static str {
+        match self {
+            DeviceSpec::Cpu => "cpu",
+            DeviceSpec::Cuda(_) => "cuda",
+        }
+    }
 }
 
 /// Work that runs on any autodiff backend.

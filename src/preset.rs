@@ -13,8 +13,9 @@ pub enum Scale {
     #[value(alias = "tiny")]
     #[serde(alias = "tiny")]
     Smoke,
-    /// Between smoke and small, for one CPU machine (e.g. a 1000-step tokenizer at batch 64: about 9
-    /// minutes on 2 cores); docs/sweeps.md gives its sizes and measured stage times.
+    /// Between smoke and small, sized so that table1 and the ablations with 3 seeds take about 90
+    /// minutes each on a 2-core machine (e.g. a 500-step tokenizer at batch 32: about 2 minutes);
+    /// what `table1` and `ablations` default to. docs/sweeps.md gives its sizes and how they were chosen.
     Cpu,
     /// Small models (e.g. a 3000-step tokenizer: about an hour on 2 CPU cores); `--dry-run`
     /// estimates a sweep's time from runs recorded on this machine.

@@ -2,6 +2,7 @@
 //! of the same steps that `flowprior bench` runs in the same invocation.
 
 pub mod align;
+pub mod features;
 pub mod generator;
 pub mod kde;
 pub mod prior;

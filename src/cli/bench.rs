@@ -112,8 +112,8 @@ pub enum BenchCommand {
         #[arg(long)]
         torch_python: Option<std::path::PathBuf>,
     },
-    /// The generators' training step (dit, mar) at the sweeps' size, beside the same step in PyTorch
-    /// eager.
+    /// The generators' training step and guided sampler (dit, mar) at the sweeps' size, beside the
+    /// same in PyTorch eager.
     Generator {
         /// Timed steps per row.
         #[arg(long, default_value_t = 10)]
@@ -121,6 +121,26 @@ pub enum BenchCommand {
         /// Untimed steps first.
         #[arg(long, default_value_t = 2)]
         warmup: usize,
+        /// Euler steps of the timed sampling chunk (per token for MAR); samples/s scale inversely.
+        #[arg(long, default_value_t = 10)]
+        sample_steps: usize,
+        /// Threads (rayon) for the CPU backend.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Backend (default: flex).
+        #[arg(long, value_enum, default_value = "flex")]
+        backend: crate::backend::BackendKind,
+        /// Python with torch for the reference (default: .venv-torch/bin/python, else python3).
+        #[arg(long)]
+        torch_python: Option<std::path::PathBuf>,
+    },
+    /// The feature networks' forward pass (the project classifier, EfficientNet-Lite0, the FID
+    /// Inception-v3) on grey 28x28 images as rFID / FID and the dino stage run it, beside the same in
+    /// PyTorch eager.
+    Features {
+        /// Images in the timed pass.
+        #[arg(long, default_value_t = 64)]
+        images: usize,
         /// Threads (rayon) for the CPU backend.
         #[arg(long, default_value_t = 1)]
         threads: usize,
@@ -206,15 +226,29 @@ pub fn run(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
             *backend,
             &venv_python(torch_python.as_deref(), ".venv-torch"),
         ),
+        BenchCommand::Features {
+            images,
+            threads,
+            backend,
+            torch_python,
+        } => super::bench_features::features_bench(
+            *images,
+            *threads,
+            *backend,
+            &venv_python(torch_python.as_deref(), ".venv-torch"),
+            &cli.data_dir(),
+        ),
         BenchCommand::Generator {
             steps,
             warmup,
+            sample_steps,
             threads,
             backend,
             torch_python,
         } => super::bench_generator::generator_bench(
             *steps,
             *warmup,
+            *sample_steps,
             *threads,
             *backend,
             &venv_python(torch_python.as_deref(), ".venv-torch"),
@@ -415,6 +449,17 @@ pub(super) fn run_reference(
     args: &[String],
     threads: usize,
 ) -> Result<f64, String> {
+    run_reference_rate(python, script, args, threads, "steps_per_s")
+}
+
+/// Runs a reference script and reads the rate `key` from the last line it prints (one JSON object).
+pub(super) fn run_reference_rate(
+    python: &std::path::Path,
+    script: &str,
+    args: &[String],
+    threads: usize,
+    key: &str,
+) -> Result<f64, String> {
     let out = std::process::Command::new(python)
         .arg(project_file(script))
         .args(args)
@@ -433,9 +478,9 @@ pub(super) fn run_reference(
     let line = text.lines().last().unwrap_or("");
     let v: serde_json::Value =
         serde_json::from_str(line).map_err(|e| format!("bad reference output {line:?}: {e}"))?;
-    v["steps_per_s"]
+    v[key]
         .as_f64()
-        .ok_or_else(|| format!("no steps_per_s in {line:?}"))
+        .ok_or_else(|| format!("no {key} in {line:?}"))
 }
 
 fn prior_bench(
@@ -499,10 +544,7 @@ fn prior_bench(
             Default::default();
         for backend in &backends {
             let device = DeviceSpec::parse(*backend, None)?;
-            let torch_device = match device {
-                DeviceSpec::Cpu => "cpu",
-                DeviceSpec::Cuda(_) => "cuda",
-            };
+            let torch_device = device.torch_name();
             let reference = references.entry(torch_device).or_insert_with(|| {
                 let r = torch_reference(&python, bench, threads, torch_device);
                 if let Err(e) = &r {

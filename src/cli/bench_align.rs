@@ -15,13 +15,14 @@ const LAMBDA: f64 = 0.01;
 /// The prior trainer's batch when its flop rate is measured (the sweeps' and the paper's).
 const PRIOR_BATCH: usize = 256;
 
-/// PyTorch's steps/s of the same step, or why there is none.
+/// PyTorch's steps/s of the same step on `device` (`cpu` or `cuda`), or why there is none.
 fn reference(
     python: &std::path::Path,
     tok: &TokenizerConfig,
     (width, depth): (usize, usize),
     lambda: f64,
     (steps, warmup, threads): (usize, usize, usize),
+    device: &str,
 ) -> Result<f64, String> {
     let args: Vec<String> = [
         tok.tokens.to_string(),
@@ -40,6 +41,7 @@ fn reference(
         steps.to_string(),
         warmup.to_string(),
         threads.to_string(),
+        device.to_string(),
     ]
     .into();
     run_reference(python, "scripts/bench_tokenizer.py", &args, threads)
@@ -83,6 +85,7 @@ pub fn align_bench(
         ("paper (batch 32)", &paper, (1024, 6)),
     ];
     let device = DeviceSpec::parse(backend, None)?;
+    let torch_device = device.torch_name();
     let mut speed = tabled::builder::Builder::default();
     speed.push_record([
         "tokenizer",
@@ -123,8 +126,8 @@ pub fn align_bench(
         let plain = measure(0.0)?;
         let aligned = measure(LAMBDA)?;
         let sizes = (steps, warmup, threads);
-        let torch_plain = reference(python, tok, (width, depth), 0.0, sizes);
-        let torch_aligned = reference(python, tok, (width, depth), LAMBDA, sizes);
+        let torch_plain = reference(python, tok, (width, depth), 0.0, sizes, torch_device);
+        let torch_aligned = reference(python, tok, (width, depth), LAMBDA, sizes, torch_device);
         for r in [&torch_plain, &torch_aligned] {
             if let Err(e) = r {
                 failures.push(e.clone());
@@ -177,7 +180,7 @@ pub fn align_bench(
     println!(
         "tokenizer training step (pixel + perceptual + adversarial terms and the discriminator step; \
          lambda > 0 adds lambda * L_align with flow_mul 4), {} backend, {threads} thread(s), {steps} \
-         timed steps after {warmup} warm-up, flowprior {}; PyTorch eager on the CPU beside it",
+         timed steps after {warmup} warm-up, flowprior {}; PyTorch eager on the {torch_device} beside it",
         backend.name(),
         profile_name()
     );

@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_align;
+mod bench_features;
 mod bench_generator;
 mod bench_store;
 mod classifier;

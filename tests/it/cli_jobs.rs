@@ -230,3 +230,71 @@ fn prior_bench_prints_each_backend_next_to_its_reference_device() {
     assert_eq!(cells[4], "cpu", "{row}");
     assert_eq!(cells[5], "unavailable", "{row}");
 }
+
+/// The cells of the table row that contains `label`.
+fn row_cells(out: &str, label: &str) -> Vec<String> {
+    let row = out
+        .lines()
+        .find(|l| l.contains(label))
+        .unwrap_or_else(|| panic!("no row {label:?} in {out}"));
+    row.split('│').map(|c| c.trim().to_string()).collect()
+}
+
+#[test]
+fn generator_bench_times_training_and_sampling_of_both_generators() {
+    let sb = Sandbox::new();
+    let out = sb.ok(&[
+        "bench",
+        "generator",
+        "--steps",
+        "1",
+        "--warmup",
+        "0",
+        "--sample-steps",
+        "1",
+        "--torch-python",
+        "/nonexistent/python",
+    ]);
+    for label in ["dit: 16 x 16 tokens", "mar: 16 x 16 tokens"] {
+        for kind in [", batch 128", ", 250 samples"] {
+            let cells = row_cells(&out, &format!("{label}, width 128, depth 4{kind}"));
+            let rate: f64 = cells[2].parse().unwrap_or_else(|_| panic!("{cells:?}"));
+            assert!(rate > 0.0, "{cells:?}");
+            // No PyTorch at that path: no reference, no ratio, and the reason is printed.
+            assert_eq!(
+                (cells[3].as_str(), cells[4].as_str()),
+                ("-", "-"),
+                "{cells:?}"
+            );
+        }
+    }
+    assert!(out.contains("guided sampling (guidance scale 2)"), "{out}");
+    assert!(out.contains("PyTorch reference not run"), "{out}");
+}
+
+#[test]
+fn features_bench_measures_what_it_can_load_and_says_why_not_the_rest() {
+    let sb = Sandbox::new();
+    let out = sb.ok(&[
+        "bench",
+        "features",
+        "--images",
+        "4",
+        "--torch-python",
+        "/nonexistent/python",
+    ]);
+    let cells = row_cells(&out, "the project's MLP classifier");
+    let rate: f64 = cells[2].parse().unwrap_or_else(|_| panic!("{cells:?}"));
+    assert!(rate > 0.0, "{cells:?}");
+    // The sandbox's data folder has no weights: both networks are reported, with the file.
+    for (net, file) in [
+        ("efficientnet", "efficientnet-lite0"),
+        ("inception", "pt_inception-2015-12-05"),
+    ] {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(&format!("{net}: not measured")))
+            .unwrap_or_else(|| panic!("no note for {net} in {out}"));
+        assert!(line.contains(file), "{line}");
+    }
+}

@@ -152,6 +152,7 @@ fn every_flag_has_help_and_the_documented_names_parse() {
         &["bench", "knn"],
         &["bench", "align"],
         &["bench", "generator"],
+        &["bench", "features"],
         &["bench", "store"],
         &["bench", "store-writer"],
         &["db", "init"],

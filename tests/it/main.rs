@@ -9,6 +9,7 @@ mod honesty;
 mod objects;
 mod postgres;
 mod prior;
+mod results;
 mod snapshots;
 mod store_processes;
 mod sweep;

@@ -43,6 +43,7 @@ fn help_of_every_verb() {
         &["bench", "knn"],
         &["bench", "align"],
         &["bench", "generator"],
+        &["bench", "features"],
         &["bench", "store"],
     ];
     for v in verbs {

@@ -19,7 +19,7 @@ impl Stage for Dino {
                 ..base
             },
             Scale::Cpu => DinoConfig {
-                images: 1000,
+                images: 500,
                 ..base
             },
             Scale::Small => base,

@@ -6,6 +6,7 @@ use crate::backend::BackendKind;
 use crate::config::{fractions, positive_counts, positive_rates};
 use crate::flow::schedule::LrSchedule;
 use crate::models::cond::{ADAM_BETA2_DEFAULT, CondTrainConfig};
+use crate::models::dit::DitShape;
 use crate::models::mar::{EMBED_STD_MAR, MASK_RATIO_MIN, MarShape, MaskRatio};
 use crate::stage::classifier::ClassifierConfig;
 use crate::stage::feature_nets::{FeatureNet, weights_entry};
@@ -133,7 +134,7 @@ pub struct GeneratorConfig {
 /// launch-bound speed (MAR's sampler makes `iters x sample_steps` head calls per chunk: at 250 samples,
 /// 10k samples took minutes on an H100), so GPU backends take ten times more per call. Part of the
 /// run's identity through `backend`, since the chunking orders the random draws.
-pub(super) fn sample_chunk(backend: BackendKind) -> usize {
+pub fn sample_chunk(backend: BackendKind) -> usize {
     match backend {
         BackendKind::Flex => 250,
         BackendKind::Cuda | BackendKind::Tch => 2500,
@@ -284,6 +285,18 @@ impl GeneratorConfig {
     /// Adam's second-moment decay: as set, else PyTorch's 0.999.
     pub fn adam_beta2(&self) -> f64 {
         self.adam_beta2.unwrap_or(ADAM_BETA2_DEFAULT)
+    }
+
+    /// The dit network for `tokens` x `channels` latents of `classes` classes.
+    pub fn dit_shape(&self, tokens: usize, channels: usize, classes: usize) -> DitShape {
+        DitShape {
+            tokens,
+            channels,
+            width: self.width,
+            depth: self.depth,
+            heads: self.heads,
+            classes,
+        }
     }
 
     /// MAR's network for `tokens` x `channels` latents of `classes` classes, defaults filled in.

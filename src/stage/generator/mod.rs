@@ -33,7 +33,7 @@ use crate::metrics::frechet::frechet_from_samples;
 use crate::metrics::inception_score::{inception_score, softmax_rows};
 use crate::metrics::knn::precision_recall;
 use crate::models::cond::{LabelledLatents, cond_flow_loss, train_generator};
-use crate::models::dit::{Dit, DitShape};
+use crate::models::dit::Dit;
 use crate::models::mar::Mar;
 use crate::models::tokenizer::Tokenizer;
 use crate::stage::classifier::ClassifierConfig;
@@ -43,8 +43,7 @@ use crate::store::{ActiveRun, Store};
 use crate::tensors::to_host;
 
 mod config;
-use config::sample_chunk;
-pub use config::{GeneratorConfig, GeneratorKind, MaskSchedule, OPTIONAL_SETTINGS};
+pub use config::{GeneratorConfig, GeneratorKind, MaskSchedule, OPTIONAL_SETTINGS, sample_chunk};
 
 /// Stage name.
 pub const GENERATOR: &str = "generator";
@@ -262,16 +261,8 @@ fn train<B: AutodiffBackend>(
     };
     let net = match cfg.generator {
         GeneratorKind::Dit => {
-            let shape = DitShape {
-                tokens,
-                channels,
-                width: cfg.width,
-                depth: cfg.depth,
-                heads: cfg.heads,
-                classes,
-            };
             let net = train_generator(
-                Dit::<B>::new(shape, device),
+                Dit::<B>::new(cfg.dit_shape(tokens, channels, classes), device),
                 &data,
                 &train_cfg,
                 device,

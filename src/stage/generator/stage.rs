@@ -39,12 +39,20 @@ impl Stage for Generator {
                 test_size: 200,
                 ..base
             },
+            // Sized by measurement (docs/sweeps.md, "The cpu preset"): 14 generators per seed of
+            // table1 share the 2-core budget with 7 tokenizers; sampling (with and without guidance)
+            // costs as much as training at these sizes.
             Scale::Cpu => GeneratorConfig {
-                steps: 2000,
-                warmup: 100,
-                sample_steps: 50,
-                samples: 2000,
-                test_size: 2000,
+                width: 64,
+                depth: 2,
+                heads: 4,
+                steps: 600,
+                batch: 64,
+                lr: 1e-3,
+                warmup: 50,
+                sample_steps: 25,
+                samples: 1000,
+                test_size: 1000,
                 ..base
             },
             Scale::Small => base,

@@ -41,7 +41,7 @@ impl Stage for LatentAe {
             },
             Scale::Cpu => LatentAeConfig {
                 test_size: 1000,
-                steps: 800,
+                steps: 400,
                 batch: 64,
                 feature_images: 5000,
                 ..base

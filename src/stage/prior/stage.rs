@@ -51,8 +51,10 @@ impl Stage for Prior {
                 diag_rows: 1000,
                 ..base
             },
+            // Width 128: the aligned tokenizer's step runs the prior over B x L x flow_mul points, and
+            // at width 256 that pass cost more than the rest of the step.
             Scale::Cpu => PriorConfig {
-                width: 256,
+                width: 128,
                 depth: 3,
                 steps: 2000,
                 lr: 5e-4,

@@ -1,0 +1,59 @@
+//! The feature networks' forward pass (what `flowprior bench features` measures): grey 28x28 images
+//! through `LoadedNet::features_and_logits`, as rFID, FID and the dino stage run them (the resize to
+//! the network's input included), timed after an untimed chunk.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use burn::tensor::backend::AutodiffBackend;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::backend::BackendJob;
+use crate::models::classifier::MlpClassifier;
+use crate::stage::feature_nets::{FeatureNet, LoadedNet};
+
+/// The project classifier's hidden width (the `classifier` stage's default) and classes.
+const HIDDEN: usize = 256;
+const CLASSES: usize = 10;
+
+/// One measured network.
+#[derive(Debug, Clone)]
+pub struct FeatureBench {
+    pub net: FeatureNet,
+    /// Images in the timed pass.
+    pub images: usize,
+    /// Where the weights files are (`data/`).
+    pub data_dir: PathBuf,
+}
+
+impl BackendJob for FeatureBench {
+    /// Images per second, or why the network could not be loaded.
+    type Output = Result<f64, String>;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<f64, String> {
+        B::seed(&device, 0);
+        // Untrained classifier weights: the cost does not depend on them.
+        let classifier = MlpClassifier::<B::InnerBackend>::new(784, HIDDEN, CLASSES, &device);
+        let net = LoadedNet::load(self.net, &self.data_dir, &classifier, &device)
+            .map_err(|e| e.to_string())?;
+        let mut rng = StdRng::seed_from_u64(0);
+        let n = self.images.max(1);
+        let images: Vec<f32> = (0..n * 784).map(|_| rng.random::<f32>()).collect();
+        // One chunk first: allocation, kernel compilation and tuning.
+        let warm = &images[..images.len().min(16 * 784)];
+        let _ = net.features_and_logits(warm, &device);
+        let start = Instant::now();
+        let out = net.features_and_logits(&images, &device);
+        let secs = start.elapsed().as_secs_f64();
+        if out.features.len() != n * out.dim {
+            return Err(format!(
+                "{} gave {} feature values for {n} images of dimension {}",
+                self.net.name(),
+                out.features.len(),
+                out.dim
+            ));
+        }
+        Ok(n as f64 / secs.max(1e-9))
+    }
+}

@@ -1,0 +1,79 @@
+//! `flowprior bench features`: the feature networks' forward pass (`bench::features`) beside the
+//! same in PyTorch eager (scripts/bench_features.py), in images per second.
+
+use std::path::Path;
+
+use super::bench::{profile_name, run_reference_rate};
+use crate::backend::{BackendKind, DeviceSpec, run_job};
+use crate::bench::features::FeatureBench;
+use crate::stage::feature_nets::FeatureNet;
+
+pub fn features_bench(
+    images: usize,
+    threads: usize,
+    backend: BackendKind,
+    python: &Path,
+    data_dir: &Path,
+) -> anyhow::Result<()> {
+    super::set_threads(threads.max(1));
+    let device = DeviceSpec::parse(backend, None)?;
+    let torch_device = device.torch_name();
+    let mut table = tabled::builder::Builder::default();
+    table.push_record(["network", "flowprior images/s", "PyTorch images/s", "ratio"]);
+    let mut notes = Vec::new();
+    for net in [
+        FeatureNet::Classifier,
+        FeatureNet::Efficientnet,
+        FeatureNet::Inception,
+    ] {
+        let ours = run_job(
+            backend,
+            device,
+            FeatureBench {
+                net,
+                images,
+                data_dir: data_dir.to_path_buf(),
+            },
+        )?;
+        let ours = match ours {
+            Ok(v) => v,
+            Err(e) => {
+                notes.push(format!("{}: not measured ({e})", net.name()));
+                continue;
+            }
+        };
+        let weights = net
+            .weights_file(data_dir)
+            .map(|f| f.display().to_string())
+            .unwrap_or_else(|| "-".into());
+        let args = [
+            net.name().to_string(),
+            weights,
+            images.to_string(),
+            threads.to_string(),
+            torch_device.to_string(),
+        ];
+        let theirs =
+            run_reference_rate(python, "scripts/bench_features.py", &args, threads, "per_s");
+        let (t, r) = match theirs {
+            Ok(t) => (format!("{t:.2}"), format!("{:.2}x", ours / t)),
+            Err(e) => {
+                notes.push(format!("{}: PyTorch reference not run ({e})", net.name()));
+                ("-".into(), "-".into())
+            }
+        };
+        table.push_record([net.describe().to_string(), format!("{ours:.2}"), t, r]);
+    }
+    println!(
+        "feature networks' forward pass on {images} grey 28x28 images (resize to the network's input \
+         included; chunks of 16, the classifier's of 500) after an untimed chunk, {} backend, {threads} \
+         thread(s), flowprior {}; PyTorch eager on the {torch_device} beside it",
+        backend.name(),
+        profile_name()
+    );
+    println!("{}", table.build().with(tabled::settings::Style::sharp()));
+    for n in notes {
+        println!("{n}");
+    }
+    Ok(())
+}
