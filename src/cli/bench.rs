@@ -452,6 +452,25 @@ pub(super) fn run_reference(
     run_reference_rate(python, script, args, threads, "steps_per_s")
 }
 
+/// `ours / theirs` as text, or `-` with the reason kept in `failures`.
+pub(super) fn compare(
+    ours: f64,
+    theirs: Result<f64, String>,
+    failures: &mut Vec<String>,
+) -> [String; 3] {
+    match theirs {
+        Ok(t) => [
+            format!("{ours:.2}"),
+            format!("{t:.2}"),
+            format!("{:.2}x", ours / t),
+        ],
+        Err(e) => {
+            failures.push(e);
+            [format!("{ours:.2}"), "-".into(), "-".into()]
+        }
+    }
+}
+
 /// Runs a reference script and reads the rate `key` from the last line it prints (one JSON object).
 pub(super) fn run_reference_rate(
     python: &std::path::Path,

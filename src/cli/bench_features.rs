@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::bench::{profile_name, run_reference_rate};
+use super::bench::{compare, profile_name, run_reference_rate};
 use crate::backend::{BackendKind, DeviceSpec, run_job};
 use crate::bench::features::FeatureBench;
 use crate::stage::feature_nets::FeatureNet;
@@ -55,14 +55,9 @@ pub fn features_bench(
         ];
         let theirs =
             run_reference_rate(python, "scripts/bench_features.py", &args, threads, "per_s");
-        let (t, r) = match theirs {
-            Ok(t) => (format!("{t:.2}"), format!("{:.2}x", ours / t)),
-            Err(e) => {
-                notes.push(format!("{}: PyTorch reference not run ({e})", net.name()));
-                ("-".into(), "-".into())
-            }
-        };
-        table.push_record([net.describe().to_string(), format!("{ours:.2}"), t, r]);
+        let theirs = theirs.map_err(|e| format!("{}: PyTorch reference not run ({e})", net.name()));
+        let [a, t, r] = compare(ours, theirs, &mut notes);
+        table.push_record([net.describe().to_string(), a, t, r]);
     }
     println!(
         "feature networks' forward pass on {images} grey 28x28 images (resize to the network's input \

@@ -2,7 +2,7 @@
 //! guided sampler beside the same in PyTorch eager (scripts/bench_generator.py), at the sizes the
 //! sweeps train.
 
-use super::bench::{profile_name, run_reference_rate};
+use super::bench::{compare, profile_name, run_reference_rate};
 use crate::backend::{BackendKind, DeviceSpec, run_job};
 use crate::bench::generator::{CLASSES, GeneratorBench, SamplerBench};
 use crate::models::mar::MaskRatio;
@@ -71,21 +71,6 @@ fn reference(
         threads,
         "per_s",
     )
-}
-
-/// `ours / theirs` as text, or `-` with the reason kept in `failures`.
-fn compare(ours: f64, theirs: Result<f64, String>, failures: &mut Vec<String>) -> [String; 3] {
-    match theirs {
-        Ok(t) => [
-            format!("{ours:.2}"),
-            format!("{t:.2}"),
-            format!("{:.2}x", ours / t),
-        ],
-        Err(e) => {
-            failures.push(e);
-            [format!("{ours:.2}"), "-".into(), "-".into()]
-        }
-    }
 }
 
 pub fn generator_bench(
