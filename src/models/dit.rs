@@ -11,9 +11,10 @@
 use burn::module::{Module, Param};
 use burn::nn::attention::{MultiHeadAttention, MultiHeadAttentionConfig};
 
+use super::gelu::gelu;
 use super::layers::{linear3, self_attention};
 use burn::nn::{Embedding, EmbeddingConfig, Linear};
-use burn::tensor::activation::{gelu, silu};
+use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Int, Tensor};
 

@@ -1,0 +1,157 @@
+use super::*;
+use crate::backend::{TestAutodiff, TestBackend};
+use burn::tensor::{Distribution, Tensor};
+
+/// erf in f64 by Simpson's rule on 2/sqrt(pi) exp(-s^2) over [0, u] (error far below f32's).
+fn erf_ref(u: f64) -> f64 {
+    let n = 4000;
+    let h = u / n as f64;
+    let f = |s: f64| (-s * s).exp();
+    let mut acc = f(0.0) + f(u);
+    for i in 1..n {
+        acc += f(i as f64 * h) * if i % 2 == 1 { 4.0 } else { 2.0 };
+    }
+    acc * h / 3.0 * 2.0 / std::f64::consts::PI.sqrt()
+}
+
+fn gelu_ref(x: f64) -> f64 {
+    0.5 * x * (1.0 + erf_ref(x / std::f64::consts::SQRT_2))
+}
+
+fn gelu_grad_ref(x: f64) -> f64 {
+    let pdf = (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt();
+    0.5 * (1.0 + erf_ref(x / std::f64::consts::SQRT_2)) + x * pdf
+}
+
+fn grid(lo: f32, hi: f32, n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| lo + (hi - lo) * i as f32 / (n - 1) as f32)
+        .collect()
+}
+
+#[test]
+fn exp_is_within_a_few_ulps_of_std() {
+    for v in grid(-87.0, 0.0, 20_001) {
+        let want = (v as f64).exp();
+        let got = exp_nonpositive(v) as f64;
+        assert!(
+            ((got - want) / want).abs() < 4e-7,
+            "exp({v}) = {got}, want {want}"
+        );
+    }
+    // Far below the clamp: tiny, positive, finite.
+    let tiny = exp_nonpositive(-1e4);
+    assert!(tiny > 0.0 && tiny < 1e-37, "{tiny}");
+}
+
+#[test]
+fn erf_is_within_the_abramowitz_stegun_bound() {
+    let mut worst = 0.0f64;
+    for u in grid(-6.0, 6.0, 2401) {
+        let (e, g) = erf_and_gauss(u);
+        let want = erf_ref(u as f64);
+        worst = worst.max((e as f64 - want).abs());
+        // exp of the f32 square (the square's own rounding is not the exponential's error).
+        let gw = (-((u * u) as f64)).exp();
+        assert!(((g as f64 - gw) / gw).abs() < 4e-7, "exp(-{u}^2)");
+    }
+    // A&S 7.1.26: 1.5e-7, plus the f32 rounding of the polynomial and the exponential (a few
+    // ulps of 1, 1.2e-7 each); measured 4.2e-7.
+    assert!(worst < 5e-7, "largest erf error {worst}");
+    // Odd, and exact at 0.
+    assert_eq!(erf_and_gauss(0.0).0, 0.0);
+    assert_eq!(erf_and_gauss(-1.3).0, -erf_and_gauss(1.3).0);
+    // A loose check that the bound is real: a wrong constant breaks it.
+    assert!((erf_and_gauss(0.5).0 as f64 - erf_ref(0.5)).abs() > 1e-10);
+}
+
+#[test]
+fn every_instruction_set_gives_the_closed_forms_bit_for_bit_alike() {
+    // An odd length, so every vector loop has a remainder.
+    let x = grid(-10.0, 10.0, 4001);
+    let g: Vec<f32> = x.iter().map(|v| 1.0 + 0.1 * v.sin()).collect();
+    let isas = Isa::available();
+    let mut first: Option<(Vec<f32>, Vec<f32>)> = None;
+    for &isa in &isas {
+        let mut y = vec![0.0; x.len()];
+        let mut dx = vec![0.0; x.len()];
+        forward_with(isa, &x, &mut y);
+        backward_with(isa, &x, &g, &mut dx);
+        for i in 0..x.len() {
+            let (xv, gv) = (x[i] as f64, g[i] as f64);
+            let want = gelu_ref(xv);
+            assert!(
+                (y[i] as f64 - want).abs() < 1e-6 * (1.0 + want.abs()),
+                "{isa:?}: gelu({xv}) = {}, want {want}",
+                y[i]
+            );
+            let want = gv * gelu_grad_ref(xv);
+            assert!(
+                (dx[i] as f64 - want).abs() < 1e-6 * (1.0 + want.abs()),
+                "{isa:?}: gelu'({xv}) = {}, want {want}",
+                dx[i]
+            );
+        }
+        match &first {
+            None => first = Some((y, dx)),
+            // No fused multiply-adds are formed, so every instruction set rounds alike.
+            Some((y0, dx0)) => {
+                assert_eq!(&y, y0, "{isa:?} forward differs from the baseline");
+                assert_eq!(&dx, dx0, "{isa:?} backward differs from the baseline");
+            }
+        }
+    }
+    // The empty slice.
+    forward_with(Isa::detect(), &[], &mut []);
+}
+
+#[test]
+fn the_parallel_split_matches_one_thread() {
+    let x: Vec<f32> = (0..3 * CHUNK + 17)
+        .map(|i| ((i * 37) % 1001) as f32 / 100.0 - 5.0)
+        .collect();
+    let g: Vec<f32> = x.iter().map(|v| v.cos()).collect();
+    let one = (forward(&x), backward(&x, &g));
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(3)
+        .build()
+        .unwrap();
+    let many = pool.install(|| (forward(&x), backward(&x, &g)));
+    assert_eq!(one, many);
+}
+
+fn values<const D: usize, B: burn::tensor::backend::Backend>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().to_vec().unwrap()
+}
+
+#[test]
+fn tensor_gelu_and_its_gradient_agree_with_burns() {
+    let device = Default::default();
+    let x0 = Tensor::<TestBackend, 3>::random([3, 5, 7], Distribution::Normal(0.0, 3.0), &device);
+    let w = Tensor::<TestBackend, 3>::random([3, 7, 5], Distribution::Normal(0.0, 1.0), &device);
+    // Forward, inner backend, on a non-contiguous (transposed) view.
+    let xt = x0.clone().swap_dims(1, 2);
+    let ours = values(gelu(xt.clone()));
+    let burns = values(burn::tensor::activation::gelu(xt));
+    for (a, b) in ours.iter().zip(&burns) {
+        assert!((a - b).abs() < 1e-6 * (1.0 + b.abs()), "{a} vs {b}");
+    }
+    // Gradient through autodiff, against Burn's GELU and the closed form.
+    let grads = |f: &dyn Fn(Tensor<TestAutodiff, 3>) -> Tensor<TestAutodiff, 3>| {
+        let x = Tensor::<TestAutodiff, 3>::from_data(x0.to_data(), &device).require_grad();
+        let wa = Tensor::<TestAutodiff, 3>::from_data(w.to_data(), &device);
+        let y = f(x.clone().swap_dims(1, 2));
+        let g = (y * wa).sum().backward();
+        values(x.grad(&g).expect("x has a gradient"))
+    };
+    let ours = grads(&|t| gelu(t));
+    let burns = grads(&|t| burn::tensor::activation::gelu(t));
+    let xv = values(x0);
+    let wv = values(w.swap_dims(1, 2));
+    for i in 0..xv.len() {
+        assert!((ours[i] - burns[i]).abs() < 2e-6 * (1.0 + burns[i].abs()));
+        // x[a, b, c] meets w^T[a, b, c] = w[a, c, b].
+        let want = wv[i] as f64 * gelu_grad_ref(xv[i] as f64);
+        assert!((ours[i] as f64 - want).abs() < 2e-6 * (1.0 + want.abs()));
+    }
+}
