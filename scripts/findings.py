@@ -227,7 +227,9 @@ def ablations(db):
                     word = verdict(d, sign)
                 else:
                     exp = "about equal"
-                    word = verdict(d, +1 if metric == "rfid/classifier" else -1) + " (worse reconstruction)"
+                    word = {"holds": f"{b} reconstructs worse", "does not hold": f"{b} reconstructs better",
+                            "inconclusive": "no paired difference"}.get(
+                        verdict(d, +1 if metric == "rfid/classifier" else -1), "n < 2")
                 print(f"| {b} - {a} | {name} | {exp} | {fmt(d)} | {word} |")
 
 
