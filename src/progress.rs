@@ -178,18 +178,35 @@ impl indicatif::TermLike for PlainLines {
         }
         let stamp = crate::util::format_utc(crate::util::now_unix());
         let clock = stamp.get(11..).unwrap_or(&stamp);
-        let mut err = std::io::stderr().lock();
-        for l in lines {
-            writeln!(err, "[progress {clock}] {l}")?;
-        }
-        Ok(())
+        // One write for the whole block: the sweep's workers share the parent's stderr, and a line
+        // written piece by piece (as `writeln!` on unbuffered stderr does) interleaves with theirs.
+        std::io::stderr()
+            .lock()
+            .write_all(render(clock, &lines).as_bytes())
     }
+}
+
+/// `[progress CLOCK] LINE`, one per line, as one string.
+fn render(clock: &str, lines: &[String]) -> String {
+    lines
+        .iter()
+        .map(|l| format!("[progress {clock}] {l}\n"))
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use indicatif::TermLike;
+
+    #[test]
+    fn a_block_of_progress_lines_is_rendered_whole() {
+        let lines = vec!["run 1 a".to_string(), "run 2 b".to_string()];
+        assert_eq!(
+            render("01:02:03", &lines),
+            "[progress 01:02:03] run 1 a\n[progress 01:02:03] run 2 b\n"
+        );
+    }
 
     #[test]
     fn plain_lines_report_the_first_frame_then_at_most_once_per_interval() {

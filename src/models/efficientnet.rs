@@ -17,6 +17,8 @@ use std::path::Path;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
+
+use super::layers::{conv_bn, fold};
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
@@ -67,36 +69,6 @@ fn conv<B: Backend>(
 
 fn bn<B: Backend>(c: usize, device: &B::Device) -> Option<BatchNorm<B>> {
     Some(BatchNormConfig::new(c).with_epsilon(1e-3).init(device))
-}
-
-/// `bn(conv(x))`; after [`EfficientNetLite0::fold_batch_norms`] the norm is inside the convolution.
-fn conv_bn<B: Backend>(c: &Conv2d<B>, bn: &Option<BatchNorm<B>>, x: Tensor<B, 4>) -> Tensor<B, 4> {
-    let h = c.forward(x);
-    match bn {
-        Some(bn) => bn.forward(h),
-        None => h,
-    }
-}
-
-/// The convolution with the BatchNorm that follows it folded in (module docs); `None` for the norm.
-fn fold<B: Backend>(
-    mut c: Conv2d<B>,
-    bn: Option<BatchNorm<B>>,
-) -> (Conv2d<B>, Option<BatchNorm<B>>) {
-    let Some(bn) = bn else {
-        return (c, None);
-    };
-    let scale = bn.gamma.val() / (bn.running_var.value() + bn.epsilon).sqrt();
-    let shift = bn.beta.val() - bn.running_mean.value() * scale.clone();
-    let shift = match &c.bias {
-        // b' = (b - mean) * s + beta: a bias before the norm is shifted and scaled with it.
-        Some(b) => shift + b.val() * scale.clone(),
-        None => shift,
-    };
-    let o = scale.dims()[0];
-    c.weight = c.weight.map(|w| w * scale.clone().reshape([o, 1, 1, 1]));
-    c.bias = Some(burn::module::Param::from_tensor(shift));
-    (c, None)
 }
 
 /// One inverted-residual block (field names follow the checkpoint's, minus the leading underscore).

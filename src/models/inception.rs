@@ -17,6 +17,8 @@ use burn::tensor::activation::relu;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::{avg_pool2d, max_pool2d};
 
+use super::layers::{conv_bn, fold};
+
 /// Input side.
 pub const INPUT: usize = 299;
 /// pool3 features.
@@ -24,11 +26,12 @@ pub const FEATURES: usize = 2048;
 /// Classes of the FID network's head (1008, as in the TensorFlow graph).
 pub const CLASSES: usize = 1008;
 
-/// Conv (no bias) + BatchNorm (eps 0.001) + ReLU.
+/// Conv (no bias) + BatchNorm (eps 0.001) + ReLU; the norm is folded into the convolution once the
+/// weights are loaded ([`InceptionV3::load`]).
 #[derive(Module, Debug)]
 pub struct BasicConv<B: Backend> {
     conv: Conv2d<B>,
-    bn: BatchNorm<B>,
+    bn: Option<BatchNorm<B>>,
 }
 
 impl<B: Backend> BasicConv<B> {
@@ -47,13 +50,22 @@ impl<B: Backend> BasicConv<B> {
                 .with_padding(PaddingConfig2d::Explicit(pad.0, pad.1, pad.0, pad.1))
                 .with_bias(false)
                 .init(device),
-            bn: BatchNormConfig::new(cout).with_epsilon(1e-3).init(device),
+            bn: Some(BatchNormConfig::new(cout).with_epsilon(1e-3).init(device)),
         }
     }
 
     fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        relu(self.bn.forward(self.conv.forward(x)))
+        relu(conv_bn(&self.conv, &self.bn, x))
     }
+
+    fn fold(&mut self) {
+        (self.conv, self.bn) = fold(self.conv.clone(), self.bn.take());
+    }
+}
+
+/// Folds the BatchNorm of each named [`BasicConv`] field of `$m`.
+macro_rules! fold_fields {
+    ($m:expr; $($f:ident),+) => { $($m.$f.fold();)+ };
 }
 
 fn c1<B: Backend>(cin: usize, cout: usize, device: &B::Device) -> BasicConv<B> {
@@ -81,6 +93,10 @@ pub struct InceptionA<B: Backend> {
 }
 
 impl<B: Backend> InceptionA<B> {
+    fn fold(&mut self) {
+        fold_fields!(self; branch1x1, branch5x5_1, branch5x5_2, branch3x3dbl_1, branch3x3dbl_2, branch3x3dbl_3, branch_pool);
+    }
+
     fn new(cin: usize, pool: usize, d: &B::Device) -> Self {
         InceptionA {
             branch1x1: c1(cin, 64, d),
@@ -116,6 +132,10 @@ pub struct InceptionB<B: Backend> {
 }
 
 impl<B: Backend> InceptionB<B> {
+    fn fold(&mut self) {
+        fold_fields!(self; branch3x3, branch3x3dbl_1, branch3x3dbl_2, branch3x3dbl_3);
+    }
+
     fn new(cin: usize, d: &B::Device) -> Self {
         InceptionB {
             branch3x3: BasicConv::new(cin, 384, (3, 3), 2, (0, 0), d),
@@ -150,6 +170,10 @@ pub struct InceptionC<B: Backend> {
 }
 
 impl<B: Backend> InceptionC<B> {
+    fn fold(&mut self) {
+        fold_fields!(self; branch1x1, branch7x7_1, branch7x7_2, branch7x7_3, branch7x7dbl_1, branch7x7dbl_2, branch7x7dbl_3, branch7x7dbl_4, branch7x7dbl_5, branch_pool);
+    }
+
     fn new(cin: usize, c7: usize, d: &B::Device) -> Self {
         let row = |i, o| BasicConv::new(i, o, (1, 7), 1, (0, 3), d);
         let col = |i, o| BasicConv::new(i, o, (7, 1), 1, (3, 0), d);
@@ -198,6 +222,10 @@ pub struct InceptionD<B: Backend> {
 }
 
 impl<B: Backend> InceptionD<B> {
+    fn fold(&mut self) {
+        fold_fields!(self; branch3x3_1, branch3x3_2, branch7x7x3_1, branch7x7x3_2, branch7x7x3_3, branch7x7x3_4);
+    }
+
     fn new(cin: usize, d: &B::Device) -> Self {
         InceptionD {
             branch3x3_1: c1(cin, 192, d),
@@ -242,6 +270,10 @@ pub struct InceptionE<B: Backend> {
 }
 
 impl<B: Backend> InceptionE<B> {
+    fn fold(&mut self) {
+        fold_fields!(self; branch1x1, branch3x3_1, branch3x3_2a, branch3x3_2b, branch3x3dbl_1, branch3x3dbl_2, branch3x3dbl_3a, branch3x3dbl_3b, branch_pool);
+    }
+
     fn new(cin: usize, max_pool: bool, d: &B::Device) -> Self {
         InceptionE {
             branch1x1: c1(cin, 320, d),
@@ -333,12 +365,22 @@ impl<B: Backend> InceptionV3<B> {
         }
     }
 
-    /// Loads a PyTorch state dict with pytorch-fid's key names (`pt_inception-2015-12-05-*.pth`);
-    /// every tensor of the model must be found, with the right shape.
+    /// Loads a PyTorch state dict with pytorch-fid's key names (`pt_inception-2015-12-05-*.pth`;
+    /// every tensor of the model must be found, with the right shape), with the BatchNorms folded
+    /// into the convolutions.
     pub fn load(path: &Path, device: &B::Device) -> Result<Self, String> {
         let mut model = Self::new(device);
         model.load_state_dict(path, false)?;
+        model.fold_batch_norms();
         Ok(model)
+    }
+
+    /// Every BatchNorm folded into its convolution ([`super::layers::fold`]): for inference only,
+    /// where the norms use their running statistics.
+    pub fn fold_batch_norms(&mut self) {
+        fold_fields!(self; conv2d_1a_3x3, conv2d_2a_3x3, conv2d_2b_3x3, conv2d_3b_1x1, conv2d_4a_3x3,
+            mixed_5b, mixed_5c, mixed_5d, mixed_6a, mixed_6b, mixed_6c, mixed_6d, mixed_6e, mixed_7a,
+            mixed_7b, mixed_7c);
     }
 
     /// Reads the tensors of a state dict with pytorch-fid's key names into the model (`partial`:
@@ -451,15 +493,15 @@ mod tests {
         let w: Vec<f32> = conv.conv.weight.val().into_data().to_vec().expect("f32");
         assert_eq!(w, formula("conv2d_1a_3x3.conv.weight", &[32, 3, 3, 3]));
         assert_eq!(
-            host(conv.bn.gamma.val()),
+            host(conv.bn.as_ref().expect("bn").gamma.val()),
             formula("conv2d_1a_3x3.bn.gamma", &[32])
         );
         assert_eq!(
-            host(conv.bn.running_var.value()),
+            host(conv.bn.as_ref().expect("bn").running_var.value()),
             formula("conv2d_1a_3x3.bn.running_var", &[32])
         );
         assert_eq!(
-            host(model.mixed_5b.branch1x1.bn.beta.val()),
+            host(model.mixed_5b.branch1x1.bn.as_ref().expect("bn").beta.val()),
             formula("mixed_5b.branch1x1.bn.beta", &[64])
         );
         // The full loader refuses a file that lacks most of the network, naming it.
@@ -513,12 +555,23 @@ mod tests {
             })
             .collect();
         let x = Tensor::<B, 2>::from_data(TensorData::new(img, [1, 784]), &device);
-        let (pool, logits) = model.forward(grey_to_input(x, side));
+        let input = grey_to_input(x, side);
+        // With the norms as loaded, then folded into the convolutions (what `load` returns).
+        let expected = (want("pool3"), want("logits"));
+        check(model.forward(input.clone()), &expected);
+        model.fold_batch_norms();
+        assert!(model.conv2d_1a_3x3.bn.is_none() && model.mixed_7c.branch_pool.bn.is_none());
+        check(model.forward(input), &expected);
+    }
+
+    fn check(
+        (pool, logits): (Tensor<B, 2>, Tensor<B, 2>),
+        (want_pool, want_logits): &(Vec<f64>, Vec<f64>),
+    ) {
         let got: Vec<f32> = pool.into_data().to_vec().expect("f32");
-        let (want_pool, want_logits) = (want("pool3"), want("logits"));
         assert_eq!(got.len(), FEATURES);
         let scale = want_pool.iter().fold(0f64, |m, v| m.max(v.abs()));
-        for (i, (g, w)) in got.iter().zip(&want_pool).enumerate() {
+        for (i, (g, w)) in got.iter().zip(want_pool).enumerate() {
             assert!(
                 (f64::from(*g) - w).abs() <= 1e-3 * scale,
                 "pool3[{i}]: {g} vs {w} (scale {scale})"
@@ -527,7 +580,7 @@ mod tests {
         let got: Vec<f32> = logits.into_data().to_vec().expect("f32");
         assert_eq!(got.len(), CLASSES);
         let scale = want_logits.iter().fold(0f64, |m, v| m.max(v.abs()));
-        for (g, w) in got.iter().zip(&want_logits) {
+        for (g, w) in got.iter().zip(want_logits) {
             assert!((f64::from(*g) - w).abs() <= 1e-3 * scale);
         }
     }
