@@ -94,20 +94,7 @@ fn a_bucket_that_does_not_exist_fails_the_run_clearly_and_keeps_its_metrics() {
         .args(["sweep", "run", f.to_str().unwrap()])
         .output()
         .expect("sweep");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success(), "{stdout}");
-    assert!(
-        stdout.contains("artifact store: cannot upload to s3://no-such-bucket-here/p/toy_prior/"),
-        "{stdout}"
-    );
-    assert_eq!(
-        sb.sql_i64("SELECT COUNT(*) FROM runs WHERE status = 'failed'"),
-        1
-    );
-    assert!(
-        sb.sql_i64("SELECT COUNT(*) FROM metrics") > 0,
-        "what was logged is kept"
-    );
+    assert_upload_failed_keeping_metrics(&sb, &out, "s3://no-such-bucket-here/p");
 }
 
 #[test]
@@ -132,17 +119,25 @@ fn a_bucket_without_write_access_fails_the_run_clearly_and_keeps_its_metrics() {
         .args(["sweep", "run", f.to_str().unwrap()])
         .output()
         .expect("sweep");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success(), "{stdout}");
-    assert!(
-        stdout.contains("artifact store: cannot upload to s3://flowprior-readonly/p/toy_prior/"),
-        "{stdout}"
-    );
+    assert_upload_failed_keeping_metrics(&sb, &out, "s3://flowprior-readonly/p");
     // The store's reason, in full on the run.
     let error = sb.sql_value("SELECT error FROM runs WHERE status = 'failed'");
     assert!(
         error.contains("AccessDenied") || error.contains("403"),
         "{error}"
+    );
+}
+
+/// A sweep whose first upload, to `url`, failed: the command fails naming the destination, its one
+/// run is recorded as failed, and the metrics logged before the upload are kept.
+fn assert_upload_failed_keeping_metrics(sb: &Sandbox, out: &std::process::Output, url: &str) {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "artifact store: cannot upload to {url}/toy_prior/"
+        )),
+        "{stdout}"
     );
     assert_eq!(
         sb.sql_i64("SELECT COUNT(*) FROM runs WHERE status = 'failed'"),
