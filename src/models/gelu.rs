@@ -99,23 +99,12 @@ pub(crate) enum Isa {
 }
 
 impl Isa {
+    /// The widest instruction set this CPU can run.
     pub(crate) fn detect() -> Isa {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                return Isa::Avx512;
-            }
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
-                return Isa::Avx2;
-            }
-        }
-        Isa::Baseline
+        *Isa::available().last().unwrap_or(&Isa::Baseline)
     }
 
-    /// Every instruction set this CPU can run, the baseline first.
-    #[cfg(test)]
+    /// Every instruction set this CPU can run, the baseline first and the widest last.
     pub(crate) fn available() -> Vec<Isa> {
         let mut v = vec![Isa::Baseline];
         #[cfg(target_arch = "x86_64")]
@@ -187,34 +176,39 @@ fn isa() -> Isa {
     *ISA.get_or_init(Isa::detect)
 }
 
-/// `gelu(x)` over a slice, split over the rayon pool when it has more than one thread.
-pub(crate) fn forward(x: &[f32]) -> Vec<f32> {
+/// `out[i] = f(chunk of the inputs)` in chunks of [`CHUNK`], over the rayon pool when it has more
+/// than one thread. `inputs` are slices of `n` elements each.
+fn by_chunks<const K: usize>(
+    n: usize,
+    inputs: [&[f32]; K],
+    f: impl Fn([&[f32]; K], &mut [f32]) + Sync,
+) -> Vec<f32> {
     use rayon::prelude::*;
-    let mut out = vec![0.0; x.len()];
-    let isa = isa();
-    if rayon::current_num_threads() > 1 && x.len() > CHUNK {
+    let mut out = vec![0.0; n];
+    let chunk = |i: usize, o: &mut [f32]| {
+        let at = i * CHUNK;
+        f(inputs.map(|x| &x[at..at + o.len()]), o)
+    };
+    if rayon::current_num_threads() > 1 && n > CHUNK {
         out.par_chunks_mut(CHUNK)
-            .zip(x.par_chunks(CHUNK))
-            .for_each(|(o, x)| forward_with(isa, x, o));
+            .enumerate()
+            .for_each(|(i, o)| chunk(i, o));
     } else {
-        forward_with(isa, x, &mut out);
+        f(inputs, &mut out);
     }
     out
 }
 
-/// `grad * gelu'(x)` over slices, split as [`forward`].
-pub(crate) fn backward(x: &[f32], grad: &[f32]) -> Vec<f32> {
-    use rayon::prelude::*;
-    let mut out = vec![0.0; x.len()];
+/// `gelu(x)` over a slice.
+pub(crate) fn forward(x: &[f32]) -> Vec<f32> {
     let isa = isa();
-    if rayon::current_num_threads() > 1 && x.len() > CHUNK {
-        out.par_chunks_mut(CHUNK)
-            .zip(x.par_chunks(CHUNK).zip(grad.par_chunks(CHUNK)))
-            .for_each(|(o, (x, g))| backward_with(isa, x, g, o));
-    } else {
-        backward_with(isa, x, grad, &mut out);
-    }
-    out
+    by_chunks(x.len(), [x], |[x], o| forward_with(isa, x, o))
+}
+
+/// `grad * gelu'(x)` over slices.
+pub(crate) fn backward(x: &[f32], grad: &[f32]) -> Vec<f32> {
+    let isa = isa();
+    by_chunks(x.len(), [x, grad], |[x, g], o| backward_with(isa, x, g, o))
 }
 
 #[cfg(feature = "flex")]
