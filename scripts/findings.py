@@ -115,7 +115,7 @@ def table1(db):
     tok = defaultdict(dict)  # autoencoder -> seed -> tokenizer run
     gen = defaultdict(dict)  # (autoencoder, generator) -> seed -> generator run
     for lab, runs in pts:
-        ae, g, seed = lab["autoencoder"], lab["generator.generator"], lab["seed"]
+        ae, g, seed = lab["autoencoder"], lab["model"], lab["seed"]
         tok[ae][seed] = runs["tokenizer"]
         gen[(ae, g)][seed] = runs["generator"]
     rows = list(tok)

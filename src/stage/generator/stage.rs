@@ -39,14 +39,15 @@ impl Stage for Generator {
                 test_size: 200,
                 ..base
             },
-            // Sized by measurement (docs/sweeps.md, "The cpu preset"): 14 generators per seed of
-            // table1 share the 2-core budget with 7 tokenizers; sampling (with and without guidance)
-            // costs as much as training at these sizes.
+            // Sized by measurement (docs/sweeps.md, "The cpu preset"): dit's samples become
+            // class-recognisable between 1500 and 3000 steps at this width; 2000 keeps table1's 42
+            // generators and 21 tokenizers within the 2-core budget (table1 gives MAR, three times
+            // slower per step, 600).
             Scale::Cpu => GeneratorConfig {
                 width: 64,
                 depth: 2,
                 heads: 4,
-                steps: 600,
+                steps: 2000,
                 batch: 64,
                 lr: 1e-3,
                 warmup: 50,
