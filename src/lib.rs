@@ -9,6 +9,7 @@
 //! * [`flow`]: the flow prior (velocity network, losses, samplers, exact likelihood, EMA, schedules);
 //! * [`toy`]: 2-D toy targets and their metrics; [`plot`]: PNG figures;
 //! * [`models`], [`jobs`]: networks and the jobs that train them;
+//! * `simd`: the CPU's vector instruction sets, for the hand-written element-wise kernels;
 //! * [`cli`]: the `flowprior` command line.
 
 pub mod backend;
@@ -31,6 +32,7 @@ pub mod progress;
 pub mod projection;
 pub mod provenance;
 pub mod report;
+pub(crate) mod simd;
 pub mod stage;
 pub mod store;
 pub mod sweep;

@@ -26,6 +26,8 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
 use rayon::prelude::*;
 
+use crate::simd::Isa;
+
 /// Elements per parallel chunk.
 const CHUNK: usize = 1 << 14;
 
@@ -122,37 +124,61 @@ fn kernel<const ADAMW: bool>(p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f
     }
 }
 
-/// [`kernel`] compiled for AVX2 (8 lanes for the divisions and square roots; the default x86-64
-/// target has 4). Rust never fuses a multiply and an add on its own, so the results are the same.
+/// [`kernel`] compiled for the wider instruction sets (8 / 16 lanes for the divisions and square
+/// roots; the default x86-64 target has 4). Rust never fuses a multiply and an add on its own, so
+/// every variant rounds as the generic one does (tested).
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn kernel_avx2<const ADAMW: bool>(
+mod x86 {
+    use super::{Consts, kernel};
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn avx2<const ADAMW: bool>(
+        p: &mut [f32],
+        m: &mut [f32],
+        v: &mut [f32],
+        g: &[f32],
+        k: &Consts,
+    ) {
+        kernel::<ADAMW>(p, m, v, g, k)
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn avx512<const ADAMW: bool>(
+        p: &mut [f32],
+        m: &mut [f32],
+        v: &mut [f32],
+        g: &[f32],
+        k: &Consts,
+    ) {
+        kernel::<ADAMW>(p, m, v, g, k)
+    }
+}
+
+/// One chunk's update with the kernel for `isa` (which this CPU must support).
+fn update_with<const ADAMW: bool>(
+    isa: Isa,
     p: &mut [f32],
     m: &mut [f32],
     v: &mut [f32],
     g: &[f32],
     k: &Consts,
 ) {
-    kernel::<ADAMW>(p, m, v, g, k)
+    match isa {
+        Isa::Baseline => kernel::<ADAMW>(p, m, v, g, k),
+        // SAFETY: `Isa::available` lists these only where the CPU has them.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { x86::avx2::<ADAMW>(p, m, v, g, k) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { x86::avx512::<ADAMW>(p, m, v, g, k) },
+    }
 }
 
 fn update(adamw: bool, p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], k: &Consts) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2 (checked just above), the only requirement of `kernel_avx2`.
-        unsafe {
-            if adamw {
-                kernel_avx2::<true>(p, m, v, g, k)
-            } else {
-                kernel_avx2::<false>(p, m, v, g, k)
-            }
-        }
-        return;
-    }
+    let isa = Isa::current();
     if adamw {
-        kernel::<true>(p, m, v, g, k)
+        update_with::<true>(isa, p, m, v, g, k)
     } else {
-        kernel::<false>(p, m, v, g, k)
+        update_with::<false>(isa, p, m, v, g, k)
     }
 }
 
@@ -452,5 +478,36 @@ mod tests {
             .map(|(a, b)| (a - b).abs())
             .fold(0.0f64, f64::max);
         assert!(far > 1e-4, "AdamW and Adam agree to {far}");
+    }
+
+    #[test]
+    fn every_instruction_set_updates_bit_for_bit_as_the_generic_kernel() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mut draw =
+            |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-1.0..1.0)).collect() };
+        // An odd length exercises every variant's tail as well as its full vectors.
+        let n = 1037;
+        let (p0, m0, g) = (draw(n), draw(n), draw(n));
+        let v0: Vec<f32> = draw(n).iter().map(|x| x * x).collect();
+        for adam in [
+            Adam::default(),
+            Adam::default().with_weight_decay(Some(0.01)),
+        ] {
+            let k = adam.consts(3e-4, 5);
+            let run = |isa: Isa| {
+                let (mut p, mut m, mut v) = (p0.clone(), m0.clone(), v0.clone());
+                if adam.weight_decay.is_some() {
+                    update_with::<true>(isa, &mut p, &mut m, &mut v, &g, &k);
+                } else {
+                    update_with::<false>(isa, &mut p, &mut m, &mut v, &g, &k);
+                }
+                [p, m, v].map(|x| x.iter().map(|f| f.to_bits()).collect::<Vec<_>>())
+            };
+            let base = run(Isa::Baseline);
+            for isa in Isa::available() {
+                assert!(run(isa) == base, "{isa:?} differs from the generic kernel");
+            }
+        }
     }
 }

@@ -3,7 +3,7 @@
 //! floor: the prior's extra flops (forward and input gradient on B x L x flow_mul points) at the flop
 //! rate of the prior trainer at the same size, measured in the same run.
 
-use super::bench::{profile_name, run_reference};
+use super::bench::{compare, profile_name, run_reference};
 use crate::backend::{BackendKind, DeviceSpec, run_job};
 use crate::bench::align::{AlignBench, PriorFlops};
 use crate::bench::prior::PriorBench;
@@ -45,13 +45,6 @@ fn reference(
     ]
     .into();
     run_reference(python, "scripts/bench_tokenizer.py", &args, threads)
-}
-
-fn ratio(ours: f64, theirs: &Result<f64, String>) -> String {
-    match theirs {
-        Ok(t) => format!("{:.2}x", ours / t),
-        Err(_) => "-".into(),
-    }
 }
 
 pub fn align_bench(
@@ -128,11 +121,6 @@ pub fn align_bench(
         let sizes = (steps, warmup, threads);
         let torch_plain = reference(python, tok, (width, depth), 0.0, sizes, torch_device);
         let torch_aligned = reference(python, tok, (width, depth), LAMBDA, sizes, torch_device);
-        for r in [&torch_plain, &torch_aligned] {
-            if let Err(e) = r {
-                failures.push(e.clone());
-            }
-        }
         let flops = PriorFlops::new(tok.channels, width, depth);
         let prior_steps = run_job(
             backend,
@@ -155,17 +143,16 @@ pub fn align_bench(
             tok.tokens, tok.channels, tok.width, tok.depth, tok.batch
         );
         let prior_name = format!("d {}, width {width}, {depth} blocks", tok.channels);
-        let pair = |ours: f64, theirs: &Result<f64, String>| match theirs {
-            Ok(t) => format!("{ours:.2} / {t:.2}"),
-            Err(_) => format!("{ours:.2} / -"),
-        };
+        let [plain_ours, plain_theirs, plain_ratio] = compare(plain, torch_plain, &mut failures);
+        let [aligned_ours, aligned_theirs, aligned_ratio] =
+            compare(aligned, torch_aligned, &mut failures);
         speed.push_record([
             tok_name.clone(),
             prior_name.clone(),
-            pair(plain, &torch_plain),
-            ratio(plain, &torch_plain),
-            pair(aligned, &torch_aligned),
-            ratio(aligned, &torch_aligned),
+            format!("{plain_ours} / {plain_theirs}"),
+            plain_ratio,
+            format!("{aligned_ours} / {aligned_theirs}"),
+            aligned_ratio,
         ]);
         cost.push_record([
             tok_name,

@@ -249,6 +249,9 @@ fn run_sweep(cli: &Cli, args: &RunArgs) -> anyhow::Result<()> {
         "sweep registered"
     );
     tracing::info!(workers, threads, "workers and threads per worker");
+    // Runs that end from now on were run by this command's workers (or by workers elsewhere that
+    // share the store): the summary's "ran now" counts them all, not only this process's.
+    let started = crate::util::now_unix();
     let mut children = spawn_workers(cli, args, workers - 1, threads)?;
     // Styled and labelled before it joins the drawing (its first frame is drawn at once).
     let overall = indicatif::ProgressBar::hidden();
@@ -299,7 +302,7 @@ fn run_sweep(cli: &Cli, args: &RunArgs) -> anyhow::Result<()> {
     let report = report?;
     // The final word is the store's, after every worker has ended.
     let (runs, states) = exec::settled_states(&store, &plan, &ids, claim)?;
-    print_outcome(&sweep, &plan, &runs, &states, &report)
+    print_outcome(&sweep, &plan, &runs, &states, &report, started)
 }
 
 fn print_outcome(
@@ -308,7 +311,14 @@ fn print_outcome(
     runs: &[Option<RunInfo>],
     states: &[NodeState],
     report: &exec::WorkReport,
+    started: f64,
 ) -> anyhow::Result<()> {
+    let ended_since_start = |i: &usize| {
+        runs[*i]
+            .as_ref()
+            .is_some_and(|r| r.ended_at.is_some_and(|t| t >= started))
+            || report.ran.contains(i)
+    };
     let mut b = Builder::default();
     b.push_record(["stage", "runs", "finished", "failed", "blocked", "ran now"]);
     for &stage in &sweep.stages {
@@ -323,7 +333,7 @@ fn print_outcome(
             (count(NodeState::Failed) + count(NodeState::Skipped)).to_string(),
             count(NodeState::Blocked).to_string(),
             idx.iter()
-                .filter(|i| report.ran.contains(i))
+                .filter(|&i| states[*i] == NodeState::Finished && ended_since_start(i))
                 .count()
                 .to_string(),
         ]);

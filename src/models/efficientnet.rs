@@ -18,7 +18,7 @@ use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
 
-use super::layers::{conv_bn, fold};
+use super::layers::{conv_bn, fold_into};
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
@@ -164,17 +164,14 @@ impl<B: Backend> EfficientNetLite0<B> {
     /// Every BatchNorm folded into the convolution before it (module docs): for inference only,
     /// where the norms use their running statistics.
     pub fn fold_batch_norms(mut self) -> Self {
-        (self.conv_stem, self.bn0) = fold(self.conv_stem, self.bn0);
-        (self.conv_head, self.bn1) = fold(self.conv_head, self.bn1);
+        fold_into(&mut self.conv_stem, &mut self.bn0);
+        fold_into(&mut self.conv_head, &mut self.bn1);
         for b in &mut self.blocks {
-            if let Some(c) = b.expand_conv.take() {
-                let (c, n) = fold(c, b.bn0.take());
-                (b.expand_conv, b.bn0) = (Some(c), n);
+            if let Some(c) = b.expand_conv.as_mut() {
+                fold_into(c, &mut b.bn0);
             }
-            let bn1 = b.bn1.take();
-            (b.depthwise_conv, b.bn1) = fold(b.depthwise_conv.clone(), bn1);
-            let bn2 = b.bn2.take();
-            (b.project_conv, b.bn2) = fold(b.project_conv.clone(), bn2);
+            fold_into(&mut b.depthwise_conv, &mut b.bn1);
+            fold_into(&mut b.project_conv, &mut b.bn2);
         }
         self
     }
@@ -232,6 +229,7 @@ impl<B: Backend> EfficientNetLite0<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::models::layers::fold;
     use burn::tensor::TensorData;
 
     type B = crate::backend::TestBackend;

@@ -14,6 +14,8 @@
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
+use crate::simd::Isa;
+
 /// GELU (exact, erf form) of `x`, vectorised on the CPU backend (module docs).
 pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     #[cfg(feature = "flex")]
@@ -88,40 +90,6 @@ fn backward_generic(x: &[f32], grad: &[f32], out: &mut [f32]) {
     }
 }
 
-/// The instruction set the kernels run with on this CPU.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Isa {
-    Baseline,
-    #[cfg(target_arch = "x86_64")]
-    Avx2,
-    #[cfg(target_arch = "x86_64")]
-    Avx512,
-}
-
-impl Isa {
-    /// The widest instruction set this CPU can run.
-    pub(crate) fn detect() -> Isa {
-        *Isa::available().last().unwrap_or(&Isa::Baseline)
-    }
-
-    /// Every instruction set this CPU can run, the baseline first and the widest last.
-    pub(crate) fn available() -> Vec<Isa> {
-        let mut v = vec![Isa::Baseline];
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
-                v.push(Isa::Avx2);
-            }
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                v.push(Isa::Avx512);
-            }
-        }
-        v
-    }
-}
-
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     #[target_feature(enable = "avx2,fma")]
@@ -147,7 +115,7 @@ pub(crate) fn forward_with(isa: Isa, x: &[f32], out: &mut [f32]) {
     assert_eq!(x.len(), out.len());
     match isa {
         Isa::Baseline => forward_generic(x, out),
-        // SAFETY: `Isa::detect` / `Isa::available` chose these only where the CPU has them.
+        // SAFETY: `Isa::available` lists these only where the CPU has them.
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => unsafe { x86::forward_avx2(x, out) },
         #[cfg(target_arch = "x86_64")]
@@ -170,11 +138,6 @@ pub(crate) fn backward_with(isa: Isa, x: &[f32], grad: &[f32], out: &mut [f32]) 
 
 /// Elements per parallel task: large enough that rayon's overhead is noise.
 const CHUNK: usize = 1 << 15;
-
-fn isa() -> Isa {
-    static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
-    *ISA.get_or_init(Isa::detect)
-}
 
 /// `out[i] = f(chunk of the inputs)` in chunks of [`CHUNK`], over the rayon pool when it has more
 /// than one thread. `inputs` are slices of `n` elements each.
@@ -201,13 +164,13 @@ fn by_chunks<const K: usize>(
 
 /// `gelu(x)` over a slice.
 pub(crate) fn forward(x: &[f32]) -> Vec<f32> {
-    let isa = isa();
+    let isa = Isa::current();
     by_chunks(x.len(), [x], |[x], o| forward_with(isa, x, o))
 }
 
 /// `grad * gelu'(x)` over slices.
 pub(crate) fn backward(x: &[f32], grad: &[f32]) -> Vec<f32> {
-    let isa = isa();
+    let isa = Isa::current();
     by_chunks(x.len(), [x, grad], |[x, g], o| backward_with(isa, x, g, o))
 }
 

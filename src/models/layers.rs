@@ -9,7 +9,7 @@
 //!   reduction, where one [d_in, B L] x [B L, d_out] product does;
 //! - attention's query, key and value projections and the MLP's layers run on those rows as well.
 //!
-//! Also the frozen convolutional networks' BatchNorm folding ([`fold`], [`conv_bn`]).
+//! Also the frozen convolutional networks' BatchNorm folding ([`fold`], [`fold_into`], [`conv_bn`]).
 
 use burn::nn::activation::Activation;
 use burn::nn::attention::MultiHeadAttention;
@@ -118,6 +118,14 @@ pub fn fold<B: Backend>(
     c.weight = c.weight.map(|w| w * scale.clone().reshape([o, 1, 1, 1]));
     c.bias = Some(burn::module::Param::from_tensor(shift));
     (c, None)
+}
+
+/// [`fold`] in place, for a network's fields: the norm (if any) is taken out of `bn` and folded
+/// into `c`.
+pub fn fold_into<B: Backend>(c: &mut Conv2d<B>, bn: &mut Option<BatchNorm<B>>) {
+    if bn.is_some() {
+        *c = fold(c.clone(), bn.take()).0;
+    }
 }
 
 #[cfg(test)]

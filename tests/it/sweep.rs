@@ -341,8 +341,24 @@ fn parallel_workers_never_run_a_stage_twice() {
         "par",
         &sweep_text(r#"["mixture", "moons"]"#, "[0.01, 0.03]", "[0]", 150, ""),
     );
-    sb.ok(&["sweep", "run", f.to_str().unwrap(), "--workers", "3"]);
+    let out = sb.ok(&["sweep", "run", f.to_str().unwrap(), "--workers", "3"]);
     assert_eq!(sb.sql_i64("SELECT COUNT(*) FROM runs"), 6);
+    // The summary's "ran now" counts the runs of every worker, not only the first process's.
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .filter(|l| l.starts_with("│ toy_"))
+        .map(|l| {
+            l.split('│')
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .collect()
+        })
+        .collect();
+    assert_eq!(rows.len(), 2, "{out}");
+    for r in &rows {
+        assert_eq!(r.len(), 6, "{out}");
+        assert_eq!(r[1], r[5], "every run of the stage ran now: {out}");
+    }
     assert_eq!(
         sb.sql_i64("SELECT COUNT(*) FROM runs WHERE status = 'finished' AND attempts = 1"),
         6

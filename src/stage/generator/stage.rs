@@ -40,9 +40,8 @@ impl Stage for Generator {
                 ..base
             },
             // Sized by measurement (docs/sweeps.md, "The cpu preset"): dit's samples become
-            // class-recognisable between 1500 and 3000 steps at this width; 2000 keeps table1's 42
-            // generators and 21 tokenizers within the 2-core budget (table1 gives MAR, three times
-            // slower per step, 600).
+            // class-recognisable between 1500 and 3000 steps at this width, MAR's between 600 and
+            // 2000; 2000 keeps table1's 42 generators and 21 tokenizers near the 2-core budget.
             Scale::Cpu => GeneratorConfig {
                 width: 64,
                 depth: 2,
