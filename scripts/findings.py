@@ -3,13 +3,13 @@
 Reads results/NAME.sqlite (Python's sqlite3, read-only; nothing else needed) and prints markdown:
 - `table1`: each autoencoder's difference from the plain AE (same seed, so paired) in reconstruction
   (test PSNR, rFID on the classifier) and generation (FID and class accuracy of the samples, without and
-  with guidance, per generator); MAR against dit on the same tokenizer; and per aligned tokenizer run
-  the Spearman rank correlation between the L_align and k-NN NLL series logged during training.
+  with guidance, per generator); MAR against dit on the same tokenizer; per aligned tokenizer run
+  the Spearman rank correlation between the L_align and k-NN NLL series logged during training; and
+  generators of another length kept in the store, against the sweep's on the same tokenizers.
 - `ablations`: (a) the largest lambda against the smallest, per projection, paired by seed, with the
   Spearman correlation of each metric with lambda per seed; (b) each pair of projection operators at
   lambda 0.01, paired by seed, against the paper's ranking (random, then PCA, then average pooling);
-  (c) where the store also holds generators of another length on the sweep's tokenizers (an earlier
-  preset's runs), the sweep's generators against them, paired by seed.
+  (c) generators of another length kept in the store, as for table1.
 A verdict per comparison: "holds" when the paired difference has the expected sign in every seed and
 its mean is more than twice its standard error; "does not hold" when the same is true of the opposite
 sign; "inconclusive" otherwise.
@@ -159,6 +159,7 @@ def table1(db):
             a, b = series(db, run, "align/l_align"), series(db, run, "align/knn_nll")
             if len(a) >= 3 and len(a) == len(b):
                 print(f"| {ae} | {seed} | {len(a)} | {spearman(a, b):+.2f} |")
+    generator_length(db, pts, "table1", lambda lab: lab["autoencoder"])
 
 
 def ablations(db):
@@ -233,43 +234,45 @@ def ablations(db):
                             "inconclusive": "no paired difference"}.get(
                         verdict(d, +1 if metric == "rfid/classifier" else -1), "n < 2")
                 print(f"| {b} - {a} | {name} | {exp} | {fmt(d)} | {word} |")
-    generator_length(db, pts)
+    generator_length(db, pts, "ablations", lambda lab: f"{lab['prior.projection']}, lambda {lab['tokenizer.lambda']}")
 
 
-def generator_length(db, pts):
-    """Generators of another length kept in the store on the sweep's own tokenizers (an earlier preset's,
-    outside the report): each against the sweep's generator of the same grid point."""
-    by_tok = {}
+def generator_length(db, pts, sweep, row):
+    """Generators of another length kept in the store on the sweep's own tokenizers (an earlier
+    preset's, outside the report): each against the sweep's generator of the same kind on the same
+    tokenizer, paired by seed. `row(labels)` names the table row of a grid point."""
+    def config(run):
+        return json.loads(db.execute("SELECT config FROM runs WHERE id = ?", (run,)).fetchone()[0])
+
+    mine = {}  # (tokenizer hash, generator kind) -> (labels, run)
     for lab, runs in pts:
         if "generator" in runs:
             (h,) = db.execute("SELECT config_hash FROM runs WHERE id = ?", (runs["tokenizer"],)).fetchone()
-            by_tok[h] = (lab, runs["generator"])
-    own = {r for _, r in by_tok.values()}
-    steps_of = lambda run: json.loads(
-        db.execute("SELECT config FROM runs WHERE id = ?", (run,)).fetchone()[0]).get("steps")
-    other = defaultdict(lambda: defaultdict(dict))  # steps -> (projection, lambda) -> seed -> (old, new)
-    for run, config in db.execute(
-            "SELECT id, config FROM runs WHERE stage = 'generator' AND status = 'finished'"):
-        tok = json.loads(config).get("inputs", {}).get("tokenizer")
-        if run in own or tok not in by_tok:
+            mine[(h, config(runs["generator"]).get("generator"))] = (lab, runs["generator"])
+    own = {r for _, r in mine.values()}
+    other = defaultdict(lambda: defaultdict(dict))  # (kind, steps, sweep's steps) -> row -> seed -> runs
+    for run, text in db.execute("SELECT id, config FROM runs WHERE stage = 'generator' AND status = 'finished'"):
+        cfg = json.loads(text)
+        key = (cfg.get("inputs", {}).get("tokenizer"), cfg.get("generator"))
+        if run in own or key not in mine:
             continue
-        lab, mine = by_tok[tok]
-        key = (lab["prior.projection"], lab["tokenizer.lambda"])
-        other[json.loads(config).get("steps")][key][lab["seed"]] = (run, mine)
-    for steps, cells in sorted(other.items()):
-        sweep_steps = steps_of(next(iter(next(iter(cells.values())).values()))[1])
-        print(f"\n## ablations (c): the same tokenizers with {steps}-step generators against the sweep's "
-              f"{sweep_steps}-step ones ({sweep_steps} - {steps}, paired by seed)\n")
-        print("| projection | lambda | FID w/o CFG | FID w/ CFG | class acc. w/ CFG |")
-        print("|---|---|---|---|---|")
+        lab, new = mine[key]
+        other[(cfg.get("generator"), cfg.get("steps"), config(new).get("steps"))][row(lab)][lab["seed"]] = (run, new)
+    for (kind, steps, sweep_steps), cells in sorted(other.items()):
+        print(f"\n## {sweep}: the same tokenizers with {steps}-step {kind} against the sweep's "
+              f"{sweep_steps}-step {kind} ({sweep_steps} - {steps}, paired by seed)\n")
+        print("| row | FID w/o CFG | FID w/ CFG | class acc. w/ CFG |")
+        print("|---|---|---|---|")
         for key in sorted(cells):
-            row = []
+            out = []
             for metric in ("gen/fid_classifier", "gen_cfg/fid_classifier", "gen_cfg/class_acc_classifier"):
-                d = [final(db, new, metric) - final(db, old, metric)
-                     for _, (old, new) in sorted(cells[key].items())
-                     if final(db, new, metric) is not None and final(db, old, metric) is not None]
-                row.append(fmt(d))
-            print(f"| {key[0]} | {key[1]} | {' | '.join(row)} |")
+                d = []
+                for _, (old, new) in sorted(cells[key].items()):
+                    a, b = final(db, new, metric), final(db, old, metric)
+                    if a is not None and b is not None:
+                        d.append(a - b)
+                out.append(fmt(d))
+            print(f"| {key} | {' | '.join(out)} |")
 
 
 def toy(db):

@@ -91,7 +91,8 @@ while [ $i -lt ${#what[@]} ]; do
         timed "Flow-prior training step" "$OUT/bench-prior.txt" "$FP" bench prior "${PRIOR_ARGS[@]}"
         timed "Tokenizer step and the cost of alignment" "$OUT/bench-align.txt" "$FP" bench align --backend "$BACKEND" "${STEP_ARGS[@]}"
         timed "Generators: training step and guided sampling" "$OUT/bench-generator.txt" "$FP" bench generator --backend "$BACKEND" "${STEP_ARGS[@]}" --sample-steps "$SAMPLE_STEPS"
-        timed "Feature networks" "$OUT/bench-features.txt" "$FP" bench features --backend "$BACKEND" --images "$IMAGES" ;;
+        timed "Feature networks" "$OUT/bench-features.txt" "$FP" bench features --backend "$BACKEND" --images "$IMAGES"
+        timed "Image trainers (vae, vq, classifier)" "$OUT/bench-trainers.txt" "$FP" bench trainers --backend "$BACKEND" "${STEP_ARGS[@]}" ;;
     smoke)
         echo "== toy smoke sweep on $BACKEND"
         rm -f "$OUT/gpu.db"

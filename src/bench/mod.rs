@@ -6,3 +6,4 @@ pub mod features;
 pub mod generator;
 pub mod kde;
 pub mod prior;
+pub mod trainers;

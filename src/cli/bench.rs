@@ -151,6 +151,9 @@ pub enum BenchCommand {
         #[arg(long)]
         torch_python: Option<std::path::PathBuf>,
     },
+    /// The image trainers' steps (the vae, vq and classifier stages) at the cpu preset's sizes,
+    /// beside the same steps in PyTorch eager.
+    Trainers(super::bench_trainers::TrainersArgs),
     /// One writer: a run that logs `points` metric points in batches of `batch`.
     StoreWriter {
         /// Run name (distinct writers need distinct names).
@@ -226,6 +229,7 @@ pub fn run(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
             *backend,
             &venv_python(torch_python.as_deref(), ".venv-torch"),
         ),
+        BenchCommand::Trainers(a) => super::bench_trainers::trainers_bench(a),
         BenchCommand::Features {
             images,
             threads,
@@ -283,7 +287,7 @@ fn project_file(rel: &str) -> std::path::PathBuf {
 }
 
 /// The Python to run a reference script with: the flag, else the project's venv, else python3.
-fn venv_python(flag: Option<&std::path::Path>, venv: &str) -> std::path::PathBuf {
+pub(super) fn venv_python(flag: Option<&std::path::Path>, venv: &str) -> std::path::PathBuf {
     flag.map(|p| p.to_path_buf()).unwrap_or_else(|| {
         let p = project_file(&format!("{venv}/bin/python"));
         if p.exists() { p } else { "python3".into() }

@@ -6,6 +6,7 @@ mod bench_align;
 mod bench_features;
 mod bench_generator;
 mod bench_store;
+mod bench_trainers;
 mod classifier;
 mod data;
 mod report;

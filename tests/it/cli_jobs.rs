@@ -273,6 +273,37 @@ fn generator_bench_times_training_and_sampling_of_both_generators() {
 }
 
 #[test]
+fn trainers_bench_times_each_image_trainer_at_the_cpu_presets_sizes() {
+    let sb = Sandbox::new();
+    let out = sb.ok(&[
+        "bench",
+        "trainers",
+        "--steps",
+        "1",
+        "--warmup",
+        "0",
+        "--torch-python",
+        "/nonexistent/python",
+    ]);
+    for (name, sizes) in [
+        ("vae", "batch 64, 8 channels"),
+        ("vq", "batch 64, 8 channels, 256 codes"),
+        ("classifier", "batch 128, hidden 256"),
+    ] {
+        let cells = row_cells(&out, &format!("{name} "));
+        assert_eq!(cells[2], sizes, "{cells:?}");
+        let rate: f64 = cells[3].parse().unwrap_or_else(|_| panic!("{cells:?}"));
+        assert!(rate > 0.0, "{cells:?}");
+        assert_eq!(
+            (cells[4].as_str(), cells[5].as_str()),
+            ("-", "-"),
+            "{cells:?}"
+        );
+    }
+    assert!(out.contains("vq: PyTorch reference not run"), "{out}");
+}
+
+#[test]
 fn features_bench_measures_what_it_can_load_and_says_why_not_the_rest() {
     let sb = Sandbox::new();
     let out = sb.ok(&[

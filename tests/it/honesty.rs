@@ -153,6 +153,7 @@ fn every_flag_has_help_and_the_documented_names_parse() {
         &["bench", "align"],
         &["bench", "generator"],
         &["bench", "features"],
+        &["bench", "trainers"],
         &["bench", "store"],
         &["bench", "store-writer"],
         &["db", "init"],
