@@ -142,9 +142,11 @@ impl BackendJob for SamplerBench {
             GeneratorKind::Mar => {
                 let net =
                     Mar::<B::InnerBackend>::new(cfg.mar_shape(tokens, channels, CLASSES), &device);
-                let iters = cfg.iters(tokens);
+                let (iters, schedule) = (cfg.iters(tokens), cfg.cfg_schedule());
                 second_call_secs(|| {
-                    let _ = net.sample(&y, channels, iters, steps, scale, &mut rng, &device);
+                    let _ = net.sample(
+                        &y, channels, iters, steps, scale, schedule, &mut rng, &device,
+                    );
                 })
             }
         };

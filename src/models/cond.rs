@@ -147,7 +147,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::super::dit::DitShape;
-    use super::super::mar::{EMBED_STD_MAR, MASK_RATIO_MIN, MarShape, MaskRatio};
+    use super::super::mar::{CfgSchedule, EMBED_STD_MAR, MASK_RATIO_MIN, MarShape, MaskRatio};
     use super::*;
 
     type B = crate::backend::TestAutodiff;
@@ -419,7 +419,16 @@ mod tests {
         let dist2 = |p: &[f32], m: &[f32; 2]| (p[0] - m[0]).powi(2) + (p[1] - m[1]).powi(2);
         for (c, tokens) in specs.iter().enumerate() {
             let mut r = StdRng::seed_from_u64(9);
-            let out = net.sample(&vec![c as i64; k], 2, 2, 50, 1.0, &mut r, &device);
+            let out = net.sample(
+                &vec![c as i64; k],
+                2,
+                2,
+                50,
+                1.0,
+                CfgSchedule::Linear,
+                &mut r,
+                &device,
+            );
             for (j, (m, s)) in tokens.iter().enumerate() {
                 let tok: Vec<f32> = out
                     .chunks_exact(4)
@@ -499,6 +508,7 @@ mod tests {
             l,
             20,
             1.0,
+            CfgSchedule::Linear,
             &mut StdRng::seed_from_u64(9),
             &device,
         );

@@ -20,7 +20,8 @@
 //! `floor(L cos(pi/2 (k+1)/iters))` (at least 1, at most one fewer than now; all at the last step), the
 //! tokens revealed are the next ones of a random order, each drawn by Euler integration of its flow
 //! head from N(0, I) with guidance `v_u + s_k (v_c - v_u)` and MAR's linear schedule
-//! `s_k = 1 + (s - 1) (L - still_unknown) / L`.
+//! `s_k = 1 + (s - 1) (L - still_unknown) / L` ([`CfgSchedule::Linear`]; [`CfgSchedule::Constant`]
+//! keeps `s_k = s`, as dit applies guidance).
 //!
 //! Initialisation as MAR: Xavier-uniform Linears (attention included) with zero biases, N(0, 0.02^2)
 //! class embeddings, mask token and position embeddings; the flow head as in `flow::net` (adaLN and its
@@ -45,6 +46,27 @@ use rand::seq::SliceRandom;
 
 use crate::flow::net::{FlowNetConfig, Init, LN_EPS, SimpleMlpAdaLn, linear};
 use crate::tensors::tile_rows;
+
+/// How the guidance scale grows over MAR's sampling steps (the generator setting `cfg_schedule`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CfgSchedule {
+    /// MAR's: from about 1 at the first step to `s` at the last, by the share of tokens known.
+    #[default]
+    Linear,
+    /// `s` at every step.
+    Constant,
+}
+
+impl CfgSchedule {
+    /// The scale of a step of a sequence of `l` tokens after which `after` are still unknown.
+    pub fn scale(self, s: f64, l: usize, after: usize) -> f64 {
+        match self {
+            CfgSchedule::Linear => 1.0 + (s - 1.0) * (l - after) as f64 / l as f64,
+            CfgSchedule::Constant => s,
+        }
+    }
+}
 
 /// Sizes of a MAR generator.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -388,7 +410,8 @@ impl<B: Backend> Mar<B> {
     }
 
     /// Draws `y.len()` samples of L tokens of `channels` values (row-major [B, L, C]) by MAR's
-    /// sampler: `iters` steps, `head_steps` Euler steps per token, guidance scale `s` (1: none).
+    /// sampler: `iters` steps, `head_steps` Euler steps per token, guidance scale `s` (1: none) on
+    /// `schedule`.
     #[allow(clippy::too_many_arguments)]
     pub fn sample(
         &self,
@@ -397,6 +420,7 @@ impl<B: Backend> Mar<B> {
         iters: usize,
         head_steps: usize,
         s: f64,
+        schedule: CfgSchedule,
         rng: &mut StdRng,
         device: &B::Device,
     ) -> Vec<f32> {
@@ -410,6 +434,7 @@ impl<B: Backend> Mar<B> {
             iters,
             head_steps,
             s,
+            schedule,
             rng,
             device,
         )
@@ -429,6 +454,7 @@ impl<B: Backend> Mar<B> {
         iters: usize,
         head_steps: usize,
         s: f64,
+        schedule: CfgSchedule,
         rng: &mut StdRng,
         device: &B::Device,
     ) -> Vec<f32> {
@@ -465,7 +491,7 @@ impl<B: Backend> Mar<B> {
         let copies = if guided { 2 } else { 1 };
         let mut revealed = 0usize;
         for after in unknown_after_each_step(u, iters) {
-            let scale = 1.0 + (s - 1.0) * (l - after) as f64 / l as f64;
+            let scale = schedule.scale(s, l, after);
             // The positions revealed now: order[revealed..u - after] of each sample.
             let rows: Vec<usize> = orders
                 .iter()

@@ -90,7 +90,16 @@ fn a_fresh_generator_predicts_zero_velocity_and_samples_its_noise() {
     assert!(v.iter().all(|v| *v == 0.0));
     // With zero velocity every token is its N(0, 1) starting noise: mean ~0, variance ~1.
     let mut rng = StdRng::seed_from_u64(1);
-    let out = net.sample(&vec![0i64; 500], 2, 3, 4, 2.0, &mut rng, &device);
+    let out = net.sample(
+        &vec![0i64; 500],
+        2,
+        3,
+        4,
+        2.0,
+        CfgSchedule::Linear,
+        &mut rng,
+        &device,
+    );
     assert_eq!(out.len(), 500 * 3 * 2);
     let mean = out.iter().map(|v| f64::from(*v)).sum::<f64>() / out.len() as f64;
     let var = out.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>() / out.len() as f64;
@@ -373,6 +382,7 @@ fn completion_keeps_the_known_tokens_and_fills_the_others() {
         3,
         2,
         2.0,
+        CfgSchedule::Constant,
         &mut rng,
         &device,
     );
@@ -385,4 +395,20 @@ fn completion_keeps_the_known_tokens_and_fills_the_others() {
             assert_eq!(a, b, "token {i}");
         }
     }
+}
+
+#[test]
+fn guidance_schedules_match_their_closed_forms() {
+    // MAR's linear schedule over L = 4 tokens at s = 3: 1 + 2 (4 - after) / 4.
+    for (after, want) in [(3, 1.5), (2, 2.0), (1, 2.5), (0, 3.0)] {
+        assert_eq!(CfgSchedule::Linear.scale(3.0, 4, after), want);
+        assert_eq!(CfgSchedule::Constant.scale(3.0, 4, after), 3.0);
+    }
+    // Unguided (s = 1) is 1 on both.
+    assert_eq!(CfgSchedule::Linear.scale(1.0, 16, 7), 1.0);
+    assert_eq!(CfgSchedule::Constant.scale(1.0, 16, 7), 1.0);
+    // The setting's spelling.
+    let c: CfgSchedule = serde_json::from_str("\"constant\"").expect("constant");
+    assert_eq!(c, CfgSchedule::Constant);
+    assert_eq!(CfgSchedule::default(), CfgSchedule::Linear);
 }

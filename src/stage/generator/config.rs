@@ -7,7 +7,7 @@ use crate::config::{fractions, positive_counts, positive_rates};
 use crate::flow::schedule::LrSchedule;
 use crate::models::cond::{ADAM_BETA2_DEFAULT, CondTrainConfig};
 use crate::models::dit::DitShape;
-use crate::models::mar::{EMBED_STD_MAR, MASK_RATIO_MIN, MarShape, MaskRatio};
+use crate::models::mar::{CfgSchedule, EMBED_STD_MAR, MASK_RATIO_MIN, MarShape, MaskRatio};
 use crate::stage::classifier::ClassifierConfig;
 use crate::stage::feature_nets::{FeatureNet, weights_entry};
 use crate::stage::tokenizer::TokenizerConfig;
@@ -47,6 +47,7 @@ pub const OPTIONAL_SETTINGS: &[&str] = &[
     "iters",
     "mask",
     "pos_std",
+    "cfg_schedule",
 ];
 
 /// How many of [`OPTIONAL_SETTINGS`] (the first) both generators take.
@@ -128,6 +129,10 @@ pub struct GeneratorConfig {
     /// sizes 1.0 lets the head learn positions, docs/experiments.md, "Generators").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pos_std: Option<f64>,
+    /// How the guidance scale grows over the sampling steps: `linear` (MAR's, the default) or
+    /// `constant` (the full scale at every step, as `dit` applies it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cfg_schedule: Option<CfgSchedule>,
 }
 
 /// Samples generated per call of the sampler. A GPU runs the per-step kernels of a small chunk at
@@ -175,6 +180,7 @@ impl Default for GeneratorConfig {
             iters: None,
             mask: None,
             pos_std: None,
+            cfg_schedule: None,
         }
     }
 }
@@ -328,6 +334,11 @@ impl GeneratorConfig {
             },
             MaskSchedule::Cosine => MaskRatio::Cosine,
         }
+    }
+
+    /// MAR's guidance schedule (default MAR's linear one).
+    pub fn cfg_schedule(&self) -> CfgSchedule {
+        self.cfg_schedule.unwrap_or_default()
     }
 
     /// MAR's sampling steps over `tokens` tokens (default one per token).

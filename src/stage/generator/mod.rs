@@ -34,7 +34,7 @@ use crate::metrics::inception_score::{inception_score, softmax_rows};
 use crate::metrics::knn::precision_recall;
 use crate::models::cond::{LabelledLatents, cond_flow_loss, train_generator};
 use crate::models::dit::Dit;
-use crate::models::mar::Mar;
+use crate::models::mar::{CfgSchedule, Mar};
 use crate::models::tokenizer::Tokenizer;
 use crate::stage::classifier::ClassifierConfig;
 use crate::stage::feature_nets::{FeatureNet, LoadedNet, load_classifier, weights_identity};
@@ -144,8 +144,8 @@ impl<B: Backend> Reference<'_, B> {
 /// A trained generator (its EMA weights).
 enum Generator<B: Backend> {
     Dit(Box<Dit<B>>),
-    /// With its number of sampling steps over the tokens.
-    Mar(Box<Mar<B>>, usize),
+    /// With its number of sampling steps over the tokens and its guidance schedule.
+    Mar(Box<Mar<B>>, usize, CfgSchedule),
 }
 
 impl<B: Backend> Generator<B> {
@@ -170,8 +170,8 @@ impl<B: Backend> Generator<B> {
                 let y = Tensor::<B, 1, Int>::from_data(TensorData::new(y.to_vec(), [b]), device);
                 net.sample(x0, y, steps, s)
             }
-            Generator::Mar(net, iters) => {
-                let z = net.sample(y, channels, *iters, steps, s, rng, device);
+            Generator::Mar(net, iters, schedule) => {
+                let z = net.sample(y, channels, *iters, steps, s, *schedule, rng, device);
                 Tensor::from_data(TensorData::new(z, [b, tokens, channels]), device)
             }
         }
@@ -181,7 +181,7 @@ impl<B: Backend> Generator<B> {
     fn save_file(&self, stem: &Path) -> Result<PathBuf> {
         match self {
             Generator::Dit(net) => crate::jobs::save_weights(net.as_ref(), stem),
-            Generator::Mar(net, _) => crate::jobs::save_weights(net.as_ref(), stem),
+            Generator::Mar(net, ..) => crate::jobs::save_weights(net.as_ref(), stem),
         }
     }
 }
@@ -281,7 +281,7 @@ fn train<B: AutodiffBackend>(
                 |net, x, y, rng| net.loss(x, y, flow_mul, ratio, rng),
                 &mut on_step,
             )?;
-            Generator::Mar(Box::new(net.valid()), cfg.iters(tokens))
+            Generator::Mar(Box::new(net.valid()), cfg.iters(tokens), cfg.cfg_schedule())
         }
     };
     bar.finish_and_clear();
@@ -291,7 +291,7 @@ fn train<B: AutodiffBackend>(
         cfg.steps as f64 / started.elapsed().as_secs_f64().max(1e-9),
     )?;
     // MAR's class path: how far apart two classes' conditions are (0: the class is not used).
-    if let Generator::Mar(net, _) = &net {
+    if let Generator::Mar(net, ..) = &net {
         run.log(
             "gen/class_signal",
             cfg.steps as i64,

@@ -1,6 +1,7 @@
 //! The `generator` stage: a class-conditional generator (MAR with a flow head, or a DiT trained by
 //! flow matching) on a tokenizer's latents, scored with and without classifier-free guidance.
 
+use crate::models::mar::CfgSchedule;
 use crate::stage::generator::{GeneratorConfig, GeneratorJob, GeneratorKind};
 use crate::stage::prelude::*;
 
@@ -103,8 +104,17 @@ impl Stage for Generator {
                         g.width, g.depth, g.steps, g.sample_steps, g.cfg_scale, g.samples
                     ),
                     GeneratorKind::Mar => format!(
-                        "MAR with a flow head, width {}, depth {}, {} steps; Euler {} steps per token; CFG scale {} (linear schedule); {} samples",
-                        g.width, g.depth, g.steps, g.sample_steps, g.cfg_scale, g.samples
+                        "MAR with a flow head, width {}, depth {}, {} steps; Euler {} steps per token; CFG scale {} ({} schedule); {} samples",
+                        g.width,
+                        g.depth,
+                        g.steps,
+                        g.sample_steps,
+                        g.cfg_scale,
+                        match g.cfg_schedule() {
+                            CfgSchedule::Linear => "linear",
+                            CfgSchedule::Constant => "constant",
+                        },
+                        g.samples
                     ),
                 },
             ),

@@ -112,7 +112,10 @@ fn unset_mar_settings_leave_the_identity_of_dit_runs_unchanged() {
     }
     // Every optional setting is a field of the configuration.
     for k in OPTIONAL_SETTINGS {
-        let value = if *k == "mask" { "\"cosine\"" } else { "1" };
+        // The enumerated settings take a name (not their default), the others a number.
+        let named = [("mask", "cosine"), ("cfg_schedule", "constant")];
+        let name = named.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
+        let value = name.map_or("1".to_string(), |v| format!("\"{v}\""));
         let text = format!("generator = \"mar\"\n{k} = {value}\n");
         let mut full = serde_json::to_value(GeneratorConfig::default()).expect("json");
         let extra: serde_json::Value = toml::from_str(&text).expect("toml");
@@ -121,8 +124,8 @@ fn unset_mar_settings_leave_the_identity_of_dit_runs_unchanged() {
         }
         let cfg: GeneratorConfig = serde_json::from_value(full).expect("known field");
         let back = serde_json::to_value(&cfg).expect("json");
-        if *k == "mask" {
-            assert_eq!(back[*k].as_str(), Some("cosine"));
+        if let Some(v) = name {
+            assert_eq!(back[*k].as_str(), Some(v), "{k}");
         } else {
             assert_eq!(back[*k].as_f64(), Some(1.0), "{k}");
         }
