@@ -412,3 +412,31 @@ fn guidance_schedules_match_their_closed_forms() {
     assert_eq!(c, CfgSchedule::Constant);
     assert_eq!(CfgSchedule::default(), CfgSchedule::Linear);
 }
+
+#[test]
+fn the_guidance_schedule_changes_guided_samples_only() {
+    let device = Default::default();
+    let net = Mar::<B>::new(small(2, 8, 2, 1), &device).map(&mut Perturb);
+    let draw = |s: f64, schedule: CfgSchedule| {
+        let mut rng = StdRng::seed_from_u64(4);
+        net.sample(&[0, 1, 1], 2, 2, 3, s, schedule, &mut rng, &device)
+    };
+    // Unguided, the schedule is not used.
+    assert_eq!(
+        draw(1.0, CfgSchedule::Linear),
+        draw(1.0, CfgSchedule::Constant)
+    );
+    // Guided, the first of the two steps runs at 1 + (s - 1) / 2 on the linear schedule and at s on
+    // the constant one, so the samples differ.
+    let (linear, constant) = (
+        draw(3.0, CfgSchedule::Linear),
+        draw(3.0, CfgSchedule::Constant),
+    );
+    assert!(
+        linear
+            .iter()
+            .zip(&constant)
+            .any(|(a, b)| (a - b).abs() > 1e-4),
+        "{linear:?} {constant:?}"
+    );
+}
