@@ -12,6 +12,7 @@
 //! * `simd`: the CPU's vector instruction sets, for the hand-written element-wise kernels;
 //! * [`cli`]: the `flowprior` command line.
 
+pub mod activation;
 pub mod backend;
 pub mod bench;
 pub mod cli;

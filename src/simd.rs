@@ -1,5 +1,5 @@
 //! The CPU's vector instruction sets, detected once per process, for the hand-written element-wise
-//! kernels (GELU in `models::gelu`, the host Adam in `optim`). Each kernel is one generic loop
+//! kernels (GELU and SiLU in `activation`, the host Adam in `optim`). Each kernel is one generic loop
 //! compiled once per [`Isa`] with `#[target_feature]` and picked at run time, so one binary uses
 //! AVX-512 where the CPU has it and stays correct on a CPU with AVX2 only or neither.
 

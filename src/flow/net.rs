@@ -11,9 +11,9 @@
 //! N(0, 0.02^2) weights for the two time-embedding Linears, and zeros for every adaLN projection and for
 //! the final Linear, so a fresh network outputs exactly 0.
 
+use crate::activation::silu::silu;
 use burn::module::{Module, Param};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear};
-use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor, TensorData};
 use serde::{Deserialize, Serialize};

@@ -11,8 +11,8 @@
 use burn::module::{Module, Param};
 use burn::nn::attention::{MultiHeadAttention, MultiHeadAttentionConfig};
 
-use super::gelu::gelu;
 use super::layers::{linear3, self_attention};
+use crate::activation::gelu::gelu;
 use burn::nn::{Embedding, EmbeddingConfig, Linear};
 use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;

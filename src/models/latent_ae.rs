@@ -10,9 +10,11 @@
 use burn::module::{Module, Param};
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig};
-use burn::tensor::activation::{sigmoid, silu};
+use burn::tensor::activation::sigmoid;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Int, Tensor};
+
+use crate::activation::silu::silu;
 
 /// Which autoencoder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -70,8 +70,8 @@ pub fn encoder<B: Backend>(encoder: &TransformerEncoder<B>, x: Tensor<B, 3>) -> 
         let ff = &layer.pwff;
         let hidden = linear3(&ff.linear_inner, pre);
         let hidden = ff.dropout.forward(match &ff.activation {
-            // The exact GELU through the vectorised kernel (`models::gelu`), the same function.
-            Activation::Gelu(g) if !g.approximate => super::gelu::gelu(hidden),
+            // The exact GELU through the vectorised kernel (`activation::gelu`), the same function.
+            Activation::Gelu(g) if !g.approximate => crate::activation::gelu::gelu(hidden),
             other => other.forward(hidden),
         });
         x = x + layer.dropout.forward(linear3(&ff.linear_outer, hidden));

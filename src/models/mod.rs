@@ -5,7 +5,6 @@ pub mod classifier;
 pub mod cond;
 pub mod dit;
 pub mod efficientnet;
-pub mod gelu;
 pub mod inception;
 pub mod latent_ae;
 pub mod layers;

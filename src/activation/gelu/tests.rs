@@ -1,4 +1,5 @@
 use super::*;
+use crate::activation::{CHUNK, backward as pw_backward, forward as pw_forward};
 use crate::backend::{TestAutodiff, TestBackend};
 use burn::tensor::{Distribution, Tensor};
 
@@ -69,40 +70,7 @@ fn erf_is_within_the_abramowitz_stegun_bound() {
 fn every_instruction_set_gives_the_closed_forms_bit_for_bit_alike() {
     // An odd length, so every vector loop has a remainder.
     let x = grid(-10.0, 10.0, 4001);
-    let g: Vec<f32> = x.iter().map(|v| 1.0 + 0.1 * v.sin()).collect();
-    let isas = Isa::available();
-    let mut first: Option<(Vec<f32>, Vec<f32>)> = None;
-    for &isa in &isas {
-        let mut y = vec![0.0; x.len()];
-        let mut dx = vec![0.0; x.len()];
-        forward_with(isa, &x, &mut y);
-        backward_with(isa, &x, &g, &mut dx);
-        for i in 0..x.len() {
-            let (xv, gv) = (x[i] as f64, g[i] as f64);
-            let want = gelu_ref(xv);
-            assert!(
-                (y[i] as f64 - want).abs() < 1e-6 * (1.0 + want.abs()),
-                "{isa:?}: gelu({xv}) = {}, want {want}",
-                y[i]
-            );
-            let want = gv * gelu_grad_ref(xv);
-            assert!(
-                (dx[i] as f64 - want).abs() < 1e-6 * (1.0 + want.abs()),
-                "{isa:?}: gelu'({xv}) = {}, want {want}",
-                dx[i]
-            );
-        }
-        match &first {
-            None => first = Some((y, dx)),
-            // No fused multiply-adds are formed, so every instruction set rounds alike.
-            Some((y0, dx0)) => {
-                assert_eq!(&y, y0, "{isa:?} forward differs from the baseline");
-                assert_eq!(&dx, dx0, "{isa:?} backward differs from the baseline");
-            }
-        }
-    }
-    // The empty slice.
-    forward_with(Isa::detect(), &[], &mut []);
+    crate::activation::check_every_isa::<Gelu>(&x, gelu_ref, gelu_grad_ref);
 }
 
 #[test]
@@ -111,12 +79,12 @@ fn the_parallel_split_matches_one_thread() {
         .map(|i| ((i * 37) % 1001) as f32 / 100.0 - 5.0)
         .collect();
     let g: Vec<f32> = x.iter().map(|v| v.cos()).collect();
-    let one = (forward(&x), backward(&x, &g));
+    let one = (pw_forward::<Gelu>(&x), pw_backward::<Gelu>(&x, &g));
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(3)
         .build()
         .unwrap();
-    let many = pool.install(|| (forward(&x), backward(&x, &g)));
+    let many = pool.install(|| (pw_forward::<Gelu>(&x), pw_backward::<Gelu>(&x, &g)));
     assert_eq!(one, many);
 }
 
