@@ -239,25 +239,27 @@ def ablations(db):
 
 def generator_length(db, pts, sweep, row):
     """Generators of another length kept in the store on the sweep's own tokenizers (an earlier
-    preset's, outside the report): each against the sweep's generator of the same kind on the same
-    tokenizer, paired by seed. `row(labels)` names the table row of a grid point."""
-    def config(run):
-        return json.loads(db.execute("SELECT config FROM runs WHERE id = ?", (run,)).fetchone()[0])
-
-    mine = {}  # (tokenizer hash, generator kind) -> (labels, run)
+    preset's, outside the report): each against the sweep's generator whose configuration is the same
+    but for `steps` (same kind, same tokenizer), paired by seed. `row(labels)` names the table row of a
+    grid point."""
+    mine = {}  # (tokenizer hash, generator kind) -> (labels, run, configuration)
     for lab, runs in pts:
         if "generator" in runs:
             (h,) = db.execute("SELECT config_hash FROM runs WHERE id = ?", (runs["tokenizer"],)).fetchone()
-            mine[(h, config(runs["generator"]).get("generator"))] = (lab, runs["generator"])
-    own = {r for _, r in mine.values()}
+            (text,) = db.execute("SELECT config FROM runs WHERE id = ?", (runs["generator"],)).fetchone()
+            cfg = json.loads(text)
+            mine[(h, cfg.get("generator"))] = (lab, runs["generator"], cfg)
+    own = {r for _, r, _ in mine.values()}
     other = defaultdict(lambda: defaultdict(dict))  # (kind, steps, sweep's steps) -> row -> seed -> runs
     for run, text in db.execute("SELECT id, config FROM runs WHERE stage = 'generator' AND status = 'finished'"):
         cfg = json.loads(text)
         key = (cfg.get("inputs", {}).get("tokenizer"), cfg.get("generator"))
         if run in own or key not in mine:
             continue
-        lab, new = mine[key]
-        other[(cfg.get("generator"), cfg.get("steps"), config(new).get("steps"))][row(lab)][lab["seed"]] = (run, new)
+        lab, new, new_cfg = mine[key]
+        if {k for k in cfg.keys() | new_cfg.keys() if cfg.get(k) != new_cfg.get(k)} != {"steps"}:
+            continue  # differs in more than its length
+        other[(cfg.get("generator"), cfg.get("steps"), new_cfg.get("steps"))][row(lab)][lab["seed"]] = (run, new)
     for (kind, steps, sweep_steps), cells in sorted(other.items()):
         print(f"\n## {sweep}: the same tokenizers with {steps}-step {kind} against the sweep's "
               f"{sweep_steps}-step {kind} ({sweep_steps} - {steps}, paired by seed)\n")

@@ -129,6 +129,56 @@ pub(crate) fn check_every_isa<K: Pointwise>(
     forward_with::<K>(Isa::detect(), &[], &mut []);
 }
 
+/// A function of 3-d tensors on backend `B` (tests).
+#[cfg(test)]
+pub(crate) type Op3<B> = fn(Tensor<B, 3>) -> Tensor<B, 3>;
+
+/// Checks an activation as the models call it against Burn's own on the test backend: the forward
+/// pass on a non-contiguous (transposed) view of N(0, `spread`^2) values, and the gradient through
+/// autodiff against Burn's and against `derivative`. `ours` and `burns` are each the function on the
+/// test backend and on its autodiff backend.
+#[cfg(test)]
+pub(crate) fn check_against_burn(
+    ours: (
+        Op3<crate::backend::TestBackend>,
+        Op3<crate::backend::TestAutodiff>,
+    ),
+    burns: (
+        Op3<crate::backend::TestBackend>,
+        Op3<crate::backend::TestAutodiff>,
+    ),
+    derivative: fn(f64) -> f64,
+    spread: f64,
+) {
+    use crate::backend::{TestAutodiff, TestBackend};
+    use burn::tensor::Distribution;
+    fn values<const D: usize, B: Backend>(t: Tensor<B, D>) -> Vec<f32> {
+        t.into_data().convert::<f32>().to_vec().expect("f32")
+    }
+    let device = Default::default();
+    let x0 =
+        Tensor::<TestBackend, 3>::random([3, 5, 7], Distribution::Normal(0.0, spread), &device);
+    let w = Tensor::<TestBackend, 3>::random([3, 7, 5], Distribution::Normal(0.0, 1.0), &device);
+    let xt = x0.clone().swap_dims(1, 2);
+    for (a, b) in values(ours.0(xt.clone())).iter().zip(&values(burns.0(xt))) {
+        assert!((a - b).abs() < 1e-6 * (1.0 + b.abs()), "{a} vs {b}");
+    }
+    let grads = |f: Op3<TestAutodiff>| {
+        let x = Tensor::<TestAutodiff, 3>::from_data(x0.to_data(), &device).require_grad();
+        let wa = Tensor::<TestAutodiff, 3>::from_data(w.to_data(), &device);
+        let g = (f(x.clone().swap_dims(1, 2)) * wa).sum().backward();
+        values(x.grad(&g).expect("x has a gradient"))
+    };
+    let (ours, burns) = (grads(ours.1), grads(burns.1));
+    let (xv, wv) = (values(x0), values(w.swap_dims(1, 2)));
+    for i in 0..xv.len() {
+        assert!((ours[i] - burns[i]).abs() < 2e-6 * (1.0 + burns[i].abs()));
+        // x[a, b, c] meets w^T[a, b, c] = w[a, c, b].
+        let want = f64::from(wv[i]) * derivative(f64::from(xv[i]));
+        assert!((f64::from(ours[i]) - want).abs() < 2e-6 * (1.0 + want.abs()));
+    }
+}
+
 /// `exp(v)` for `v <= 0` (Cephes `expf`: range reduction by ln 2, degree-6 polynomial); inputs
 /// below -87.3 give about 1e-38 instead of denormals or 0.
 #[inline(always)]

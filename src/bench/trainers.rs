@@ -15,6 +15,8 @@ use rand::{Rng, SeedableRng};
 use crate::backend::BackendJob;
 use crate::models::classifier::MlpClassifier;
 use crate::models::latent_ae::{AeKind, LatentAe};
+use crate::stage::classifier::ClassifierConfig;
+use crate::stage::latent_ae::LatentAeConfig;
 
 /// Images the batches are drawn from.
 const POOL: usize = 1024;
@@ -23,36 +25,66 @@ const PIXELS: usize = 784;
 /// Classes of the classifier's labels (Fashion-MNIST's).
 const CLASSES: usize = 10;
 
-/// Which trainer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which trainer, with its stage's configuration (sizes and optimiser settings).
+#[derive(Debug, Clone)]
 pub enum Trainer {
     /// The `vae` / `vq` stage's autoencoder.
-    LatentAe(AeKind),
+    LatentAe(AeKind, LatentAeConfig),
     /// The `classifier` stage's MLP.
-    Classifier,
+    Classifier(ClassifierConfig),
 }
 
 impl Trainer {
-    pub fn name(self) -> &'static str {
+    pub fn name(&self) -> &'static str {
         match self {
-            Trainer::LatentAe(AeKind::Vae) => "vae",
-            Trainer::LatentAe(AeKind::Vq) => "vq",
-            Trainer::Classifier => "classifier",
+            Trainer::LatentAe(AeKind::Vae, _) => "vae",
+            Trainer::LatentAe(AeKind::Vq, _) => "vq",
+            Trainer::Classifier(_) => "classifier",
         }
+    }
+
+    /// The sizes that set the step's cost, for a table.
+    pub fn sizes(&self) -> String {
+        match self {
+            Trainer::LatentAe(AeKind::Vae, c) => {
+                format!("batch {}, {} channels", c.batch, c.channels)
+            }
+            Trainer::LatentAe(AeKind::Vq, c) => format!(
+                "batch {}, {} channels, {} codes",
+                c.batch, c.channels, c.codebook_size
+            ),
+            Trainer::Classifier(c) => format!("batch {}, hidden {}", c.batch_size, c.hidden),
+        }
+    }
+
+    /// NAME BATCH WIDTH CODES KL_WEIGHT COMMITMENT: the first arguments of the PyTorch replica
+    /// (scripts/bench_trainers.py).
+    pub fn reference_args(&self) -> Vec<String> {
+        let (batch, width, codes, kl, commitment) = match self {
+            Trainer::LatentAe(_, c) => (
+                c.batch,
+                c.channels,
+                c.codebook_size,
+                c.kl_weight,
+                c.commitment,
+            ),
+            Trainer::Classifier(c) => (c.batch_size, c.hidden, 1, 0.0, 0.0),
+        };
+        vec![
+            self.name().to_string(),
+            batch.to_string(),
+            width.to_string(),
+            codes.to_string(),
+            kl.to_string(),
+            commitment.to_string(),
+        ]
     }
 }
 
-/// One measured configuration: the stage's sizes and settings (its `cpu` preset's by default).
+/// One measured trainer.
 #[derive(Debug, Clone)]
 pub struct TrainerBench {
     pub trainer: Trainer,
-    pub batch: usize,
-    /// Latent channels (vae, vq) or hidden width (classifier).
-    pub width: usize,
-    pub codebook_size: usize,
-    pub kl_weight: f64,
-    pub commitment: f64,
-    pub lr: f64,
     pub steps: usize,
     pub warmup: usize,
 }
@@ -66,7 +98,11 @@ impl BackendJob for TrainerBench {
         let mut rng = StdRng::seed_from_u64(0);
         let images: Vec<f32> = (0..POOL * PIXELS).map(|_| rng.random::<f32>()).collect();
         let labels: Vec<i64> = (0..POOL).map(|i| (i % CLASSES) as i64).collect();
-        let b = self.batch.clamp(1, POOL);
+        let b = match &self.trainer {
+            Trainer::LatentAe(_, c) => c.batch,
+            Trainer::Classifier(c) => c.batch_size,
+        }
+        .clamp(1, POOL);
         let batch = |step: usize| {
             let start = (step * b) % (POOL - b + 1);
             let x = images[start * PIXELS..(start + b) * PIXELS].to_vec();
@@ -77,24 +113,24 @@ impl BackendJob for TrainerBench {
         };
         let total = self.warmup + self.steps.max(1);
         let mut clock = Clock::new(self.warmup);
-        match self.trainer {
-            Trainer::LatentAe(kind) => {
-                let mut model = LatentAe::<B>::new(kind, self.width, self.codebook_size, &device);
-                if kind == AeKind::Vq {
+        match &self.trainer {
+            Trainer::LatentAe(kind, c) => {
+                let mut model = LatentAe::<B>::new(*kind, c.channels, c.codebook_size, &device);
+                if *kind == AeKind::Vq {
                     model = model.init_codebook_from(batch(0).0, 0);
                 }
                 let mut optim = crate::optim::Adam::default().init::<B, LatentAe<B>>();
                 for step in 0..total {
                     clock.tick(step);
-                    let l = model.losses(batch(step).0, self.kl_weight, self.commitment);
+                    let l = model.losses(batch(step).0, c.kl_weight, c.commitment);
                     let loss = l.total.clone();
                     let grads = GradientsParams::from_grads(l.total.backward(), &model);
-                    model = optim.step(self.lr, model, grads);
+                    model = optim.step(c.lr, model, grads);
                     clock.last(step, total, loss);
                 }
             }
-            Trainer::Classifier => {
-                let mut model = MlpClassifier::<B>::new(PIXELS, self.width, CLASSES, &device);
+            Trainer::Classifier(c) => {
+                let mut model = MlpClassifier::<B>::new(PIXELS, c.hidden, CLASSES, &device);
                 let mut optim = crate::optim::Adam::default().init::<B, MlpClassifier<B>>();
                 let loss_fn = CrossEntropyLoss::new(None, &device);
                 for step in 0..total {
@@ -102,7 +138,7 @@ impl BackendJob for TrainerBench {
                     let (x, y) = batch(step);
                     let loss = loss_fn.forward(model.forward(x), y);
                     let grads = GradientsParams::from_grads(loss.backward(), &model);
-                    model = optim.step(self.lr, model, grads);
+                    model = optim.step(c.lr, model, grads);
                     clock.last(step, total, loss.detach());
                 }
             }

@@ -456,6 +456,16 @@ pub(super) fn run_reference(
     run_reference_rate(python, script, args, threads, "steps_per_s")
 }
 
+/// The named stage's configuration at `scale` (what a sweep at that preset runs).
+pub(super) fn preset_config<T: serde::de::DeserializeOwned>(
+    stage: &str,
+    scale: crate::sweep::Scale,
+) -> anyhow::Result<T> {
+    Ok(serde_json::from_value(
+        crate::sweep::StageKind::named(stage).defaults(scale),
+    )?)
+}
+
 /// `ours / theirs` as text, or `-` with the reason kept in `failures`.
 pub(super) fn compare(
     ours: f64,

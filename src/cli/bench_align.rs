@@ -3,12 +3,12 @@
 //! floor: the prior's extra flops (forward and input gradient on B x L x flow_mul points) at the flop
 //! rate of the prior trainer at the same size, measured in the same run.
 
-use super::bench::{compare, profile_name, run_reference};
+use super::bench::{compare, preset_config, profile_name, run_reference};
 use crate::backend::{BackendKind, DeviceSpec, run_job};
 use crate::bench::align::{AlignBench, PriorFlops};
 use crate::bench::prior::PriorBench;
 use crate::stage::tokenizer::TokenizerConfig;
-use crate::sweep::{Scale, StageKind};
+use crate::sweep::Scale;
 
 /// The lambda of the aligned rows.
 const LAMBDA: f64 = 0.01;
@@ -56,9 +56,7 @@ pub fn align_bench(
 ) -> anyhow::Result<()> {
     super::set_threads(threads.max(1));
     let preset = |s: Scale| -> anyhow::Result<TokenizerConfig> {
-        Ok(serde_json::from_value(
-            StageKind::named(crate::stage::tokenizer::TOKENIZER).defaults(s),
-        )?)
+        preset_config(crate::stage::tokenizer::TOKENIZER, s)
     };
     // The sweeps' small tokenizer with the small and the paper prior, and the paper-proportioned
     // tokenizer (64 x 32 tokens) with both; the discriminator on from the first step.

@@ -2,12 +2,12 @@
 //! guided sampler beside the same in PyTorch eager (scripts/bench_generator.py), at the sizes the
 //! sweeps train.
 
-use super::bench::{compare, profile_name, run_reference_rate};
+use super::bench::{compare, preset_config, profile_name, run_reference_rate};
 use crate::backend::{BackendKind, DeviceSpec, run_job};
 use crate::bench::generator::{CLASSES, GeneratorBench, SamplerBench};
 use crate::models::mar::MaskRatio;
 use crate::stage::generator::{GeneratorConfig, GeneratorKind, sample_chunk};
-use crate::sweep::{Scale, StageKind};
+use crate::sweep::Scale;
 
 /// The sweeps' latent tokens: 16 tokens x 16 channels (table1 and the ablations).
 const TOKENS: usize = 16;
@@ -82,9 +82,7 @@ pub fn generator_bench(
     python: &std::path::Path,
 ) -> anyhow::Result<()> {
     super::set_threads(threads.max(1));
-    let preset: GeneratorConfig = serde_json::from_value(
-        StageKind::named(crate::stage::generator::GENERATOR).defaults(Scale::Small),
-    )?;
+    let preset: GeneratorConfig = preset_config(crate::stage::generator::GENERATOR, Scale::Small)?;
     let device = DeviceSpec::parse(backend, None)?;
     let torch_device = device.torch_name();
     let chunk = sample_chunk(backend);

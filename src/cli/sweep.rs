@@ -249,9 +249,14 @@ fn run_sweep(cli: &Cli, args: &RunArgs) -> anyhow::Result<()> {
         "sweep registered"
     );
     tracing::info!(workers, threads, "workers and threads per worker");
-    // Runs that end from now on were run by this command's workers (or by workers elsewhere that
-    // share the store): the summary's "ran now" counts them all, not only this process's.
-    let started = crate::util::now_unix();
+    // What was finished before the workers start: the summary's "ran now" is every run finished
+    // since, by any of this command's workers (or by workers elsewhere that share the store).
+    let finished_before: HashSet<usize> = exec::fetch(&store, &ids)?
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.as_ref().is_some_and(|r| r.status == RunStatus::Finished))
+        .map(|(i, _)| i)
+        .collect();
     let mut children = spawn_workers(cli, args, workers - 1, threads)?;
     // Styled and labelled before it joins the drawing (its first frame is drawn at once).
     let overall = indicatif::ProgressBar::hidden();
@@ -302,7 +307,7 @@ fn run_sweep(cli: &Cli, args: &RunArgs) -> anyhow::Result<()> {
     let report = report?;
     // The final word is the store's, after every worker has ended.
     let (runs, states) = exec::settled_states(&store, &plan, &ids, claim)?;
-    print_outcome(&sweep, &plan, &runs, &states, &report, started)
+    print_outcome(&sweep, &plan, &runs, &states, &report, &finished_before)
 }
 
 fn print_outcome(
@@ -311,14 +316,8 @@ fn print_outcome(
     runs: &[Option<RunInfo>],
     states: &[NodeState],
     report: &exec::WorkReport,
-    started: f64,
+    finished_before: &HashSet<usize>,
 ) -> anyhow::Result<()> {
-    let ended_since_start = |i: &usize| {
-        runs[*i]
-            .as_ref()
-            .is_some_and(|r| r.ended_at.is_some_and(|t| t >= started))
-            || report.ran.contains(i)
-    };
     let mut b = Builder::default();
     b.push_record(["stage", "runs", "finished", "failed", "blocked", "ran now"]);
     for &stage in &sweep.stages {
@@ -333,7 +332,7 @@ fn print_outcome(
             (count(NodeState::Failed) + count(NodeState::Skipped)).to_string(),
             count(NodeState::Blocked).to_string(),
             idx.iter()
-                .filter(|&i| states[*i] == NodeState::Finished && ended_since_start(i))
+                .filter(|&i| states[*i] == NodeState::Finished && !finished_before.contains(i))
                 .count()
                 .to_string(),
         ]);

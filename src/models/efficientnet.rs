@@ -18,7 +18,7 @@ use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
 
-use super::layers::{conv_bn, fold_into};
+use super::layers::{conv_bn, fold};
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
@@ -164,14 +164,14 @@ impl<B: Backend> EfficientNetLite0<B> {
     /// Every BatchNorm folded into the convolution before it (module docs): for inference only,
     /// where the norms use their running statistics.
     pub fn fold_batch_norms(mut self) -> Self {
-        fold_into(&mut self.conv_stem, &mut self.bn0);
-        fold_into(&mut self.conv_head, &mut self.bn1);
+        fold(&mut self.conv_stem, &mut self.bn0);
+        fold(&mut self.conv_head, &mut self.bn1);
         for b in &mut self.blocks {
             if let Some(c) = b.expand_conv.as_mut() {
-                fold_into(c, &mut b.bn0);
+                fold(c, &mut b.bn0);
             }
-            fold_into(&mut b.depthwise_conv, &mut b.bn1);
-            fold_into(&mut b.project_conv, &mut b.bn2);
+            fold(&mut b.depthwise_conv, &mut b.bn1);
+            fold(&mut b.project_conv, &mut b.bn2);
         }
         self
     }
@@ -229,7 +229,6 @@ impl<B: Backend> EfficientNetLite0<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::models::layers::fold;
     use burn::tensor::TensorData;
 
     type B = crate::backend::TestBackend;
@@ -341,8 +340,9 @@ mod tests {
             let n = randomised(bn(cout, &device), &device);
             let x = Tensor::<B, 4>::random([2, cin, 9, 9], Distribution::Normal(0.0, 1.0), &device);
             let want = conv_bn(&c, &n, x.clone());
-            let (folded, none) = fold(c, n);
-            assert!(none.is_none());
+            let (mut folded, mut n) = (c, n);
+            fold(&mut folded, &mut n);
+            assert!(n.is_none());
             let (d, scale) = max_abs_diff(want, conv_bn(&folded, &None, x));
             assert!(scale > 0.1 && d < 1e-5 * scale, "{d} of {scale}");
         }

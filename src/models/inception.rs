@@ -17,7 +17,7 @@ use burn::tensor::activation::relu;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::{avg_pool2d, max_pool2d};
 
-use super::layers::{conv_bn, fold_into};
+use super::layers::{conv_bn, fold};
 
 /// Input side.
 pub const INPUT: usize = 299;
@@ -59,7 +59,7 @@ impl<B: Backend> BasicConv<B> {
     }
 
     fn fold(&mut self) {
-        fold_into(&mut self.conv, &mut self.bn);
+        fold(&mut self.conv, &mut self.bn);
     }
 }
 

@@ -9,7 +9,7 @@
 //!   reduction, where one [d_in, B L] x [B L, d_out] product does;
 //! - attention's query, key and value projections and the MLP's layers run on those rows as well.
 //!
-//! Also the frozen convolutional networks' BatchNorm folding ([`fold`], [`fold_into`], [`conv_bn`]).
+//! Also the frozen convolutional networks' BatchNorm folding ([`fold`], [`conv_bn`]).
 
 use burn::nn::activation::Activation;
 use burn::nn::attention::MultiHeadAttention;
@@ -95,17 +95,15 @@ pub fn conv_bn<B: Backend>(
     }
 }
 
-/// The convolution with the BatchNorm that follows it folded in, and `None` for the norm: for a
-/// frozen network, whose norms use their running statistics. With `s = gamma / sqrt(var + eps)`:
-/// `w' = w s` per output channel and `b' = (b - mean) s + beta` (`b` = 0 without a bias): the same
-/// function up to float rounding, without a per-channel broadcast after the convolution (on the CPU
-/// backend such broadcasts took about 80% of EfficientNet-Lite0's forward pass).
-pub fn fold<B: Backend>(
-    mut c: Conv2d<B>,
-    bn: Option<BatchNorm<B>>,
-) -> (Conv2d<B>, Option<BatchNorm<B>>) {
-    let Some(bn) = bn else {
-        return (c, None);
+/// Folds the BatchNorm that follows `c` (if `bn` holds one) into the convolution and leaves `None`
+/// in `bn`: for a frozen network, whose norms use their running statistics. With
+/// `s = gamma / sqrt(var + eps)`: `w' = w s` per output channel and `b' = (b - mean) s + beta` (`b` = 0
+/// without a bias): the same function up to float rounding, without a per-channel broadcast after
+/// the convolution (on the CPU backend such broadcasts took about 80% of EfficientNet-Lite0's forward
+/// pass).
+pub fn fold<B: Backend>(c: &mut Conv2d<B>, bn: &mut Option<BatchNorm<B>>) {
+    let Some(bn) = bn.take() else {
+        return;
     };
     let scale = bn.gamma.val() / (bn.running_var.value() + bn.epsilon).sqrt();
     let shift = bn.beta.val() - bn.running_mean.value() * scale.clone();
@@ -115,17 +113,8 @@ pub fn fold<B: Backend>(
         None => shift,
     };
     let o = scale.dims()[0];
-    c.weight = c.weight.map(|w| w * scale.clone().reshape([o, 1, 1, 1]));
+    c.weight = c.weight.clone().map(|w| w * scale.reshape([o, 1, 1, 1]));
     c.bias = Some(burn::module::Param::from_tensor(shift));
-    (c, None)
-}
-
-/// [`fold`] in place, for a network's fields: the norm (if any) is taken out of `bn` and folded
-/// into `c`.
-pub fn fold_into<B: Backend>(c: &mut Conv2d<B>, bn: &mut Option<BatchNorm<B>>) {
-    if bn.is_some() {
-        *c = fold(c.clone(), bn.take()).0;
-    }
 }
 
 #[cfg(test)]

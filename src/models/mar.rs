@@ -59,6 +59,14 @@ pub enum CfgSchedule {
 }
 
 impl CfgSchedule {
+    /// The setting's value (`linear`, `constant`).
+    pub fn name(self) -> &'static str {
+        match self {
+            CfgSchedule::Linear => "linear",
+            CfgSchedule::Constant => "constant",
+        }
+    }
+
     /// The scale of a step of a sequence of `l` tokens after which `after` are still unknown.
     pub fn scale(self, s: f64, l: usize, after: usize) -> f64 {
         match self {

@@ -1,7 +1,5 @@
 use super::*;
 use crate::activation::{CHUNK, backward as pw_backward, forward as pw_forward};
-use crate::backend::{TestAutodiff, TestBackend};
-use burn::tensor::{Distribution, Tensor};
 
 /// erf in f64 by Simpson's rule on 2/sqrt(pi) exp(-s^2) over [0, u] (error far below f32's).
 fn erf_ref(u: f64) -> f64 {
@@ -88,38 +86,8 @@ fn the_parallel_split_matches_one_thread() {
     assert_eq!(one, many);
 }
 
-fn values<const D: usize, B: burn::tensor::backend::Backend>(t: Tensor<B, D>) -> Vec<f32> {
-    t.into_data().convert::<f32>().to_vec().unwrap()
-}
-
 #[test]
 fn tensor_gelu_and_its_gradient_agree_with_burns() {
-    let device = Default::default();
-    let x0 = Tensor::<TestBackend, 3>::random([3, 5, 7], Distribution::Normal(0.0, 3.0), &device);
-    let w = Tensor::<TestBackend, 3>::random([3, 7, 5], Distribution::Normal(0.0, 1.0), &device);
-    // Forward, inner backend, on a non-contiguous (transposed) view.
-    let xt = x0.clone().swap_dims(1, 2);
-    let ours = values(gelu(xt.clone()));
-    let burns = values(burn::tensor::activation::gelu(xt));
-    for (a, b) in ours.iter().zip(&burns) {
-        assert!((a - b).abs() < 1e-6 * (1.0 + b.abs()), "{a} vs {b}");
-    }
-    // Gradient through autodiff, against Burn's GELU and the closed form.
-    let grads = |f: &dyn Fn(Tensor<TestAutodiff, 3>) -> Tensor<TestAutodiff, 3>| {
-        let x = Tensor::<TestAutodiff, 3>::from_data(x0.to_data(), &device).require_grad();
-        let wa = Tensor::<TestAutodiff, 3>::from_data(w.to_data(), &device);
-        let y = f(x.clone().swap_dims(1, 2));
-        let g = (y * wa).sum().backward();
-        values(x.grad(&g).expect("x has a gradient"))
-    };
-    let ours = grads(&|t| gelu(t));
-    let burns = grads(&|t| burn::tensor::activation::gelu(t));
-    let xv = values(x0);
-    let wv = values(w.swap_dims(1, 2));
-    for i in 0..xv.len() {
-        assert!((ours[i] - burns[i]).abs() < 2e-6 * (1.0 + burns[i].abs()));
-        // x[a, b, c] meets w^T[a, b, c] = w[a, c, b].
-        let want = wv[i] as f64 * gelu_grad_ref(xv[i] as f64);
-        assert!((ours[i] as f64 - want).abs() < 2e-6 * (1.0 + want.abs()));
-    }
+    use burn::tensor::activation::gelu as burns;
+    crate::activation::check_against_burn((gelu, gelu), (burns, burns), gelu_grad_ref, 3.0);
 }

@@ -1,7 +1,6 @@
 //! The `generator` stage: a class-conditional generator (MAR with a flow head, or a DiT trained by
 //! flow matching) on a tokenizer's latents, scored with and without classifier-free guidance.
 
-use crate::models::mar::CfgSchedule;
 use crate::stage::generator::{GeneratorConfig, GeneratorJob, GeneratorKind};
 use crate::stage::prelude::*;
 
@@ -110,10 +109,7 @@ impl Stage for Generator {
                         g.steps,
                         g.sample_steps,
                         g.cfg_scale,
-                        match g.cfg_schedule() {
-                            CfgSchedule::Linear => "linear",
-                            CfgSchedule::Constant => "constant",
-                        },
+                        g.cfg_schedule().name(),
                         g.samples
                     ),
                 },
