@@ -6,10 +6,12 @@
 //! * [`store`]: the SQLite run store (runs, params, metric series, summaries, artifacts);
 //! * [`data`]: dataset readers, in-memory datasets and batching, the data catalogue;
 //! * [`config`]: TOML configuration loading with precise errors;
-//! * [`flow`]: the flow prior (velocity network, losses, samplers, exact likelihood, EMA, schedules);
+//! * [`flow`]: the flow prior (velocity network, losses, samplers, exact likelihood, its trainer);
+//! * [`train`]: the training loop every trainer shares (Adam step, clipping, EMA, schedules, progress);
 //! * [`toy`]: 2-D toy targets and their metrics; [`plot`]: PNG figures;
 //! * [`models`], [`jobs`]: networks and the jobs that train them;
 //! * `simd`: the CPU's vector instruction sets, for the hand-written element-wise kernels;
+//! * [`activation`], [`conv`]: activations and convolutions with their own kernels on the CPU backend;
 //! * [`cli`]: the `flowprior` command line.
 
 pub mod activation;
@@ -17,6 +19,7 @@ pub mod backend;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod conv;
 pub mod data;
 pub mod error;
 pub mod features;
@@ -39,6 +42,7 @@ pub mod store;
 pub mod sweep;
 pub mod tensors;
 pub mod toy;
+pub mod train;
 pub mod util;
 
 #[cfg(test)]

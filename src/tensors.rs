@@ -3,6 +3,18 @@
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
+/// `Ok(value)` when `T` is `U`, the value back otherwise: how the CPU kernels (activations,
+/// convolutions) find out that a generic backend is flex.
+pub(crate) fn downcast<T: 'static, U: 'static>(value: T) -> Result<U, T> {
+    let boxed: Box<dyn std::any::Any> = Box::new(value);
+    match boxed.downcast::<U>() {
+        Ok(u) => Ok(*u),
+        Err(boxed) => Err(*boxed
+            .downcast::<T>()
+            .unwrap_or_else(|_| unreachable!("a box holds the type it was made with"))),
+    }
+}
+
 /// The first value of a tensor (a loss), as f64; NaN for an empty tensor.
 pub fn scalar<B: Backend, const D: usize>(t: Tensor<B, D>) -> f64 {
     t.into_data().iter::<f64>().next().unwrap_or(f64::NAN)

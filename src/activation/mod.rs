@@ -259,6 +259,7 @@ pub(crate) fn apply<K: Pointwise, B: Backend, const D: usize>(
 mod flex {
     //! The kernels on flex's tensors, and the autodiff operation around them.
     use super::Pointwise;
+    use crate::tensors::downcast as cast;
     use burn::backend::autodiff::NodeId;
     use burn::backend::autodiff::checkpoint::base::Checkpointer;
     use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
@@ -269,20 +270,8 @@ mod flex {
     use burn::tensor::ops::FloatTensor;
     use burn::tensor::{DType, Tensor, TensorData, TensorMetadata, TensorPrimitive};
     use burn_flex::FlexTensor;
-    use std::any::Any;
 
     type Ad = Autodiff<Flex>;
-
-    /// `Ok(value)` when `T` is `U`, the value back otherwise.
-    fn cast<T: 'static, U: 'static>(value: T) -> Result<U, T> {
-        let boxed: Box<dyn Any> = Box::new(value);
-        match boxed.downcast::<U>() {
-            Ok(u) => Ok(*u),
-            Err(boxed) => Err(*boxed
-                .downcast::<T>()
-                .unwrap_or_else(|_| unreachable!("a box holds the type it was made with"))),
-        }
-    }
 
     /// See [`super::apply`].
     pub(super) fn apply<K: Pointwise, B: Backend, const D: usize>(

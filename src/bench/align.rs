@@ -5,7 +5,6 @@
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Distribution, Tensor};
 
@@ -13,7 +12,9 @@ use crate::backend::BackendJob;
 use crate::flow::FlowNetConfig;
 use crate::models::classifier::MlpClassifier;
 use crate::models::tokenizer::{Discriminator, Tokenizer, hinge_d_loss};
+use crate::optim::Adam;
 use crate::stage::tokenizer::{StepContext, TokenizerConfig, step_losses};
+use crate::train::{LrSchedule, Trainer};
 
 /// One measured configuration.
 #[derive(Debug, Clone)]
@@ -42,38 +43,42 @@ impl BackendJob for AlignBench {
         .init::<B>(&device)
         .no_grad();
         let classifier = MlpClassifier::<B>::new(784, 256, 10, &device).no_grad();
-        let mut disc = Discriminator::<B>::new(&device);
-        let mut model = Tokenizer::<B>::new(cfg.shape(0), &device);
-        let mut optim = crate::optim::Adam::default().init::<B, Tokenizer<B>>();
-        let mut optim_d = crate::optim::Adam::default().init::<B, Discriminator<B>>();
+        let rate = |lr| LrSchedule::Constant { lr };
+        let mut ae = Trainer::new(
+            Tokenizer::<B>::new(cfg.shape(0), &device),
+            Adam::default(),
+            rate(1e-4),
+        );
+        let mut disc = Trainer::new(
+            Discriminator::<B>::new(&device),
+            Adam::default(),
+            rate(1e-4),
+        );
         let x = Tensor::<B, 2>::random([cfg.batch, 784], Distribution::Uniform(0.0, 1.0), &device);
-        let mut step = |model: Tokenizer<B>, disc: Discriminator<B>, i: usize| {
+        let mut step = |i: usize| {
             let ctx = StepContext {
                 classifier: &classifier,
-                disc: &disc,
+                disc: disc.model(),
                 prior: Some(&prior),
                 semantic: None,
             };
-            let l = step_losses(cfg, &model, &ctx, x.clone(), i);
+            let l = step_losses(cfg, ae.model(), &ctx, x.clone(), i);
             let recon = l.recon.clone().detach();
-            let g = GradientsParams::from_grads(l.total.backward(), &model);
-            let model = optim.step(1e-4, model, g);
-            let d_loss = hinge_d_loss(disc.forward(x.clone()), disc.forward(recon));
-            let g = GradientsParams::from_grads(d_loss.backward(), &disc);
-            let disc = optim_d.step(1e-4, disc, g);
-            (model, disc)
+            ae.step(i, l.total);
+            let d = disc.model();
+            let d_loss = hinge_d_loss(d.forward(x.clone()), d.forward(recon));
+            disc.step(i, d_loss);
         };
         for i in 0..self.warmup {
-            (model, disc) = step(model, disc, i);
+            step(i);
         }
         let _ = B::sync(&device);
         let start = Instant::now();
         for i in 0..self.steps {
-            (model, disc) = step(model, disc, i);
+            step(i);
         }
         let _ = B::sync(&device);
         let secs = start.elapsed().as_secs_f64();
-        drop((model, disc));
         self.steps as f64 / secs.max(1e-9)
     }
 }

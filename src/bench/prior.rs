@@ -11,9 +11,9 @@ use serde::Serialize;
 
 use crate::backend::BackendJob;
 use crate::flow::FlowNetConfig;
-use crate::flow::schedule::LrSchedule;
 use crate::flow::train::{OptimizerKind, PriorTrainConfig, train_prior};
 use crate::models::cond::ADAM_BETA2_DEFAULT;
+use crate::train::LrSchedule;
 
 /// The measured size.
 #[derive(Debug, Clone, Copy, Serialize)]

@@ -6,7 +6,6 @@
 use std::time::Instant;
 
 use burn::nn::loss::CrossEntropyLoss;
-use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Int, Tensor, TensorData};
 use rand::rngs::StdRng;
@@ -15,8 +14,15 @@ use rand::{Rng, SeedableRng};
 use crate::backend::BackendJob;
 use crate::models::classifier::MlpClassifier;
 use crate::models::latent_ae::{AeKind, LatentAe};
+use crate::optim::Adam;
 use crate::stage::classifier::ClassifierConfig;
 use crate::stage::latent_ae::LatentAeConfig;
+use crate::train::LrSchedule;
+
+/// The stages' constant learning rate.
+fn constant(lr: f64) -> LrSchedule {
+    LrSchedule::Constant { lr }
+}
 
 /// Images the batches are drawn from.
 const POOL: usize = 1024;
@@ -119,27 +125,26 @@ impl BackendJob for TrainerBench {
                 if *kind == AeKind::Vq {
                     model = model.init_codebook_from(batch(0).0, 0);
                 }
-                let mut optim = crate::optim::Adam::default().init::<B, LatentAe<B>>();
+                let mut t = crate::train::Trainer::new(model, Adam::default(), constant(c.lr));
                 for step in 0..total {
                     clock.tick(step);
-                    let l = model.losses(batch(step).0, c.kl_weight, c.commitment);
+                    let l = t.model().losses(batch(step).0, c.kl_weight, c.commitment);
                     let loss = l.total.clone();
-                    let grads = GradientsParams::from_grads(l.total.backward(), &model);
-                    model = optim.step(c.lr, model, grads);
+                    t.step(step, l.total);
                     clock.last(step, total, loss);
                 }
             }
             Trainer::Classifier(c) => {
-                let mut model = MlpClassifier::<B>::new(PIXELS, c.hidden, CLASSES, &device);
-                let mut optim = crate::optim::Adam::default().init::<B, MlpClassifier<B>>();
+                let model = MlpClassifier::<B>::new(PIXELS, c.hidden, CLASSES, &device);
+                let mut t = crate::train::Trainer::new(model, Adam::default(), constant(c.lr));
                 let loss_fn = CrossEntropyLoss::new(None, &device);
                 for step in 0..total {
                     clock.tick(step);
                     let (x, y) = batch(step);
-                    let loss = loss_fn.forward(model.forward(x), y);
-                    let grads = GradientsParams::from_grads(loss.backward(), &model);
-                    model = optim.step(c.lr, model, grads);
-                    clock.last(step, total, loss.detach());
+                    let loss = loss_fn.forward(t.model().forward(x), y);
+                    let value = loss.clone().detach();
+                    t.step(step, loss);
+                    clock.last(step, total, value);
                 }
             }
         }

@@ -1,5 +1,5 @@
 //! Flow priors: the velocity network, flow-matching and alignment losses, samplers, exact
-//! log-likelihood, EMA and learning-rate schedules.
+//! log-likelihood and the prior's trainer.
 //!
 //! # Time convention (one for the whole crate)
 //! **t = 0 is noise, t = 1 is data** (the paper's convention):
@@ -10,12 +10,10 @@
 //! The two describe the same loss under `t -> 1 - t, v -> -v`; [`ReversedTime`] wraps a field
 //! trained that way so that it can be used here unchanged.
 
-pub mod ema;
 pub mod likelihood;
 pub mod loss;
 pub mod net;
 pub mod sample;
-pub mod schedule;
 pub mod shard;
 pub mod train;
 

@@ -282,7 +282,7 @@ fn backward_blocks<B: AutodiffBackend>(
 mod tests {
     use super::*;
     use crate::backend::{TEST_MATMUL_REL, TestAutodiff};
-    use crate::flow::train::clip_global_norm;
+    use crate::train::clip_global_norm;
     use burn::module::{Module, ModuleVisitor, Param};
     use burn::tensor::Distribution;
 

@@ -106,7 +106,7 @@ fn ema_update_follows_the_formula() {
         vec2(ema.input_proj.weight.val()),
         vec2(model.input_proj.weight.val()),
     ];
-    let updated = ema::ema_update(ema, &model, 0.9);
+    let updated = crate::train::ema::ema_update(ema, &model, 0.9);
     let after = vec2(updated.input_proj.weight.val());
     for ((e, m), a) in before[0].iter().zip(&before[1]).zip(&after) {
         assert!((a - (0.9 * e + 0.1 * m)).abs() < 1e-6);
@@ -352,25 +352,27 @@ fn global_norm_clipping_scales_to_the_threshold() {
         )
     };
     let mut g = grads_of();
-    let norm = train::clip_global_norm::<AB, _>(&net, &mut g, None);
+    let norm = crate::train::clip_global_norm::<AB, _>(&net, &mut g, None);
     assert!(norm > 0.0);
     let mut g = grads_of();
-    train::clip_global_norm::<AB, _>(&net, &mut g, Some(norm / 4.0));
-    let after = train::clip_global_norm::<AB, _>(&net, &mut g, None);
+    crate::train::clip_global_norm::<AB, _>(&net, &mut g, Some(norm / 4.0));
+    let after = crate::train::clip_global_norm::<AB, _>(&net, &mut g, None);
     assert!(
         (after - norm / 4.0).abs() < 1e-3 * norm,
         "{after} vs {}",
         norm / 4.0
     );
     let mut g = grads_of();
-    train::clip_global_norm::<AB, _>(&net, &mut g, Some(norm * 2.0));
-    assert!((train::clip_global_norm::<AB, _>(&net, &mut g, None) - norm).abs() < 1e-4 * norm);
+    crate::train::clip_global_norm::<AB, _>(&net, &mut g, Some(norm * 2.0));
+    assert!(
+        (crate::train::clip_global_norm::<AB, _>(&net, &mut g, None) - norm).abs() < 1e-4 * norm
+    );
 }
 
 #[test]
 fn adamw_training_lowers_the_loss_and_checkpoints_round_trip() {
     let mut cfg = train::PriorTrainConfig::paper(150);
-    cfg.schedule = schedule::LrSchedule::Cosine {
+    cfg.schedule = crate::train::LrSchedule::Cosine {
         lr: 3e-3,
         warmup: 10,
         total: 150,

@@ -1,19 +1,18 @@
 //! Rectified flow-matching training of a prior: Adam or AdamW (PyTorch semantics: epsilon 1e-8,
 //! decoupled weight decay for AdamW), a learning-rate schedule, gradient clipping by the GLOBAL norm
 //! over all parameters (as `torch.nn.utils.clip_grad_norm_`; Burn's own clipping is per tensor), and an
-//! EMA of the weights. The prior used downstream is the EMA copy when EMA is on.
+//! EMA of the weights, through the shared [`Trainer`] on the data-parallel gradients of
+//! [`super::shard`]. The prior used downstream is the EMA copy when EMA is on.
 
-use burn::module::{AutodiffModule, Module, ModuleVisitor, Param, ParamId};
-use burn::optim::{GradientsParams, Optimizer};
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use serde::{Deserialize, Serialize};
 
-use super::ema::ema_update;
-use super::schedule::LrSchedule;
 use super::shard::{StepGrads, flow_matching_grads};
 use super::{FlowNetConfig, SimpleMlpAdaLn};
 use crate::optim::Adam;
+use crate::train::{LrSchedule, Trainer};
 
 /// Which optimiser.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,104 +72,32 @@ pub struct StepLog {
     pub lr: f64,
 }
 
-struct SquaredNorm<'a, B: AutodiffBackend> {
-    grads: &'a GradientsParams,
-    ids: Vec<ParamId>,
-    total: Option<Tensor<B::InnerBackend, 1>>,
-}
-
-impl<B: AutodiffBackend> ModuleVisitor<B> for SquaredNorm<'_, B> {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        if let Some(g) = self.grads.get::<B::InnerBackend, D>(param.id) {
-            let s = g.powi_scalar(2).sum();
-            self.total = Some(match self.total.take() {
-                Some(t) => t + s,
-                None => s,
-            });
-            self.ids.push(param.id);
-        }
-    }
-}
-
-struct Scale<'a, B: AutodiffBackend> {
-    grads: &'a mut GradientsParams,
-    factor: f64,
-    _b: std::marker::PhantomData<B>,
-}
-
-impl<B: AutodiffBackend> ModuleVisitor<B> for Scale<'_, B> {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        if let Some(g) = self.grads.remove::<B::InnerBackend, D>(param.id) {
-            self.grads
-                .register::<B::InnerBackend, D>(param.id, g * self.factor);
-        }
-    }
-}
-
-/// Scales the gradients so that their global L2 norm is at most `max_norm` (PyTorch's
-/// `clip_grad_norm_`: factor `max_norm / (norm + 1e-6)` when below 1). Returns the norm before clipping.
-pub fn clip_global_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
-    model: &M,
-    grads: &mut GradientsParams,
-    max_norm: Option<f64>,
-) -> f64 {
-    let mut v = SquaredNorm::<B> {
-        grads,
-        ids: Vec::new(),
-        total: None,
-    };
-    model.visit(&mut v);
-    let norm = v
-        .total
-        .map(|t| t.into_data().iter::<f64>().next().unwrap_or(0.0).sqrt())
-        .unwrap_or(0.0);
-    if let Some(max) = max_norm {
-        let factor = max / (norm + 1e-6);
-        if factor < 1.0 {
-            model.visit(&mut Scale::<B> {
-                grads,
-                factor,
-                _b: std::marker::PhantomData,
-            });
-        }
-    }
-    norm
-}
-
-fn train_with<B, O, E>(
-    mut net: SimpleMlpAdaLn<B>,
-    mut optim: O,
+fn train_with<B: AutodiffBackend, E>(
+    mut trainer: Trainer<B, SimpleMlpAdaLn<B>>,
     cfg: &PriorTrainConfig,
     next_batch: &mut dyn FnMut(usize) -> Tensor<B, 2>,
     on_step: &mut dyn FnMut(StepLog) -> Result<bool, E>,
-) -> Result<SimpleMlpAdaLn<B>, E>
-where
-    B: AutodiffBackend,
-    O: Optimizer<SimpleMlpAdaLn<B>, B>,
-{
-    let mut ema = (cfg.ema_decay > 0.0).then(|| crate::flow::ema::ema_copy(&net));
+) -> Result<SimpleMlpAdaLn<B>, E> {
     for step in 0..cfg.steps {
         let x1 = next_batch(step);
         let StepGrads {
             loss: loss_value,
             mut grads,
-        } = flow_matching_grads(&net, x1);
-        let grad_norm = clip_global_norm::<B, _>(&net, &mut grads, cfg.grad_clip);
-        let lr = cfg.schedule.at(step);
+        } = flow_matching_grads(trainer.model(), x1);
+        // The norm is logged at every step, clipped or not; the trainer then clips nothing more.
+        let grad_norm =
+            crate::train::clip_global_norm::<B, _>(trainer.model(), &mut grads, cfg.grad_clip);
         if !on_step(StepLog {
             step,
             loss: loss_value,
             grad_norm,
-            lr,
+            lr: trainer.lr(step),
         })? {
             break;
         }
-        net = optim.step(lr, net, grads);
-        if let Some(e) = ema.take() {
-            ema = Some(ema_update(e, &net, cfg.ema_decay));
-        }
+        trainer.apply(step, grads);
     }
-    Ok(ema.unwrap_or(net))
+    Ok(trainer.finish().model)
 }
 
 /// Trains a fresh prior of shape `net_cfg`. `next_batch(step)` yields a [batch, dim] batch of target
@@ -185,16 +112,16 @@ pub fn train_prior<B: AutodiffBackend, E>(
 ) -> Result<SimpleMlpAdaLn<B>, E> {
     let net = net_cfg.init::<B>(device);
     // Adam / AdamW, in one fused pass per parameter on the CPU (`optim`).
-    let o = Adam::default()
+    let adam = Adam::default()
         .with_beta_1(cfg.beta1 as f32)
         .with_beta_2(cfg.beta2 as f32)
         .with_epsilon(1e-8)
         .with_weight_decay(match cfg.optimizer {
             OptimizerKind::Adam => None,
             OptimizerKind::AdamW => Some(cfg.weight_decay as f32),
-        })
-        .init::<B, SimpleMlpAdaLn<B>>();
-    train_with(net, o, cfg, next_batch, on_step)
+        });
+    let trainer = Trainer::new(net, adam, cfg.schedule).with_ema(cfg.ema_decay);
+    train_with(trainer, cfg, next_batch, on_step)
 }
 
 struct Shapes(Vec<Vec<usize>>);

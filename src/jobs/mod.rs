@@ -21,7 +21,7 @@ pub const INPUTS_KEY: &str = "inputs";
 pub const TILED_GRADIENT_KEY: &str = "tiled_gradient";
 
 /// Identity key (value `true`) of the generator runs whose EMA copy starts from the generator's own
-/// initial weights (2026-12-06, [`crate::flow::ema::ema_copy`]): before, the copy was a clone of the
+/// initial weights (2026-12-06, [`crate::train::ema::ema_copy`]): before, the copy was a clone of the
 /// fresh generator, whose lazily initialised layers (attention, embeddings) drew other random values.
 /// Generator runs recorded before carry no such key, so they are not taken for results of the same
 /// settings now.

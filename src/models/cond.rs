@@ -5,7 +5,6 @@
 //! combines.
 
 use burn::module::AutodiffModule;
-use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
 use rand::rngs::StdRng;
@@ -13,9 +12,7 @@ use rand::{Rng, SeedableRng};
 
 use super::dit::Dit;
 use super::mar::Mar;
-use crate::flow::ema::ema_update;
-use crate::flow::schedule::LrSchedule;
-use crate::flow::train::clip_global_norm;
+use crate::train::{LrSchedule, Trainer};
 
 /// Flow-matching loss of `net` on latents `x1` [B, L, C] with labels `y` [B] (already dropped where
 /// wanted), fresh draws of t and x0.
@@ -85,7 +82,7 @@ pub struct LabelledLatents<'a> {
 /// replaced by the null label with `label_drop`. `on_step(step, loss)` sees every step (an error
 /// aborts). Returns the EMA weights (or the raw ones without EMA).
 pub fn train_generator<B, M, E>(
-    mut net: M,
+    net: M,
     data: &LabelledLatents<'_>,
     cfg: &CondTrainConfig,
     device: &B::Device,
@@ -105,12 +102,13 @@ where
     let per = tokens * channels;
     let n = labels.len();
     let mut rng = StdRng::seed_from_u64(cfg.seed);
-    let mut ema = (cfg.ema_decay > 0.0).then(|| crate::flow::ema::ema_copy(&net));
-    let mut optim = crate::optim::Adam::default()
-        .with_epsilon(cfg.adam_eps as f32)
-        .with_beta_2(cfg.adam_beta2 as f32)
-        .init::<B, M>();
     let null = net.null_label() as i64;
+    let adam = crate::optim::Adam::default()
+        .with_epsilon(cfg.adam_eps as f32)
+        .with_beta_2(cfg.adam_beta2 as f32);
+    let mut trainer = Trainer::new(net, adam, cfg.schedule)
+        .with_grad_clip(cfg.grad_clip)
+        .with_ema(cfg.ema_decay);
     for step in 0..cfg.steps {
         let idx: Vec<usize> = (0..cfg.batch).map(|_| rng.random_range(0..n)).collect();
         let x: Vec<f32> = idx
@@ -130,18 +128,11 @@ where
         let b = idx.len();
         let x = Tensor::<B, 3>::from_data(TensorData::new(x, [b, tokens, channels]), device);
         let y = Tensor::<B, 1, Int>::from_data(TensorData::new(y, [b]), device);
-        let l = loss(&net, x, y, &mut rng);
+        let l = loss(trainer.model(), x, y, &mut rng);
         on_step(step, crate::tensors::scalar(l.clone()))?;
-        let mut grads = GradientsParams::from_grads(l.backward(), &net);
-        if cfg.grad_clip.is_some() {
-            clip_global_norm::<B, M>(&net, &mut grads, cfg.grad_clip);
-        }
-        net = optim.step(cfg.schedule.at(step), net, grads);
-        if let Some(e) = ema.take() {
-            ema = Some(ema_update(e, &net, cfg.ema_decay));
-        }
+        trainer.step(step, l);
     }
-    Ok(ema.unwrap_or(net))
+    Ok(trainer.finish().model)
 }
 
 #[cfg(test)]

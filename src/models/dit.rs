@@ -241,7 +241,7 @@ mod tests {
     fn the_ema_copy_of_a_fresh_generator_equals_it() {
         let device = Default::default();
         let net = Dit::<B>::new(shape(), &device);
-        let copy = crate::flow::ema::ema_copy(&net);
+        let copy = crate::train::ema::ema_copy(&net);
         assert_eq!(all_weights(&copy), all_weights(&net));
         let fresh = Dit::<B>::new(shape(), &device);
         let clone = fresh.clone();

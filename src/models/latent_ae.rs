@@ -15,6 +15,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Int, Tensor};
 
 use crate::activation::silu::silu;
+use crate::conv::{conv_transpose2d, conv2d};
 
 /// Which autoencoder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,9 +90,9 @@ impl<B: Backend> LatentAe<B> {
     fn encode_raw(&self, x: Tensor<B, 2>) -> Tensor<B, 4> {
         let [b, _] = x.dims();
         let x = x.reshape([b, 1, 28, 28]);
-        let h = silu(self.enc1.forward(x));
-        let h = silu(self.enc2.forward(h));
-        self.enc_out.forward(h)
+        let h = silu(conv2d(&self.enc1, x));
+        let h = silu(conv2d(&self.enc2, h));
+        conv2d(&self.enc_out, h)
     }
 
     /// Data-dependent codebook initialisation (VQ): the codes become encoder outputs of `x` [B, 784]
@@ -120,10 +121,10 @@ impl<B: Backend> LatentAe<B> {
     /// Decoder: latents [B, C, 7, 7] to images [B, 784].
     pub fn decode(&self, z: Tensor<B, 4>) -> Tensor<B, 2> {
         let [b, _, _, _] = z.dims();
-        let h = silu(self.dec_in.forward(z));
-        let h = silu(self.dec1.forward(h));
-        let h = silu(self.dec2.forward(h));
-        sigmoid(self.dec_out.forward(h)).reshape([b, 784])
+        let h = silu(conv2d(&self.dec_in, z));
+        let h = silu(conv_transpose2d(&self.dec1, h));
+        let h = silu(conv_transpose2d(&self.dec2, h));
+        sigmoid(conv2d(&self.dec_out, h)).reshape([b, 784])
     }
 
     /// The deterministic latent grid [B, C, 7, 7]: the VAE's posterior means, or the VQ-VAE's

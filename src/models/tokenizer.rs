@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::layers::encoder;
 use super::posterior::sample_with_kl;
+use crate::conv::conv2d;
 
 /// Patch side (pixels) and patches per image (7 x 7 for 28 x 28).
 pub const PATCH: usize = 4;
@@ -336,9 +337,9 @@ impl<B: Backend> Discriminator<B> {
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
         let [b, _] = x.dims();
         let x = (x * 2.0 - 1.0).reshape([b, 1, SIDE, SIDE]);
-        let h = leaky_relu(self.c1.forward(x), 0.2);
-        let h = leaky_relu(self.c2.forward(h), 0.2);
-        self.out.forward(h).reshape([b, PATCHES])
+        let h = leaky_relu(conv2d(&self.c1, x), 0.2);
+        let h = leaky_relu(conv2d(&self.c2, h), 0.2);
+        conv2d(&self.out, h).reshape([b, PATCHES])
     }
 }
 

@@ -7,11 +7,9 @@
 pub mod stage;
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use burn::module::AutodiffModule;
 use burn::nn::loss::CrossEntropyLoss;
-use burn::optim::{GradientsParams, Optimizer};
 
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
@@ -22,7 +20,9 @@ use crate::data::{DatasetId, ImageDataset, Split};
 use crate::error::{Error, Result};
 use crate::jobs::JobRun;
 use crate::models::classifier::MlpClassifier;
+use crate::optim::Adam;
 use crate::store::{ActiveRun, RunSpec, Store};
+use crate::train::{LrSchedule, Trained, Trainer, finite};
 
 /// The stage name of classifier runs.
 pub const CLASSIFIER: &str = "classifier";
@@ -165,11 +165,11 @@ fn train<B: AutodiffBackend>(
     );
     B::seed(device, cfg.seed);
     let d = train.dim();
-    let mut model = MlpClassifier::<B>::new(d, cfg.hidden, train.classes, device);
-    let mut optim = crate::optim::Adam::default().init::<B, MlpClassifier<B>>();
+    let model = MlpClassifier::<B>::new(d, cfg.hidden, train.classes, device);
+    let lr = LrSchedule::Constant { lr: cfg.lr };
+    let mut trainer =
+        Trainer::new(model, Adam::default(), lr).with_progress(cfg.steps, "classifier");
     let loss_fn = CrossEntropyLoss::new(None, device);
-    let bar = crate::jobs::progress_bar(cfg.steps as u64, "classifier");
-    let started = Instant::now();
     for (step, idx) in train
         .batches(cfg.batch_size, cfg.seed)
         .take(cfg.steps)
@@ -179,27 +179,16 @@ fn train<B: AutodiffBackend>(
         let b = idx.len();
         let x = Tensor::<B, 2>::from_data(TensorData::new(x, [b, d]), device);
         let y = Tensor::<B, 1, Int>::from_data(TensorData::new(y, [b]), device);
-        let loss = loss_fn.forward(model.forward(x), y);
+        let loss = loss_fn.forward(trainer.model().forward(x), y);
         let log_now = cfg.log_every > 0 && (step % cfg.log_every == 0 || step + 1 == cfg.steps);
         if log_now {
             let value = crate::tensors::scalar(loss.clone());
-            if !value.is_finite() {
-                run.log("train/loss", step as i64, value)?;
-                return Err(Error::Diverged {
-                    step,
-                    key: "train/loss".into(),
-                    value,
-                });
-            }
             run.log("train/loss", step as i64, value)?;
+            finite(step, "train/loss", value)?;
         }
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optim.step(cfg.lr, model, grads);
-        bar.inc(1);
+        trainer.step(step, loss);
     }
-    bar.finish_and_clear();
-    let secs = started.elapsed().as_secs_f64();
-    let steps_per_s = cfg.steps as f64 / secs.max(1e-9);
+    let Trained { model, steps_per_s } = trainer.finish();
     let (accuracy, test_loss) = evaluate(&model.valid(), &test, device);
     let last = cfg.steps as i64;
     run.log("train/steps_per_s", last, steps_per_s)?;

@@ -4,7 +4,6 @@
 use super::GENERATOR;
 use crate::backend::BackendKind;
 use crate::config::{fractions, positive_counts, positive_rates};
-use crate::flow::schedule::LrSchedule;
 use crate::models::cond::{ADAM_BETA2_DEFAULT, CondTrainConfig};
 use crate::models::dit::DitShape;
 use crate::models::mar::{CfgSchedule, EMBED_STD_MAR, MASK_RATIO_MIN, MarShape, MaskRatio};
@@ -12,6 +11,7 @@ use crate::stage::classifier::ClassifierConfig;
 use crate::stage::feature_nets::{FeatureNet, weights_entry};
 use crate::stage::tokenizer::TokenizerConfig;
 use crate::store::RunSpec;
+use crate::train::LrSchedule;
 use serde::{Deserialize, Serialize};
 
 /// Which generator.

@@ -41,6 +41,7 @@ use crate::stage::feature_nets::{FeatureNet, LoadedNet, load_classifier, weights
 use crate::stage::tokenizer::{LABELS, LATENTS, TokenizerConfig};
 use crate::store::{ActiveRun, Store};
 use crate::tensors::to_host;
+use crate::train::finite;
 
 mod config;
 pub use config::{GeneratorConfig, GeneratorKind, MaskSchedule, OPTIONAL_SETTINGS, sample_chunk};
@@ -242,13 +243,7 @@ fn train<B: AutodiffBackend>(
         if step.is_multiple_of(log_every) || step + 1 == cfg.steps {
             run.log("gen/loss", step as i64, loss)?;
         }
-        if !loss.is_finite() {
-            return Err(Error::Diverged {
-                step,
-                key: "gen/loss".into(),
-                value: loss,
-            });
-        }
+        finite(step, "gen/loss", loss)?;
         bar.inc(1);
         Ok(())
     };

@@ -8,10 +8,8 @@
 pub mod stage;
 
 use std::path::PathBuf;
-use std::time::Instant;
 
 use burn::module::AutodiffModule;
-use burn::optim::{GradientsParams, Optimizer};
 
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
@@ -23,8 +21,10 @@ use crate::error::{Error, Result};
 use crate::features::write_npy;
 use crate::jobs::{Claim, JobRun};
 use crate::models::latent_ae::{AeKind, LatentAe};
+use crate::optim::Adam;
 use crate::store::{ActiveRun, RunSpec, Store};
 use crate::tensors::{from_host_f32, scalar, to_host};
+use crate::train::{LrSchedule, Trained, Trainer, finite};
 
 /// Stage names.
 pub const VAE: &str = "vae";
@@ -151,10 +151,10 @@ fn train<B: AutodiffBackend>(
         let (x, _) = train.gather(&idx);
         model = model.init_codebook_from(from_host_f32::<B>(x, 784, device), cfg.seed);
     }
-    let mut optim = crate::optim::Adam::default().init::<B, LatentAe<B>>();
-    let bar = crate::jobs::progress_bar(cfg.steps as u64, stage_name(job.kind));
+    let lr = LrSchedule::Constant { lr: cfg.lr };
+    let mut trainer =
+        Trainer::new(model, Adam::default(), lr).with_progress(cfg.steps, stage_name(job.kind));
     let log_every = (cfg.steps / 100).max(1);
-    let started = Instant::now();
     let mut used = vec![0u64; cfg.codebook_size];
     for (step, idx) in train
         .batches(cfg.batch, cfg.seed)
@@ -162,7 +162,7 @@ fn train<B: AutodiffBackend>(
         .enumerate()
     {
         let (x, _) = train.gather(&idx);
-        let l = model.losses(
+        let l = trainer.model().losses(
             from_host_f32::<B>(x, 784, device),
             cfg.kl_weight,
             cfg.commitment,
@@ -180,13 +180,7 @@ fn train<B: AutodiffBackend>(
                 step as i64,
                 scalar(l.reg.clone()),
             )?;
-            if !total.is_finite() {
-                return Err(Error::Diverged {
-                    step,
-                    key: "ae/loss".into(),
-                    value: total,
-                });
-            }
+            finite(step, "ae/loss", total)?;
         }
         if let Some(codes) = &l.codes
             && step + 1 >= cfg.steps.saturating_sub(50)
@@ -195,12 +189,9 @@ fn train<B: AutodiffBackend>(
                 used[c as usize] += 1;
             }
         }
-        let grads = GradientsParams::from_grads(l.total.backward(), &model);
-        model = optim.step(cfg.lr, model, grads);
-        bar.inc(1);
+        trainer.step(step, l.total);
     }
-    bar.finish_and_clear();
-    let steps_per_s = cfg.steps as f64 / started.elapsed().as_secs_f64().max(1e-9);
+    let Trained { model, steps_per_s } = trainer.finish();
     run.log("ae/steps_per_s", cfg.steps as i64, steps_per_s)?;
 
     // Test reconstruction PSNR (images in [0, 1]).

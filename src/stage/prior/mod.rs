@@ -27,7 +27,6 @@ use crate::backend::{BackendJob, BackendKind};
 use crate::config::{fractions, positive_counts, positive_rates};
 use crate::error::{Error, Result};
 use crate::features::{FeatureSet, read_features, write_npy};
-use crate::flow::schedule::LrSchedule;
 use crate::flow::train::{OptimizerKind, PriorTrainConfig, StepLog, train_prior};
 use crate::flow::{FlowNetConfig, Solver, sample};
 use crate::jobs::{Claim, JobRun};
@@ -37,6 +36,8 @@ use crate::metrics::knn::{knn_log_radius, precision_recall};
 use crate::projection::{Projection, ProjectionKind, distortion};
 use crate::store::{ActiveRun, RunSpec, Store};
 use crate::tensors::{from_host_f32, to_host};
+use crate::train::LrSchedule;
+use crate::train::finite;
 
 /// Stage name.
 pub const PRIOR: &str = "prior";
@@ -450,13 +451,7 @@ fn run_prior<B: AutodiffBackend>(
             run.log("prior/grad_norm", log.step as i64, log.grad_norm)?;
             run.log("prior/lr", log.step as i64, log.lr)?;
         }
-        if !log.loss.is_finite() {
-            return Err(Error::Diverged {
-                step: log.step,
-                key: "prior/loss".into(),
-                value: log.loss,
-            });
-        }
+        finite(log.step, "prior/loss", log.loss)?;
         bar.inc(1);
         Ok(true)
     };

@@ -13,10 +13,8 @@
 pub mod stage;
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use burn::module::{AutodiffModule, Module};
-use burn::optim::{GradientsParams, Optimizer};
 
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
@@ -28,13 +26,13 @@ use crate::features::{read_features, write_npy};
 use crate::flow::align_loss;
 use crate::flow::likelihood::{Divergence, log_likelihood};
 use crate::flow::net::SimpleMlpAdaLn;
-use crate::flow::schedule::LrSchedule;
 use crate::flow::train::load_prior;
 use crate::jobs::{Claim, JobRun, Upstream};
 use crate::metrics::frechet::frechet_from_samples;
 use crate::metrics::image::{psnr, ssim};
 use crate::metrics::knn::knn_nll;
 use crate::models::tokenizer::{Discriminator, Tokenizer, hinge_d_loss};
+use crate::optim::Adam;
 use crate::stage::classifier::ClassifierConfig;
 use crate::stage::dino::DinoConfig;
 pub use crate::stage::feature_nets::FeatureNet;
@@ -42,6 +40,7 @@ use crate::stage::feature_nets::{LoadedNet, load_classifier, weights_identity};
 use crate::stage::prior::PriorConfig;
 use crate::store::{ActiveRun, RunSpec, Store};
 use crate::tensors::{from_host_f32, scalar, to_host};
+use crate::train::{LrSchedule, Trained, Trainer, finite};
 
 mod config;
 mod losses;
@@ -223,13 +222,7 @@ fn log_curves<B: AutodiffBackend>(
         let flow_nll = -ll.iter().sum::<f64>() / n as f64;
         run.log("align/flow_nll", step as i64, flow_nll)?;
     }
-    if !la.is_finite() {
-        return Err(Error::Diverged {
-            step,
-            key: "align/l_align".into(),
-            value: la,
-        });
-    }
+    finite(step, "align/l_align", la)?;
     Ok(())
 }
 
@@ -278,18 +271,22 @@ fn train<B: AutodiffBackend>(
     let semantic_dim = semantic.as_ref().map_or(0, |s| s.dim);
     // The semantic head's size is part of the weights' shape: whoever loads them reads it here.
     run.log(SEMANTIC_DIM_KEY, 0, semantic_dim as f64)?;
-    let mut model = Tokenizer::<B>::new(cfg.shape(semantic_dim), device);
-    let mut disc = Discriminator::<B>::new(device);
-    let mut optim = crate::optim::Adam::default().init::<B, Tokenizer<B>>();
-    let mut optim_d = crate::optim::Adam::default()
-        .with_beta_1(0.5)
-        .init::<B, Discriminator<B>>();
     let schedule = LrSchedule::Cosine {
         lr: cfg.lr,
         warmup: cfg.warmup,
         total: cfg.steps,
         min_lr: cfg.lr / 10.0,
     };
+    let ae = Trainer::new(
+        Tokenizer::<B>::new(cfg.shape(semantic_dim), device),
+        Adam::default(),
+        schedule,
+    );
+    let mut disc = Trainer::new(
+        Discriminator::<B>::new(device),
+        Adam::default().with_beta_1(0.5),
+        LrSchedule::Constant { lr: cfg.disc_lr },
+    );
     let eval_idx: Vec<usize> = (0..cfg.eval_images.min(test.len())).collect();
     let curves = Curves::<B> {
         x: test.gather(&eval_idx).0,
@@ -302,26 +299,25 @@ fn train<B: AutodiffBackend>(
         lambda = cfg.lambda,
         "tokenizer: training"
     );
-    let bar = crate::jobs::progress_bar(cfg.steps as u64, TOKENIZER);
+    let mut ae = ae.with_progress(cfg.steps, TOKENIZER);
     let log_every = (cfg.steps / 100).max(1);
-    let started = Instant::now();
     for (step, idx) in train
         .batches(cfg.batch, cfg.seed)
         .take(cfg.steps)
         .enumerate()
     {
         if step.is_multiple_of(cfg.eval_every) {
-            log_curves::<B>(cfg, &model.valid(), &curves, run, step, device)?;
+            log_curves::<B>(cfg, &ae.model().valid(), &curves, run, step, device)?;
         }
         let (xv, _) = train.gather(&idx);
         let x = from_host_f32::<B>(xv, 784, device);
         let parts = StepContext {
             classifier: &classifier,
-            disc: &disc,
+            disc: disc.model(),
             prior: prior.as_ref().map(|p| &p.net),
             semantic: semantic.as_ref().and_then(|s| s.batch::<B>(&idx, device)),
         };
-        let l = step_losses(cfg, &model, &parts, x.clone(), step);
+        let l = step_losses(cfg, ae.model(), &parts, x.clone(), step);
         let log_now = step.is_multiple_of(log_every) || step + 1 == cfg.steps;
         if log_now {
             let s = step as i64;
@@ -340,35 +336,22 @@ fn train<B: AutodiffBackend>(
                 }
             }
             run.log("ae/loss", s, value)?;
-            if !value.is_finite() {
-                return Err(Error::Diverged {
-                    step,
-                    key: "ae/loss".into(),
-                    value,
-                });
-            }
+            finite(step, "ae/loss", value)?;
         }
         let adversarial = l.adv.is_some();
         let recon = l.recon.detach();
-        let grads = GradientsParams::from_grads(l.total.backward(), &model);
-        model = optim.step(schedule.at(step), model, grads);
+        ae.step(step, l.total);
         if adversarial {
-            let d_loss = hinge_d_loss(disc.forward(x), disc.forward(recon));
+            let d = disc.model();
+            let d_loss = hinge_d_loss(d.forward(x), d.forward(recon));
             if log_now {
                 run.log("disc/loss", step as i64, scalar(d_loss.clone()))?;
             }
-            let grads = GradientsParams::from_grads(d_loss.backward(), &disc);
-            disc = optim_d.step(cfg.disc_lr, disc, grads);
+            disc.step(step, d_loss);
         }
-        bar.inc(1);
     }
-    bar.finish_and_clear();
-    let secs = started.elapsed().as_secs_f64().max(1e-9);
-    run.log(
-        "train/steps_per_s",
-        cfg.steps as i64,
-        cfg.steps as f64 / secs,
-    )?;
+    let Trained { model, steps_per_s } = ae.finish();
+    run.log("train/steps_per_s", cfg.steps as i64, steps_per_s)?;
     let last = cfg.steps as i64;
     let model_v = model.valid();
     log_curves::<B>(cfg, &model_v, &curves, run, cfg.steps, device)?;

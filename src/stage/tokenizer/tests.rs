@@ -4,6 +4,7 @@ use super::*;
 use crate::flow::FlowNetConfig;
 use crate::models::classifier::MlpClassifier;
 use crate::models::tokenizer::Regulariser;
+use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::Distribution;
 
 type B = crate::backend::TestAutodiff;

@@ -4,10 +4,10 @@
 use crate::backend::BackendKind;
 use crate::config::{fractions, positive_counts, positive_rates};
 use crate::flow::FlowNetConfig;
-use crate::flow::schedule::LrSchedule;
 use crate::flow::train::{OptimizerKind, PriorTrainConfig};
 use crate::store::RunSpec;
 use crate::toy::Target;
+use crate::train::LrSchedule;
 use serde::{Deserialize, Serialize};
 
 /// The toy's presets are the project's scale presets: `paper` is the paper's setting, `small` a few

@@ -10,7 +10,6 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use burn::module::{AutodiffModule, Module, Param};
-use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Distribution, Tensor};
 use rand::SeedableRng;
@@ -21,12 +20,14 @@ use crate::error::{Error, Result};
 use crate::flow::train::{StepLog, load_prior, train_prior};
 use crate::flow::{Divergence, SimpleMlpAdaLn, align_loss, log_likelihood};
 use crate::jobs::{Claim, JobRun};
+use crate::optim::Adam;
 use crate::plot;
 use crate::store::{ActiveRun, Store};
 use crate::tensors::{from_host, scalar, to_host};
 use crate::toy::Target;
 use crate::toy::kde::Kde;
 use crate::toy::metrics::{coverage, energy_distance, mode_shares, quantile, spearman};
+use crate::train::{LrSchedule, Trainer, finite};
 
 mod config;
 pub use config::{TOY_ALIGN, TOY_PRIOR, ToyAlignConfig, ToyConfig, ToyPreset, ToyPriorConfig};
@@ -153,18 +154,6 @@ fn mean(v: &[f64]) -> f64 {
     v.iter().sum::<f64>() / v.len().max(1) as f64
 }
 
-fn check_finite(step: usize, key: &str, value: f64) -> Result<()> {
-    if value.is_finite() {
-        Ok(())
-    } else {
-        Err(Error::Diverged {
-            step,
-            key: key.into(),
-            value,
-        })
-    }
-}
-
 /// Trains the prior on fresh target samples, logging its loss, gradient norm and learning rate.
 fn train_toy_prior<B: AutodiffBackend>(
     cfg: &ToyPriorConfig,
@@ -187,7 +176,7 @@ fn train_toy_prior<B: AutodiffBackend>(
             run.log("prior/grad_norm", log.step as i64, log.grad_norm)?;
             run.log("prior/lr", log.step as i64, log.lr)?;
         }
-        check_finite(log.step, "prior/loss", log.loss)?;
+        finite(log.step, "prior/loss", log.loss)?;
         bar.inc(1);
         Ok(true)
     };
@@ -275,25 +264,26 @@ fn run_toy_align<B: AutodiffBackend>(
     // Free points y ~ N(0, I), optimised with Adam on L_align alone.
     tracing::info!(run = run.id(), "toy: optimising free points on L_align");
     let prior_eval = prior.valid();
-    let mut pts = FreePoints {
+    let pts = FreePoints {
         y: Param::from_tensor(Tensor::<B, 2>::random(
             [cfg.points, 2],
             Distribution::Normal(0.0, 1.0),
             device,
         )),
     };
-    let mut optim = crate::optim::Adam::default().init::<B, FreePoints<B>>();
-    let bar =
-        crate::jobs::progress_bar(cfg.align_steps as u64, &format!("align {}", target.name()));
+    let lr = LrSchedule::Constant { lr: cfg.align_lr };
+    let mut trainer = Trainer::new(pts, Adam::default(), lr)
+        .with_progress(cfg.align_steps, &format!("align {}", target.name()));
     let (mut curve_align, mut curve_nll, mut curve_flow) = (Vec::new(), Vec::new(), Vec::new());
     let mut frames: Vec<(String, Vec<f64>)> = Vec::new();
     let snapshot_every = (cfg.align_steps / 5).max(1);
     let mut evals = 0usize;
     let mut last_loss = f64::NAN;
     for step in 0..=cfg.align_steps {
+        let pts = trainer.model();
         let loss = align_loss(&prior, pts.y.val(), cfg.flow_mul);
         last_loss = scalar(loss.clone());
-        check_finite(step, "align/loss", last_loss)?;
+        finite(step, "align/loss", last_loss)?;
         if step % cfg.eval_every == 0 || step == cfg.align_steps {
             let y = to_host(pts.y.val().inner());
             let m = mean(&nll.of(&y));
@@ -323,11 +313,9 @@ fn run_toy_align<B: AutodiffBackend>(
         if step == cfg.align_steps {
             break;
         }
-        let grads = GradientsParams::from_grads(loss.backward(), &pts);
-        pts = optim.step(cfg.align_lr, pts, grads);
-        bar.inc(1);
+        trainer.step(step, loss);
     }
-    bar.finish_and_clear();
+    let pts = trainer.finish().model;
 
     // Summary metrics.
     let y = to_host(pts.y.val().inner());

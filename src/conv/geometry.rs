@@ -1,0 +1,227 @@
+//! The geometry of a 2-d convolution over one image, and the two maps between the image and its
+//! columns (im2col and its adjoint col2im), on plain slices.
+//!
+//! An image of `channels x height x width` values (row-major, one sample) seen through a
+//! `kernel[0] x kernel[1]` window at `stride`, with `padding` zeros on each side, has
+//! `out = (in + 2 padding - kernel) / stride + 1` window positions per axis. Its columns are a
+//! `rows() x positions()` matrix, `rows = channels kernel[0] kernel[1]` in the order
+//! (channel, kernel row, kernel column), each column the window's values at one position (zeros where
+//! it reaches the padding). A convolution is then `weight [c_out, rows] . columns`, and a transposed
+//! convolution the adjoint, `col2im(weight^T . x)`.
+
+/// One sample's convolution geometry (dilation 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    pub channels: usize,
+    pub input: [usize; 2],
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub padding: [usize; 2],
+}
+
+impl Geometry {
+    /// Window positions per axis; None when the window does not fit even once.
+    pub fn output(&self) -> Option<[usize; 2]> {
+        let axis = |i: usize| {
+            let span = self.input[i] + 2 * self.padding[i];
+            (self.stride[i] > 0 && span >= self.kernel[i])
+                .then(|| (span - self.kernel[i]) / self.stride[i] + 1)
+        };
+        Some([axis(0)?, axis(1)?])
+    }
+
+    /// Rows of the column matrix: channels x kernel height x kernel width.
+    pub fn rows(&self) -> usize {
+        self.channels * self.kernel[0] * self.kernel[1]
+    }
+
+    /// Values of one image.
+    pub fn image_len(&self) -> usize {
+        self.channels * self.input[0] * self.input[1]
+    }
+
+    /// Window positions (columns of the column matrix).
+    pub fn positions(&self) -> usize {
+        self.output().map_or(0, |[h, w]| h * w)
+    }
+
+    /// For kernel offset `k` on axis `axis`: the output positions `o` whose input coordinate
+    /// `o stride + k - padding` lies inside the image, as a range.
+    fn valid(&self, axis: usize, k: usize, out: usize) -> std::ops::Range<usize> {
+        let (s, p, n) = (self.stride[axis], self.padding[axis], self.input[axis]);
+        // o s + k >= p  <=>  o >= ceil((p - k) / s)
+        let lo = if k >= p { 0 } else { (p - k).div_ceil(s) };
+        // o s + k - p < n  <=>  o s < n + p - k
+        let hi = if n + p <= k {
+            0
+        } else {
+            (n + p - k).div_ceil(s)
+        };
+        lo.min(out)..hi.min(out)
+    }
+
+    /// Writes the columns of `image` (`image_len()` values) into `cols` (`rows() x positions()`).
+    pub fn im2col(&self, image: &[f32], cols: &mut [f32]) {
+        let Some([oh, ow]) = self.output() else {
+            return;
+        };
+        let [h, w] = self.input;
+        let p = oh * ow;
+        assert!(image.len() >= self.image_len() && cols.len() >= self.rows() * p);
+        let mut row = 0;
+        for c in 0..self.channels {
+            let plane = &image[c * h * w..(c + 1) * h * w];
+            for ki in 0..self.kernel[0] {
+                let ys = self.valid(0, ki, oh);
+                for kj in 0..self.kernel[1] {
+                    let xs = self.valid(1, kj, ow);
+                    let out = &mut cols[row * p..(row + 1) * p];
+                    out.fill(0.0);
+                    for y in ys.clone() {
+                        let iy = y * self.stride[0] + ki - self.padding[0];
+                        let src = &plane[iy * w..(iy + 1) * w];
+                        let dst = &mut out[y * ow..(y + 1) * ow];
+                        if self.stride[1] == 1 {
+                            let x0 = xs.start + kj - self.padding[1];
+                            dst[xs.clone()].copy_from_slice(&src[x0..x0 + xs.len()]);
+                        } else {
+                            for x in xs.clone() {
+                                dst[x] = src[x * self.stride[1] + kj - self.padding[1]];
+                            }
+                        }
+                    }
+                    row += 1;
+                }
+            }
+        }
+    }
+
+    /// Adds the adjoint of [`Geometry::im2col`] of `cols` to `image`: each column value goes back to
+    /// the pixel it was read from (values read from the padding are dropped).
+    pub fn col2im_add(&self, cols: &[f32], image: &mut [f32]) {
+        let Some([oh, ow]) = self.output() else {
+            return;
+        };
+        let [h, w] = self.input;
+        let p = oh * ow;
+        assert!(image.len() >= self.image_len() && cols.len() >= self.rows() * p);
+        let mut row = 0;
+        for c in 0..self.channels {
+            let plane = &mut image[c * h * w..(c + 1) * h * w];
+            for ki in 0..self.kernel[0] {
+                let ys = self.valid(0, ki, oh);
+                for kj in 0..self.kernel[1] {
+                    let xs = self.valid(1, kj, ow);
+                    let src = &cols[row * p..(row + 1) * p];
+                    for y in ys.clone() {
+                        let iy = y * self.stride[0] + ki - self.padding[0];
+                        let dst = &mut plane[iy * w..(iy + 1) * w];
+                        let from = &src[y * ow..(y + 1) * ow];
+                        if self.stride[1] == 1 {
+                            let x0 = xs.start + kj - self.padding[1];
+                            for (d, s) in dst[x0..x0 + xs.len()].iter_mut().zip(&from[xs.clone()]) {
+                                *d += s;
+                            }
+                        } else {
+                            for x in xs.clone() {
+                                dst[x * self.stride[1] + kj - self.padding[1]] += from[x];
+                            }
+                        }
+                    }
+                    row += 1;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn geometries() -> Vec<Geometry> {
+        let g = |channels, input, kernel, stride, padding| Geometry {
+            channels,
+            input,
+            kernel,
+            stride,
+            padding,
+        };
+        vec![
+            g(1, [28, 28], [4, 4], [2, 2], [1, 1]),
+            g(3, [7, 5], [3, 3], [1, 1], [1, 1]),
+            g(2, [6, 9], [1, 1], [1, 1], [0, 0]),
+            g(2, [5, 6], [3, 2], [2, 3], [2, 1]),
+            g(1, [4, 4], [5, 5], [1, 1], [3, 3]),
+        ]
+    }
+
+    /// The window value at (row, position) read straight from the definition.
+    fn window(g: &Geometry, image: &[f32], row: usize, pos: usize) -> f32 {
+        let [_, ow] = g.output().expect("fits");
+        let (c, k) = (
+            row / (g.kernel[0] * g.kernel[1]),
+            row % (g.kernel[0] * g.kernel[1]),
+        );
+        let (ki, kj) = (k / g.kernel[1], k % g.kernel[1]);
+        let (y, x) = (pos / ow, pos % ow);
+        let iy = (y * g.stride[0] + ki) as isize - g.padding[0] as isize;
+        let ix = (x * g.stride[1] + kj) as isize - g.padding[1] as isize;
+        let [h, w] = g.input;
+        if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+            0.0
+        } else {
+            image[c * h * w + iy as usize * w + ix as usize]
+        }
+    }
+
+    #[test]
+    fn output_size_follows_the_convolution_formula() {
+        let g = geometries();
+        assert_eq!(g[0].output(), Some([14, 14]));
+        assert_eq!(g[1].output(), Some([7, 5]));
+        assert_eq!(g[3].output(), Some([4, 3])); // (5 + 4 - 3) / 2 + 1, (6 + 2 - 2) / 3 + 1
+        let too_small = Geometry {
+            channels: 1,
+            input: [2, 2],
+            kernel: [5, 5],
+            stride: [1, 1],
+            padding: [0, 0],
+        };
+        assert_eq!((too_small.output(), too_small.positions()), (None, 0));
+    }
+
+    #[test]
+    fn columns_hold_each_windows_values_with_zeros_in_the_padding() {
+        for g in geometries() {
+            let image: Vec<f32> = (0..g.image_len()).map(|i| 1.0 + i as f32).collect();
+            let p = g.positions();
+            let mut cols = vec![f32::NAN; g.rows() * p];
+            g.im2col(&image, &mut cols);
+            for r in 0..g.rows() {
+                for q in 0..p {
+                    assert_eq!(cols[r * p + q], window(&g, &image, r, q), "{g:?} {r} {q}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn col2im_is_the_adjoint_of_im2col() {
+        // <im2col(a), b> = <a, col2im(b)> for arbitrary a, b.
+        for g in geometries() {
+            let a: Vec<f32> = (0..g.image_len())
+                .map(|i| ((i * 7) % 11) as f32 - 5.0)
+                .collect();
+            let n = g.rows() * g.positions();
+            let b: Vec<f32> = (0..n).map(|i| ((i * 5) % 13) as f32 - 6.0).collect();
+            let mut cols = vec![0.0; n];
+            g.im2col(&a, &mut cols);
+            let left: f64 = cols.iter().zip(&b).map(|(x, y)| f64::from(x * y)).sum();
+            let mut back = vec![0.0; g.image_len()];
+            g.col2im_add(&b, &mut back);
+            let right: f64 = a.iter().zip(&back).map(|(x, y)| f64::from(x * y)).sum();
+            assert_eq!(left, right, "{g:?}");
+        }
+    }
+}
