@@ -113,17 +113,12 @@ sql QUERY:
 
 # References: `just torch` for PyTorch, `just faiss` for faiss-cpu.
 
-# Benchmarks (release): prior training vs PyTorch, store writes, k-NN vs faiss, the cost of L_align,
-# the generators (training and sampling), the feature networks and the image trainers vs PyTorch.
+# Benchmarks (release): every benchmark with a reference (prior training, k-NN vs faiss, the toy KDE,
+# the tokenizer step and the cost of L_align, the generators, the feature networks, the image trainers,
+# each beside PyTorch eager), then one table of every ratio; and the run store's write throughput.
 bench threads="1":
-    CARGO_TARGET_DIR=target/release-build cargo run --locked --release -- bench prior --threads {{threads}}
+    CARGO_TARGET_DIR=target/release-build cargo run --locked --release -- bench all --threads {{threads}}
     CARGO_TARGET_DIR=target/release-build cargo run --locked --release -- --db target/bench.db bench store --processes 4 --points 5000 --batch 50
-    CARGO_TARGET_DIR=target/release-build cargo run --locked --release -- bench knn --threads {{threads}}
-    CARGO_TARGET_DIR=target/release-build cargo run --locked --release -- bench kde --threads {{threads}}
-    CARGO_TARGET_DIR=target/release-build cargo run --locked --release -- bench align --threads {{threads}}
-    CARGO_TARGET_DIR=target/release-build cargo run --locked --release -- bench generator --threads {{threads}}
-    CARGO_TARGET_DIR=target/release-build cargo run --locked --release -- bench features --threads {{threads}}
-    CARGO_TARGET_DIR=target/release-build cargo run --locked --release -- bench trainers --threads {{threads}}
 
 # faiss-cpu in .venv-bench: the reference of the k-NN benchmark.
 faiss:

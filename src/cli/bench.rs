@@ -6,7 +6,6 @@ use std::time::Instant;
 
 use super::Cli;
 use super::bench_store::{store_bench, store_writer};
-use crate::bench::prior::PriorBench;
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
@@ -154,6 +153,16 @@ pub enum BenchCommand {
     /// The image trainers' steps (the vae, vq and classifier stages) at the cpu preset's sizes,
     /// beside the same steps in PyTorch eager.
     Trainers(super::bench_trainers::TrainersArgs),
+    /// Every benchmark with a reference (prior, knn, kde, align, generator, features, trainers) at its
+    /// default sizes, then one table of every ratio to its reference.
+    All {
+        /// Threads for every benchmark and its reference.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Python with torch for the references (default: .venv-torch/bin/python, else python3).
+        #[arg(long)]
+        torch_python: Option<std::path::PathBuf>,
+    },
     /// One writer: a run that logs `points` metric points in batches of `batch`.
     StoreWriter {
         /// Run name (distinct writers need distinct names).
@@ -230,6 +239,10 @@ pub fn run(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
             &venv_python(torch_python.as_deref(), ".venv-torch"),
         ),
         BenchCommand::Trainers(a) => super::bench_trainers::trainers_bench(a),
+        BenchCommand::All {
+            threads,
+            torch_python,
+        } => super::bench_all::all(cli, *threads, torch_python.as_deref()),
         BenchCommand::Features {
             images,
             threads,
@@ -264,7 +277,7 @@ pub fn run(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
             threads,
             torch_python,
             backends,
-        } => prior_bench(
+        } => super::bench_prior::prior_bench(
             size,
             *steps,
             *warmup,
@@ -294,7 +307,7 @@ pub(super) fn venv_python(flag: Option<&std::path::Path>, venv: &str) -> std::pa
     })
 }
 
-fn kde_bench(
+pub(super) fn kde_bench(
     samples: usize,
     bandwidth: f64,
     points: usize,
@@ -325,6 +338,11 @@ fn kde_bench(
         "max error (nats)",
     ]);
     for r in &rows {
+        super::bench_all::record(
+            "kde",
+            &format!("{:?} (k-d tree vs every sample)", r.target).to_lowercase(),
+            Some(r.brute_s / r.tree_s),
+        );
         b.push_record([
             format!("{:?}", r.target).to_lowercase(),
             r.points.to_string(),
@@ -346,7 +364,7 @@ pub(super) fn profile_name() -> &'static str {
     }
 }
 
-fn knn_bench(
+pub(super) fn knn_bench(
     nq: usize,
     nt: usize,
     dim: usize,
@@ -411,16 +429,22 @@ fn knn_bench(
                 v["faiss"].as_str().unwrap_or("?"),
                 nq as f64 / fs
             );
-            println!(
-                "ratio flowprior / faiss: {:.2}",
-                ours_qps / (nq as f64 / fs)
+            let ratio = ours_qps / (nq as f64 / fs);
+            println!("ratio flowprior / faiss: {ratio:.2}");
+            super::bench_all::record(
+                "knn",
+                &format!("{nq} queries x {nt} targets, d {dim}, k {k} (faiss-cpu)"),
+                Some(ratio),
             );
             anyhow::ensure!(
                 ((ours_kth - fk) / fk.max(1e-12)).abs() < 1e-3,
                 "the two searches disagree on the k-th distances"
             );
         }
-        Err(e) => println!("faiss-cpu reference not run ({e}); `just faiss` installs it"),
+        Err(e) => {
+            super::bench_all::record("knn", "(faiss-cpu not run)", None);
+            println!("faiss-cpu reference not run ({e}); `just faiss` installs it")
+        }
     }
     Ok(())
 }
@@ -430,19 +454,6 @@ fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {
     let d = std::env::temp_dir().join(format!("flowprior-bench-{}", std::process::id()));
     std::fs::create_dir_all(&d)?;
     Ok(d)
-}
-
-fn torch_reference(
-    python: &std::path::Path,
-    b: &PriorBench,
-    threads: usize,
-    device: &str,
-) -> Result<f64, String> {
-    let mut args: Vec<String> = [b.dim, b.width, b.depth, b.batch, b.steps, b.warmup, threads]
-        .map(|v| v.to_string())
-        .into();
-    args.push(device.into());
-    run_reference(python, "scripts/bench_prior.py", &args, threads)
 }
 
 /// Runs a PyTorch reference script (`scripts/...`) with `args` and `threads` threads; its last line
@@ -466,12 +477,15 @@ pub(super) fn preset_config<T: serde::de::DeserializeOwned>(
     )?)
 }
 
-/// `ours / theirs` as text, or `-` with the reason kept in `failures`.
+/// `ours / theirs` as text, or `-` with the reason kept in `failures`; the ratio is recorded for
+/// `bench all`'s summary as the row `(benchmark, step)`.
 pub(super) fn compare(
+    (bench, step): (&str, &str),
     ours: f64,
     theirs: Result<f64, String>,
     failures: &mut Vec<String>,
 ) -> [String; 3] {
+    super::bench_all::record(bench, step, theirs.as_ref().ok().map(|t| ours / t));
     match theirs {
         Ok(t) => [
             format!("{ours:.2}"),
@@ -514,114 +528,4 @@ pub(super) fn run_reference_rate(
     v[key]
         .as_f64()
         .ok_or_else(|| format!("no {key} in {line:?}"))
-}
-
-fn prior_bench(
-    size: &str,
-    steps: usize,
-    warmup: usize,
-    threads: usize,
-    torch_python: Option<&std::path::Path>,
-    backends: &[crate::backend::BackendKind],
-) -> anyhow::Result<()> {
-    use crate::backend::{BackendKind, DeviceSpec, run_job};
-    let sizes: Vec<(&str, PriorBench)> = {
-        let paper = PriorBench {
-            dim: 32,
-            width: 1024,
-            depth: 6,
-            batch: 256,
-            steps,
-            warmup,
-        };
-        let small = PriorBench {
-            dim: 32,
-            width: 256,
-            depth: 4,
-            batch: 256,
-            steps,
-            warmup,
-        };
-        match size {
-            "paper" => vec![("paper", paper)],
-            "small" => vec![("small", small)],
-            "both" => vec![("small", small), ("paper", paper)],
-            other => anyhow::bail!("--size {other:?}: expected paper, small or both"),
-        }
-    };
-    let _ = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads.max(1))
-        .build_global();
-    // libtorch keeps its own intra-op pool (all cores by default), which rayon's setting does not reach.
-    #[cfg(feature = "tch")]
-    tch::set_num_threads(i32::try_from(threads.max(1)).unwrap_or(i32::MAX));
-    let backends: Vec<BackendKind> = if backends.is_empty() {
-        BackendKind::compiled()
-    } else {
-        backends.to_vec()
-    };
-    let python = venv_python(torch_python, ".venv-torch");
-    let profile = profile_name();
-    let mut b = tabled::builder::Builder::default();
-    b.push_record([
-        "size",
-        "backend",
-        "steps/s",
-        "PyTorch device",
-        "PyTorch steps/s",
-        "ratio",
-    ]);
-    for (name, bench) in &sizes {
-        // One PyTorch measurement per device kind, on the device the backend runs on.
-        let mut references: std::collections::BTreeMap<&str, Result<f64, String>> =
-            Default::default();
-        for backend in &backends {
-            let device = DeviceSpec::parse(*backend, None)?;
-            let torch_device = device.torch_name();
-            let reference = references.entry(torch_device).or_insert_with(|| {
-                let r = torch_reference(&python, bench, threads, torch_device);
-                if let Err(e) = &r {
-                    eprintln!("{e}");
-                }
-                r
-            });
-            let ref_text = match &reference {
-                Ok(v) => format!("{v:.2}"),
-                Err(_) => "unavailable".into(),
-            };
-            let label = format!(
-                "{name} (d {}, w {}, {} blocks, batch {})",
-                bench.dim, bench.width, bench.depth, bench.batch
-            );
-            match run_job(*backend, device, *bench) {
-                Ok(v) => {
-                    let ratio = reference
-                        .as_ref()
-                        .map(|r| format!("{:.2}x", v / r))
-                        .unwrap_or_else(|_| "-".into());
-                    b.push_record([
-                        label,
-                        backend.name().into(),
-                        format!("{v:.2}"),
-                        torch_device.into(),
-                        ref_text,
-                        ratio,
-                    ]);
-                }
-                Err(e) => b.push_record([
-                    label,
-                    backend.name().into(),
-                    format!("error: {e}"),
-                    torch_device.into(),
-                    ref_text,
-                    "-".into(),
-                ]),
-            }
-        }
-    }
-    println!(
-        "flow-prior training step (flow-matching loss + Adam), {threads} thread(s), {steps} timed steps after {warmup} warm-up, flowprior {profile}"
-    );
-    println!("{}", b.build().with(tabled::settings::Style::sharp()));
-    Ok(())
 }

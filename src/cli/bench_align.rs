@@ -141,9 +141,19 @@ pub fn align_bench(
             tok.tokens, tok.channels, tok.width, tok.depth, tok.batch
         );
         let prior_name = format!("d {}, width {width}, {depth} blocks", tok.channels);
-        let [plain_ours, plain_theirs, plain_ratio] = compare(plain, torch_plain, &mut failures);
-        let [aligned_ours, aligned_theirs, aligned_ratio] =
-            compare(aligned, torch_aligned, &mut failures);
+        let row = |l: &str| format!("{name} tokenizer, prior width {width}, {l}");
+        let [plain_ours, plain_theirs, plain_ratio] = compare(
+            ("align", &row("lambda = 0")),
+            plain,
+            torch_plain,
+            &mut failures,
+        );
+        let [aligned_ours, aligned_theirs, aligned_ratio] = compare(
+            ("align", &row("lambda > 0")),
+            aligned,
+            torch_aligned,
+            &mut failures,
+        );
         speed.push_record([
             tok_name.clone(),
             prior_name.clone(),

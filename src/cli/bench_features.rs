@@ -56,7 +56,7 @@ pub fn features_bench(
         let theirs =
             run_reference_rate(python, "scripts/bench_features.py", &args, threads, "per_s");
         let theirs = theirs.map_err(|e| format!("{}: PyTorch reference not run ({e})", net.name()));
-        let [a, t, r] = compare(ours, theirs, &mut notes);
+        let [a, t, r] = compare(("features", net.describe()), ours, theirs, &mut notes);
         table.push_record([net.describe().to_string(), a, t, r]);
     }
     println!(

@@ -120,7 +120,8 @@ pub fn generator_bench(
         )?;
         let sizes = (config.batch, steps, warmup, threads);
         let theirs = reference(python, &config, Mode::Train, sizes, torch_device);
-        let [a, b, c] = compare(ours, theirs, &mut failures);
+        let row = format!("{} training, batch {}", kind.name(), config.batch);
+        let [a, b, c] = compare(("generator", &row), ours, theirs, &mut failures);
         train.push_record([format!("{label}, batch {}", config.batch), a, b, c]);
 
         let ours = run_job(
@@ -136,7 +137,8 @@ pub fn generator_bench(
         )?;
         let sizes = (chunk, sample_steps, 1, threads);
         let theirs = reference(python, &config, Mode::Sample, sizes, torch_device);
-        let [a, b, c] = compare(ours, theirs, &mut failures);
+        let row = format!("{} guided sampling, {chunk} samples", kind.name());
+        let [a, b, c] = compare(("generator", &row), ours, theirs, &mut failures);
         sample.push_record([format!("{label}, {chunk} samples"), a, b, c]);
     }
     println!(

@@ -32,11 +32,22 @@ pub struct TrainersArgs {
 }
 
 pub fn trainers_bench(args: &TrainersArgs) -> anyhow::Result<()> {
-    let threads = args.threads.max(1);
-    super::set_threads(threads);
-    let device = DeviceSpec::parse(args.backend, None)?;
-    let torch_device = device.torch_name();
     let python = venv_python(args.torch_python.as_deref(), ".venv-torch");
+    trainers_bench_with(args.steps, args.warmup, args.threads, args.backend, &python)
+}
+
+/// [`trainers_bench`] with its settings given.
+pub(super) fn trainers_bench_with(
+    steps: usize,
+    warmup: usize,
+    threads: usize,
+    backend: BackendKind,
+    python: &std::path::Path,
+) -> anyhow::Result<()> {
+    let threads = threads.max(1);
+    super::set_threads(threads);
+    let device = DeviceSpec::parse(backend, None)?;
+    let torch_device = device.torch_name();
     // Each stage at the cpu preset, the sizes table1 and the ablations train.
     let trainers = [
         Trainer::LatentAe(AeKind::Vae, preset_config(VAE, Scale::Cpu)?),
@@ -56,29 +67,34 @@ pub fn trainers_bench(args: &TrainersArgs) -> anyhow::Result<()> {
         let (name, sizes) = (trainer.name(), trainer.sizes());
         let mut ref_args = trainer.reference_args();
         ref_args.extend(
-            [args.steps, args.warmup, threads]
+            [steps, warmup, threads]
                 .map(|n| n.to_string())
                 .into_iter()
                 .chain([torch_device.to_string()]),
         );
         let bench = TrainerBench {
             trainer,
-            steps: args.steps,
-            warmup: args.warmup,
+            steps,
+            warmup,
         };
-        let ours = run_job(args.backend, device, bench)?;
-        let theirs = run_reference(&python, "scripts/bench_trainers.py", &ref_args, threads)
+        let ours = run_job(backend, device, bench)?;
+        let theirs = run_reference(python, "scripts/bench_trainers.py", &ref_args, threads)
             .map_err(|e| format!("{name}: PyTorch reference not run ({e})"));
-        let [a, t, r] = compare(ours, theirs, &mut notes);
+        let [a, t, r] = compare(
+            ("trainers", &format!("{name} ({sizes})")),
+            ours,
+            theirs,
+            &mut notes,
+        );
         table.push_record([name.to_string(), sizes, a, t, r]);
     }
     println!(
         "image trainers' training step (the stages' own step: loss, backward, Adam) at the cpu \
          preset's sizes on random images, {} timed steps after {} untimed, {} backend, {threads} \
          thread(s), flowprior {}; PyTorch eager on the {torch_device} beside it",
-        args.steps,
-        args.warmup,
-        args.backend.name(),
+        steps,
+        warmup,
+        backend.name(),
         profile_name()
     );
     println!("{}", table.build().with(tabled::settings::Style::sharp()));

@@ -3,8 +3,10 @@
 
 mod bench;
 mod bench_align;
+mod bench_all;
 mod bench_features;
 mod bench_generator;
+mod bench_prior;
 mod bench_store;
 mod bench_trainers;
 mod classifier;

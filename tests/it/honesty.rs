@@ -154,6 +154,7 @@ fn every_flag_has_help_and_the_documented_names_parse() {
         &["bench", "generator"],
         &["bench", "features"],
         &["bench", "trainers"],
+        &["bench", "all"],
         &["bench", "store"],
         &["bench", "store-writer"],
         &["db", "init"],

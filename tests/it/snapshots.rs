@@ -44,6 +44,7 @@ fn help_of_every_verb() {
         &["bench", "align"],
         &["bench", "generator"],
         &["bench", "features"],
+        &["bench", "all"],
         &["bench", "store"],
     ];
     for v in verbs {
