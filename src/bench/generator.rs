@@ -11,7 +11,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::backend::BackendJob;
-use crate::models::cond::{LabelledLatents, cond_flow_loss, train_generator};
+use crate::models::cond::{BatchLoss, LabelledLatents, train_generator};
 use crate::models::dit::Dit;
 use crate::models::mar::Mar;
 use crate::stage::generator::{GeneratorConfig, GeneratorKind};
@@ -72,7 +72,7 @@ impl BackendJob for GeneratorBench {
                 &data,
                 &train,
                 &device,
-                |net, x, y, _| cond_flow_loss(net, x, y),
+                BatchLoss::Flow(Dit::forward),
                 &mut on_step,
             )
             .map(drop),
@@ -83,7 +83,9 @@ impl BackendJob for GeneratorBench {
                     &data,
                     &train,
                     &device,
-                    |net, x, y, rng| net.loss(x, y, flow_mul, ratio, rng),
+                    BatchLoss::Whole(Box::new(move |net: &Mar<B>, x, y, rng: &mut StdRng| {
+                        net.loss(x, y, flow_mul, ratio, rng)
+                    })),
                     &mut on_step,
                 )
                 .map(drop)

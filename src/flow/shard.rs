@@ -10,108 +10,20 @@
 //!
 //! Why: on the CPU backend (flex) one graph's operations are too small at the flow prior's sizes to keep
 //! two threads busy (small size: 1.14x from a second thread, against PyTorch's 1.6x); independent
-//! graphs are. [`shards_for`] picks the count: rayon's thread count on flex, 1 elsewhere (a GPU runs
+//! graphs are. [`shards_for`](crate::train::blocks::shards_for) picks the count: rayon's thread count on flex, 1 elsewhere (a GPU runs
 //! one graph's kernels in order anyway; libtorch threads inside its own operations).
 
-use std::cell::Cell;
 use std::ops::Range;
-use std::sync::{Arc, Mutex, PoisonError};
 
 use burn::module::AutodiffModule;
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::Tensor;
-use burn::tensor::backend::{AutodiffBackend, Backend};
-use rayon::{ThreadPool, ThreadPoolBuilder};
+use burn::tensor::backend::AutodiffBackend;
 
 use super::loss::{align_draws, path_draws};
 use super::{SimpleMlpAdaLn, flow_matching_loss_with};
 use crate::tensors::{scalar, tile_rows};
-
-/// Fewest rows a shard gets: below this a second graph costs more than it saves.
-pub const MIN_SHARD_ROWS: usize = 32;
-
-/// Shards for a batch of `rows` on backend `B` (the inner backend, without autodiff): rayon's thread
-/// count on flex (at most one per [`MIN_SHARD_ROWS`] rows), 1 on every other backend.
-pub fn shards_for<B: Backend>(rows: usize) -> usize {
-    if crate::backend::is_flex::<B>() {
-        rayon::current_num_threads()
-            .min(rows / MIN_SHARD_ROWS)
-            .max(1)
-    } else {
-        1
-    }
-}
-
-/// `n` rows cut into `k` contiguous blocks whose sizes differ by at most one (no empty block).
-pub fn row_blocks(n: usize, k: usize) -> Vec<Range<usize>> {
-    let k = k.clamp(1, n.max(1));
-    let (base, extra) = (n / k, n % k);
-    let mut start = 0;
-    (0..k)
-        .map(|i| {
-            let len = base + usize::from(i < extra);
-            let r = start..start + len;
-            start += len;
-            r
-        })
-        .collect()
-}
-
-thread_local! {
-    /// Set on the shard pools' threads.
-    static IN_SHARD: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Single-thread rayon pools, one per shard, made on first use and kept for the process.
-static SHARD_POOLS: Mutex<Vec<Arc<ThreadPool>>> = Mutex::new(Vec::new());
-
-fn shard_pools(k: usize) -> Vec<Option<Arc<ThreadPool>>> {
-    let mut pools = SHARD_POOLS.lock().unwrap_or_else(PoisonError::into_inner);
-    while pools.len() < k {
-        let index = pools.len();
-        match ThreadPoolBuilder::new()
-            .num_threads(1)
-            .thread_name(move |_| format!("flowprior-shard-{index}"))
-            .start_handler(|_| IN_SHARD.with(|c| c.set(true)))
-            .build()
-        {
-            Ok(p) => pools.push(Arc::new(p)),
-            Err(_) => break,
-        }
-    }
-    (0..k).map(|i| pools.get(i).cloned()).collect()
-}
-
-/// Runs `f` on every item at once, each on its own thread inside a single-thread rayon pool, and
-/// returns the results in order. Inside, the backend's rayon-parallel operations (flex's matrix
-/// products and element-wise kernels) see one thread and run in place: the parallelism is the shards'
-/// alone, instead of every shard's products also splitting over one shared pool (which packed matrix
-/// panels twice: see docs/benchmarks.md). A panic in `f` is re-raised here. Called from a shard's
-/// own thread (nested), it runs the items there one after another: the pools are busy with the outer
-/// call, and waiting on them would never end.
-pub fn on_shard_threads<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
-    if IN_SHARD.with(Cell::get) {
-        return items.into_iter().map(f).collect();
-    }
-    let pools = shard_pools(items.len());
-    let f = &f;
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = items
-            .into_iter()
-            .zip(pools)
-            .map(|(item, pool)| {
-                scope.spawn(move || match pool {
-                    Some(pool) => pool.install(|| f(item)),
-                    None => f(item),
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-            .collect()
-    })
-}
+use crate::train::blocks::{on_shard_threads, row_blocks, shards_for};
 
 /// The loss value and parameter gradients of one training step.
 pub struct StepGrads {
@@ -282,6 +194,7 @@ fn backward_blocks<B: AutodiffBackend>(
 mod tests {
     use super::*;
     use crate::backend::{TEST_MATMUL_REL, TestAutodiff};
+    use crate::train::blocks::MIN_SHARD_ROWS;
     use crate::train::clip_global_norm;
     use burn::module::{Module, ModuleVisitor, Param};
     use burn::tensor::Distribution;

@@ -12,22 +12,61 @@ use rand::{Rng, SeedableRng};
 
 use super::dit::Dit;
 use super::mar::Mar;
+use crate::train::blocks::{block_grads, shards_for};
 use crate::train::{LrSchedule, Trainer};
 
 /// Flow-matching loss of `net` on latents `x1` [B, L, C] with labels `y` [B] (already dropped where
 /// wanted), fresh draws of t and x0.
-pub fn cond_flow_loss<B: burn::tensor::backend::Backend>(
+pub fn cond_flow_loss<B: Backend>(
     net: &Dit<B>,
     x1: Tensor<B, 3>,
     y: Tensor<B, 1, Int>,
 ) -> Tensor<B, 1> {
-    let [b, _, _] = x1.dims();
-    let device = x1.device();
-    let t = Tensor::<B, 1>::random([b], Distribution::Uniform(0.0, 1.0), &device);
+    let (t, x0) = cond_flow_draws(&x1);
+    cond_flow_loss_with(|xt, t, y| net.forward(xt, t, y), x1, y, t, x0)
+}
+
+/// The draws of [`cond_flow_loss`] for latents `x1` [B, L, C]: `t ~ U[0, 1]` [B], then
+/// `x0 ~ N(0, I)` like `x1`, in that order.
+pub fn cond_flow_draws<B: Backend>(x1: &Tensor<B, 3>) -> (Tensor<B, 1>, Tensor<B, 3>) {
+    let t = Tensor::<B, 1>::random(
+        [x1.dims()[0]],
+        Distribution::Uniform(0.0, 1.0),
+        &x1.device(),
+    );
     let x0 = x1.random_like(Distribution::Normal(0.0, 1.0));
+    (t, x0)
+}
+
+/// [`cond_flow_loss`] for given draws, of the velocity field `velocity(x_t, t, y)`.
+pub fn cond_flow_loss_with<B: Backend>(
+    velocity: impl FnOnce(Tensor<B, 3>, Tensor<B, 1>, Tensor<B, 1, Int>) -> Tensor<B, 3>,
+    x1: Tensor<B, 3>,
+    y: Tensor<B, 1, Int>,
+    t: Tensor<B, 1>,
+    x0: Tensor<B, 3>,
+) -> Tensor<B, 1> {
     let tt = t.clone().unsqueeze_dim::<2>(1).unsqueeze_dim::<3>(2);
     let xt = x0.clone() * (tt.clone().neg() + 1.0) + x1.clone() * tt;
-    (net.forward(xt, t, y) - (x1 - x0)).powi_scalar(2).mean()
+    (velocity(xt, t, y) - (x1 - x0)).powi_scalar(2).mean()
+}
+
+/// A generator's velocity field `v(x_t, t, y)` (dit's forward pass).
+pub type Velocity<B, M> = fn(&M, Tensor<B, 3>, Tensor<B, 1>, Tensor<B, 1, Int>) -> Tensor<B, 3>;
+
+/// A loss of a whole batch `(net, x1, y, rng)`.
+pub type WholeLoss<'a, B, M> =
+    Box<dyn Fn(&M, Tensor<B, 3>, Tensor<B, 1, Int>, &mut StdRng) -> Tensor<B, 1> + 'a>;
+
+/// How [`train_generator`] computes a batch's loss.
+pub enum BatchLoss<'a, B: Backend, M> {
+    /// The rectified-flow loss of a velocity field ([`cond_flow_loss`]; dit): t and x0 are drawn for
+    /// the whole batch, whose rows are then cut into data-parallel blocks (`train::blocks`: one per
+    /// thread on flex, one graph elsewhere), exactly the gradient of the batch mean.
+    Flow(Velocity<B, M>),
+    /// Any other loss, over the whole batch in one graph (MAR: its masks and draws come from the
+    /// trainer's seeded generator).
+    Whole(WholeLoss<'a, B, M>),
 }
 
 /// Adam's second-moment decay when none is set (PyTorch's default).
@@ -78,15 +117,15 @@ pub struct LabelledLatents<'a> {
     pub channels: usize,
 }
 
-/// Trains `net` on `data` by minimising `loss(net, x1, y, rng)` on random batches whose labels are
-/// replaced by the null label with `label_drop`. `on_step(step, loss)` sees every step (an error
+/// Trains `net` on `data` by minimising `loss` on random batches whose labels are replaced by the null
+/// label with `label_drop`. `on_step(step, loss)` sees every step (an error
 /// aborts). Returns the EMA weights (or the raw ones without EMA).
 pub fn train_generator<B, M, E>(
     net: M,
     data: &LabelledLatents<'_>,
     cfg: &CondTrainConfig,
     device: &B::Device,
-    loss: impl Fn(&M, Tensor<B, 3>, Tensor<B, 1, Int>, &mut StdRng) -> Tensor<B, 1>,
+    loss: BatchLoss<'_, B, M>,
     on_step: &mut dyn FnMut(usize, f64) -> Result<(), E>,
 ) -> Result<M, E>
 where
@@ -128,9 +167,32 @@ where
         let b = idx.len();
         let x = Tensor::<B, 3>::from_data(TensorData::new(x, [b, tokens, channels]), device);
         let y = Tensor::<B, 1, Int>::from_data(TensorData::new(y, [b]), device);
-        let l = loss(trainer.model(), x, y, &mut rng);
-        on_step(step, crate::tensors::scalar(l.clone()))?;
-        trainer.step(step, l);
+        match &loss {
+            BatchLoss::Flow(velocity) => {
+                let (x, y) = (x.inner(), y.inner());
+                let (t, x0) = cond_flow_draws(&x);
+                let blocks = shards_for::<B::InnerBackend>(b);
+                let (value, grads) = block_grads(trainer.model(), b, blocks, |net, rows| {
+                    let at = |t: &Tensor<B::InnerBackend, 3>| {
+                        Tensor::<B, 3>::from_inner(t.clone().slice(rows.clone()))
+                    };
+                    cond_flow_loss_with(
+                        |xt, tt, yy| velocity(net, xt, tt, yy),
+                        at(&x),
+                        Tensor::from_inner(y.clone().slice(rows.clone())),
+                        Tensor::from_inner(t.clone().slice(rows.clone())),
+                        at(&x0),
+                    )
+                });
+                on_step(step, value)?;
+                trainer.apply(step, grads);
+            }
+            BatchLoss::Whole(f) => {
+                let l = f(trainer.model(), x, y, &mut rng);
+                on_step(step, crate::tensors::scalar(l.clone()))?;
+                trainer.step(step, l);
+            }
+        }
     }
     Ok(trainer.finish().model)
 }
@@ -193,7 +255,7 @@ mod tests {
         net: M,
         data: &LabelledLatents<'_>,
         cfg: &CondTrainConfig,
-        loss: impl Fn(&M, Tensor<B, 3>, Tensor<B, 1, Int>, &mut StdRng) -> Tensor<B, 1>,
+        loss: BatchLoss<'_, B, M>,
     ) -> M {
         let on_step = &mut |_, _| Ok::<(), ()>(());
         train_generator(net, data, cfg, &Default::default(), loss, on_step).expect("trains")
@@ -280,9 +342,9 @@ mod tests {
                     &device,
                 )),
             };
-            let trained = fit(net, &data, &cfg, |net, _, _, _| {
-                (net.w.val() - a).powi_scalar(2).sum()
-            });
+            let loss =
+                |net: &Scalar<B>, _, _, _: &mut StdRng| (net.w.val() - a).powi_scalar(2).sum();
+            let trained = fit(net, &data, &cfg, BatchLoss::Whole(Box::new(loss)));
             let got: Vec<f32> = trained.w.val().into_data().to_vec().expect("f32");
             let start64 = start.iter().map(|&x| f64::from(x)).collect();
             let want = adam_by_hand(start64, a, steps, (lr, beta2, eps), clip);
@@ -324,7 +386,7 @@ mod tests {
             Dit::<B>::new(shape, &device),
             &data,
             &settings(400, 128, 3e-3, 50, 1e-8),
-            |net, x, y, _| cond_flow_loss(net, x, y),
+            BatchLoss::Flow(Dit::forward),
         )
         .valid();
         for (c, [(m, s)]) in specs.iter().enumerate() {
@@ -393,17 +455,12 @@ mod tests {
             Mar::<B>::new(shape, &device),
             &data,
             &settings(1000, 64, 1e-3, 250, 1e-4),
-            |net, x, y, rng| {
-                net.loss(
-                    x,
-                    y,
-                    4,
-                    MaskRatio::Mar {
-                        min: MASK_RATIO_MIN,
-                    },
-                    rng,
-                )
-            },
+            BatchLoss::Whole(Box::new(|net: &Mar<B>, x, y, rng: &mut StdRng| {
+                let ratio = MaskRatio::Mar {
+                    min: MASK_RATIO_MIN,
+                };
+                net.loss(x, y, 4, ratio, rng)
+            })),
         )
         .valid();
         let k = 1000;
@@ -489,7 +546,9 @@ mod tests {
             Mar::<B>::new(shape, &device),
             &data,
             &settings(300, 64, 1e-3, 50, 1e-4),
-            |net, x, y, rng| net.loss(x, y, 4, MaskRatio::Cosine, rng),
+            BatchLoss::Whole(Box::new(|net: &Mar<B>, x, y, rng: &mut StdRng| {
+                net.loss(x, y, 4, MaskRatio::Cosine, rng)
+            })),
         )
         .valid();
         let k = 200;

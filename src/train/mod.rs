@@ -8,6 +8,7 @@
 //! alignment's free points, the generators (`models::cond`), the classifier, the latent autoencoders,
 //! and the tokenizer with its discriminator (two trainers in one loop).
 
+pub mod blocks;
 pub mod clip;
 pub mod ema;
 pub mod schedule;

@@ -160,3 +160,42 @@ fn a_non_finite_value_is_a_divergence_naming_the_metric_and_step() {
     }
     assert!(finite(0, "x/loss", f64::INFINITY).is_err());
 }
+
+#[test]
+fn row_block_gradients_equal_one_graph_over_the_batch() {
+    // A mean loss over 70 rows: 1, 2 and 3 blocks (each its own graph and thread) give the gradient
+    // of the one-graph batch mean, up to the order of float sums.
+    use crate::train::blocks::block_grads;
+    let device = Default::default();
+    let net = LinearConfig::new(4, 3).init::<B>(&device);
+    let n = 70;
+    let xs: Vec<f32> = (0..n * 4)
+        .map(|i| ((i * 13) % 29) as f32 / 7.0 - 2.0)
+        .collect();
+    let x = Tensor::<B, 2>::from_data(TensorData::new(xs, [n, 4]), &device).inner();
+    let loss = |m: &Linear<B>, rows: std::ops::Range<usize>| {
+        let xb = Tensor::<B, 2>::from_inner(x.clone().slice(rows));
+        m.forward(xb).powi_scalar(2).mean()
+    };
+    let grads_of = |blocks| {
+        let (value, grads) = block_grads(&net, n, blocks, loss);
+        let g = grads
+            .get::<<B as burn::tensor::backend::AutodiffBackend>::InnerBackend, 2>(net.weight.id)
+            .expect("weight gradient");
+        (value, g.into_data().to_vec::<f32>().expect("f32"))
+    };
+    let (v1, g1) = grads_of(1);
+    for blocks in [2, 3] {
+        let (v, g) = grads_of(blocks);
+        assert!(
+            (v - v1).abs() < 1e-5 * v1.abs().max(1.0),
+            "{blocks}: {v} vs {v1}"
+        );
+        for (a, b) in g.iter().zip(&g1) {
+            assert!(
+                (a - b).abs() < 1e-5 * b.abs().max(1.0),
+                "{blocks}: {a} vs {b}"
+            );
+        }
+    }
+}

@@ -32,7 +32,7 @@ use crate::metrics::accuracy::top1_accuracy;
 use crate::metrics::frechet::frechet_from_samples;
 use crate::metrics::inception_score::{inception_score, softmax_rows};
 use crate::metrics::knn::precision_recall;
-use crate::models::cond::{LabelledLatents, cond_flow_loss, train_generator};
+use crate::models::cond::{BatchLoss, LabelledLatents, train_generator};
 use crate::models::dit::Dit;
 use crate::models::mar::{CfgSchedule, Mar};
 use crate::models::tokenizer::Tokenizer;
@@ -261,7 +261,7 @@ fn train<B: AutodiffBackend>(
                 &data,
                 &train_cfg,
                 device,
-                |net, x, y, _| cond_flow_loss(net, x, y),
+                BatchLoss::Flow(Dit::forward),
                 &mut on_step,
             )?;
             Generator::Dit(Box::new(net.valid()))
@@ -273,7 +273,9 @@ fn train<B: AutodiffBackend>(
                 &data,
                 &train_cfg,
                 device,
-                |net, x, y, rng| net.loss(x, y, flow_mul, ratio, rng),
+                BatchLoss::Whole(Box::new(move |net: &Mar<B>, x, y, rng: &mut StdRng| {
+                    net.loss(x, y, flow_mul, ratio, rng)
+                })),
                 &mut on_step,
             )?;
             Generator::Mar(Box::new(net.valid()), cfg.iters(tokens), cfg.cfg_schedule())
