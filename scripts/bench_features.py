@@ -5,6 +5,9 @@ images in [0, 1], in chunks of 16 (500 for the classifier), as flowprior runs th
 - `efficientnet`: EfficientNet-Lite0 (scripts/efficientnet_reference.py's network on the real weights
   WEIGHTS): values mapped to [0, 255], resized to 224x224 (bilinear), grey repeated over RGB; pooled
   features and logits.
+- `inception`: the FID Inception-v3 (scripts/inception_reference.py's network on its formula weights;
+  WEIGHTS is ignored): resized to 299x299 (bilinear), mapped to [-1, 1], grey repeated over RGB; pool3
+  features and logits.
 - `classifier`: the project's MLP classifier (784-256-256 ReLU features, then 10 logits; WEIGHTS is
   ignored, untrained weights cost the same).
 One untimed chunk first. Prints one JSON line, per_s in images/s; f32 precision as in bench_prior.py's
@@ -36,6 +39,19 @@ def main():
         def run(x):
             x = F.interpolate(x.reshape(-1, 1, 28, 28) * 255.0, size=(224, 224), mode="bilinear")
             return eff.forward(sd, x.repeat(1, 3, 1, 1))
+    elif net == "inception":
+        # The FID Inception-v3 of scripts/inception_reference.py (pytorch-fid's network, BatchNorms
+        # unfolded as pytorch-fid runs them) on its formula weights: the cost does not depend on them.
+        if device.type != "cpu":
+            raise SystemExit("the inception replica holds its weights on the CPU only")
+        import inception_reference as inc
+
+        chunk = 16
+
+        def run(x):
+            x = F.interpolate(x.reshape(-1, 1, 28, 28), size=(299, 299), mode="bilinear",
+                              align_corners=False) * 2 - 1
+            return inc.forward(x.repeat(1, 3, 1, 1))
     elif net == "classifier":
         fc1 = torch.nn.Linear(784, 256).to(device)
         fc2 = torch.nn.Linear(256, 256).to(device)
@@ -46,7 +62,7 @@ def main():
             f = F.relu(fc2(F.relu(fc1(x))))
             return f, head(f)
     else:
-        raise SystemExit(f"no PyTorch replica of {net!r} (efficientnet, classifier)")
+        raise SystemExit(f"no PyTorch replica of {net!r} (efficientnet, inception, classifier)")
     x = torch.rand(images, 784)
 
     def passes(x):

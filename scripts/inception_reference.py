@@ -7,6 +7,7 @@ pytorch-fid does (bilinear, align_corners=False) and mapped to [-1, 1]. Prints J
 and the logits, which tests/fixtures stores.
 
 Usage: python inception_reference.py [SIDE]   (default 139; 299 is the standard, slower)
+Imported (scripts/bench_features.py), it builds the network and runs nothing: `forward(x)`.
 """
 import json
 import math
@@ -16,7 +17,6 @@ import torch
 import torch.nn.functional as F
 
 torch.set_grad_enabled(False)
-SIDE = int(sys.argv[1]) if len(sys.argv) > 1 else 139
 
 
 def values(path, shape):
@@ -152,33 +152,45 @@ layers = [
 fc_w = values("fc.weight", [2048, 1008])  # Burn's [in, out] layout
 fc_b = values("fc.bias", [1008])
 
-p = torch.arange(784, dtype=torch.float64)
-img = (0.5 + 0.5 * torch.sin(0.11 * p) * torch.cos(0.07 * p)).to(torch.float32).reshape(1, 1, 28, 28)
-x = F.interpolate(img, size=(SIDE, SIDE), mode="bilinear", align_corners=False) * 2 - 1
-x = x.repeat(1, 3, 1, 1)
-for f in layers:
-    x = f(x)
-pool = x.mean(dim=(2, 3))
-logits = pool @ fc_w + fc_b
-print(json.dumps({
-    "side": SIDE,
-    "torch": torch.__version__,
-    "pool3": [round(v, 7) for v in pool[0].tolist()],
-    "logits": [round(v, 7) for v in logits[0].tolist()],
-}))
 
-if len(sys.argv) > 2:
-    # A few tensors under pytorch-fid's key names (torch.save, zip format): the key-mapping check of
-    # the Rust loader (tests/fixtures/inception_keys.pth).
-    def burn_path(key):
-        k = key.replace("Conv2d_", "conv2d_").replace("Mixed_", "mixed_")
-        return k.replace("bn.weight", "bn.gamma").replace("bn.bias", "bn.beta")
-    shapes = {"Conv2d_1a_3x3": [32, 3, 3, 3], "Mixed_5b.branch1x1": [64, 192, 1, 1]}
-    sd = {}
-    for name, shape in shapes.items():
-        sd[name + ".conv.weight"] = values(burn_path(name + ".conv.weight"), shape)
-        for p in ("weight", "bias", "running_mean", "running_var"):
-            key = f"{name}.bn.{p}"
-            sd[key] = values(burn_path(key), [shape[0]])
-        sd[name + ".bn.num_batches_tracked"] = torch.tensor(0)
-    torch.save(sd, sys.argv[2])
+def forward(x):
+    """pool3 features and logits of a [N, 3, H, W] batch in [-1, 1]."""
+    for f in layers:
+        x = f(x)
+    pool = x.mean(dim=(2, 3))
+    return pool, pool @ fc_w + fc_b
+
+
+def main():
+    SIDE = int(sys.argv[1]) if len(sys.argv) > 1 else 139
+    p = torch.arange(784, dtype=torch.float64)
+    img = (0.5 + 0.5 * torch.sin(0.11 * p) * torch.cos(0.07 * p)).to(torch.float32).reshape(1, 1, 28, 28)
+    x = F.interpolate(img, size=(SIDE, SIDE), mode="bilinear", align_corners=False) * 2 - 1
+    x = x.repeat(1, 3, 1, 1)
+    pool, logits = forward(x)
+    print(json.dumps({
+        "side": SIDE,
+        "torch": torch.__version__,
+        "pool3": [round(v, 7) for v in pool[0].tolist()],
+        "logits": [round(v, 7) for v in logits[0].tolist()],
+    }))
+
+    if len(sys.argv) > 2:
+        # A few tensors under pytorch-fid's key names (torch.save, zip format): the key-mapping check of
+        # the Rust loader (tests/fixtures/inception_keys.pth).
+        def burn_path(key):
+            k = key.replace("Conv2d_", "conv2d_").replace("Mixed_", "mixed_")
+            return k.replace("bn.weight", "bn.gamma").replace("bn.bias", "bn.beta")
+        shapes = {"Conv2d_1a_3x3": [32, 3, 3, 3], "Mixed_5b.branch1x1": [64, 192, 1, 1]}
+        sd = {}
+        for name, shape in shapes.items():
+            sd[name + ".conv.weight"] = values(burn_path(name + ".conv.weight"), shape)
+            for p in ("weight", "bias", "running_mean", "running_var"):
+                key = f"{name}.bn.{p}"
+                sd[key] = values(burn_path(key), [shape[0]])
+            sd[name + ".bn.num_batches_tracked"] = torch.tensor(0)
+        torch.save(sd, sys.argv[2])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,6 +1,7 @@
 //! The feature networks' forward pass (what `flowprior bench features` measures): grey 28x28 images
 //! through `LoadedNet::features_and_logits`, as rFID, FID and the dino stage run them (the resize to
-//! the network's input included), timed after an untimed chunk.
+//! the network's input included), timed after an untimed chunk. Without its checkpoint the FID
+//! Inception-v3 runs on untrained weights (norms folded as at load): its cost does not depend on them.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -11,6 +12,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::backend::BackendJob;
 use crate::models::classifier::MlpClassifier;
+use crate::models::inception::InceptionV3;
 use crate::stage::feature_nets::{FeatureNet, LoadedNet};
 
 /// The project classifier's hidden width (the `classifier` stage's default) and classes.
@@ -27,6 +29,15 @@ pub struct FeatureBench {
     pub data_dir: PathBuf,
 }
 
+impl FeatureBench {
+    /// Whether the network's weights file is there (the classifier needs none).
+    pub fn has_weights(&self) -> bool {
+        self.net
+            .weights_file(&self.data_dir)
+            .is_none_or(|f| f.exists())
+    }
+}
+
 impl BackendJob for FeatureBench {
     /// Images per second, or why the network could not be loaded.
     type Output = Result<f64, String>;
@@ -35,8 +46,17 @@ impl BackendJob for FeatureBench {
         B::seed(&device, 0);
         // Untrained classifier weights: the cost does not depend on them.
         let classifier = MlpClassifier::<B::InnerBackend>::new(784, HIDDEN, CLASSES, &device);
-        let net = LoadedNet::load(self.net, &self.data_dir, &classifier, &device)
-            .map_err(|e| e.to_string())?;
+        let net = match LoadedNet::load(self.net, &self.data_dir, &classifier, &device) {
+            Ok(net) => net,
+            // Without its checkpoint, the FID Inception-v3 on untrained weights with its norms folded
+            // as at load: the same operations, so the same cost.
+            Err(_) if self.net == FeatureNet::Inception && !self.has_weights() => {
+                let mut net = InceptionV3::<B::InnerBackend>::new(&device);
+                net.fold_batch_norms();
+                LoadedNet::Inception(Box::new(net))
+            }
+            Err(e) => return Err(e.to_string()),
+        };
         let mut rng = StdRng::seed_from_u64(0);
         let n = self.images.max(1);
         let images: Vec<f32> = (0..n * 784).map(|_| rng.random::<f32>()).collect();

@@ -26,15 +26,19 @@ pub fn features_bench(
         FeatureNet::Efficientnet,
         FeatureNet::Inception,
     ] {
-        let ours = run_job(
-            backend,
-            device,
-            FeatureBench {
-                net,
-                images,
-                data_dir: data_dir.to_path_buf(),
-            },
-        )?;
+        let bench = FeatureBench {
+            net,
+            images,
+            data_dir: data_dir.to_path_buf(),
+        };
+        let label = if bench.has_weights() {
+            net.describe().to_string()
+        } else {
+            // Both sides then run untrained weights (PyTorch: the formula weights of
+            // scripts/inception_reference.py).
+            format!("{} (untrained weights: no checkpoint here)", net.describe())
+        };
+        let ours = run_job(backend, device, bench)?;
         let ours = match ours {
             Ok(v) => v,
             Err(e) => {
@@ -56,8 +60,8 @@ pub fn features_bench(
         let theirs =
             run_reference_rate(python, "scripts/bench_features.py", &args, threads, "per_s");
         let theirs = theirs.map_err(|e| format!("{}: PyTorch reference not run ({e})", net.name()));
-        let [a, t, r] = compare(("features", net.describe()), ours, theirs, &mut notes);
-        table.push_record([net.describe().to_string(), a, t, r]);
+        let [a, t, r] = compare(("features", &label), ours, theirs, &mut notes);
+        table.push_record([label, a, t, r]);
     }
     println!(
         "feature networks' forward pass on {images} grey 28x28 images (resize to the network's input \

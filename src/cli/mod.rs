@@ -276,6 +276,7 @@ pub(crate) fn set_threads(threads: usize) {
         .num_threads(threads)
         .build_global()
         .is_err()
+        && rayon::current_num_threads() != threads
     {
         tracing::warn!(
             threads,

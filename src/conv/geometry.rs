@@ -20,6 +20,11 @@ pub struct Geometry {
 }
 
 impl Geometry {
+    /// Whether the columns are the image itself (a 1x1 window at stride 1 without padding).
+    pub fn is_identity(&self) -> bool {
+        self.kernel == [1, 1] && self.stride == [1, 1] && self.padding == [0, 0]
+    }
+
     /// Window positions per axis; None when the window does not fit even once.
     pub fn output(&self) -> Option<[usize; 2]> {
         let axis = |i: usize| {

@@ -80,6 +80,16 @@ pub(crate) fn matmul(
     }
 }
 
+/// The columns of `image`: the image itself for an identity geometry, else written into `buf`.
+fn columns<'a>(g: &Geometry, image: &'a [f32], buf: &'a mut Vec<f32>) -> &'a [f32] {
+    if g.is_identity() {
+        return image;
+    }
+    buf.resize(g.rows() * g.positions(), 0.0);
+    g.im2col(image, buf);
+    buf
+}
+
 /// Sample blocks: one per rayon thread (at least one sample each).
 fn blocks(n: usize) -> usize {
     rayon::current_num_threads().clamp(1, n.max(1))
@@ -152,12 +162,12 @@ pub(crate) fn conv(
     let n = x.len() / img.max(1);
     let mut y = vec![0.0f32; n * c_out * p];
     per_block(n, &mut y, c_out * p, |first, count, out| {
-        let mut cols = vec![0.0f32; rows * p];
+        let mut buf = Vec::new();
         for s in 0..count {
             let i = first + s;
-            g.im2col(&x[i * img..(i + 1) * img], &mut cols);
+            let cols = columns(g, &x[i * img..(i + 1) * img], &mut buf);
             let ys = &mut out[s * c_out * p..(s + 1) * c_out * p];
-            matmul(ys, plain(w), plain(&cols), [c_out, p, rows], false);
+            matmul(ys, plain(w), plain(cols), [c_out, p, rows], false);
         }
     });
     if let Some(b) = bias {
