@@ -1,8 +1,9 @@
 //! Element-wise activations with vectorised kernels on the CPU backend (GELU, SiLU): what they
 //! share. A [`Pointwise`] function supplies its value and derivative per element; here they become
-//! one loop per instruction set, mapped over a tensor in parallel chunks, and on `Autodiff<Flex>` wrapped as one
-//! custom autodiff operation (the input is kept, the backward pass is one kernel call). On other
-//! backends [`apply`] hands the tensor back and the caller uses Burn's own operation.
+//! one loop per instruction set, mapped over a tensor in parallel chunks, and on `Autodiff<Flex>`
+//! wrapped as one custom autodiff operation (the input is kept, the backward pass is one kernel call).
+//! On other backends [`apply`] hands the tensor back and the caller uses Burn's own operation.
+//! [`softmax`] works on rows instead of elements, with its own kernels and this module's exponential.
 
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
@@ -11,6 +12,7 @@ use crate::simd::Isa;
 
 pub mod gelu;
 pub mod silu;
+pub mod softmax;
 
 /// An element-wise function and its derivative, one element at a time. The kernels below run them in
 /// one loop each, compiled for every instruction set ([`Isa`]) and picked at run time; both must be
@@ -256,7 +258,7 @@ pub(crate) fn apply<K: Pointwise, B: Backend, const D: usize>(
 }
 
 #[cfg(feature = "flex")]
-mod flex {
+pub(crate) mod flex {
     //! The kernels on flex's tensors, and the autodiff operation around them.
     use super::Pointwise;
     use crate::tensors::downcast as cast;
@@ -277,12 +279,22 @@ mod flex {
     pub(super) fn apply<K: Pointwise, B: Backend, const D: usize>(
         x: Tensor<B, D>,
     ) -> Result<Tensor<B, D>, Tensor<B, D>> {
+        unary_on_flex(x, autodiff::<K>, forward::<K>)
+    }
+
+    /// A unary f32 operation on flex: `on_autodiff` when `B` is `Autodiff<Flex>`, `on_flex` when it is
+    /// `Flex`; the tensor back on any other backend or dtype.
+    pub(crate) fn unary_on_flex<B: Backend, const D: usize>(
+        x: Tensor<B, D>,
+        on_autodiff: impl FnOnce(FloatTensor<Ad>) -> FloatTensor<Ad>,
+        on_flex: impl FnOnce(FlexTensor) -> FlexTensor,
+    ) -> Result<Tensor<B, D>, Tensor<B, D>> {
         if x.dtype() != DType::F32 {
             return Err(x);
         }
         let x = match cast::<Tensor<B, D>, Tensor<Ad, D>>(x) {
             Ok(t) => {
-                let y = autodiff::<K>(t.into_primitive().tensor());
+                let y = on_autodiff(t.into_primitive().tensor());
                 return cast(Tensor::<Ad, D>::from_primitive(TensorPrimitive::Float(y)))
                     .map_err(|_| unreachable!("B is Autodiff<Flex>"));
             }
@@ -290,7 +302,7 @@ mod flex {
         };
         match cast::<Tensor<B, D>, Tensor<Flex, D>>(x) {
             Ok(t) => {
-                let y = forward::<K>(t.into_primitive().tensor());
+                let y = on_flex(t.into_primitive().tensor());
                 cast(Tensor::<Flex, D>::from_primitive(TensorPrimitive::Float(y)))
                     .map_err(|_| unreachable!("B is Flex"))
             }

@@ -17,7 +17,6 @@ use burn::nn::conv::Conv2d;
 use burn::nn::transformer::TransformerEncoder;
 use burn::nn::{BatchNorm, Linear};
 use burn::tensor::Tensor;
-use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
 
 /// `linear` applied to each token of `x` [B, L, d_in]: [B, L, d_out].
@@ -44,7 +43,8 @@ pub fn self_attention<B: Backend>(mha: &MultiHeadAttention<B>, x: Tensor<B, 3>) 
     let weights = if mha.quiet_softmax {
         burn::tensor::activation::quiet_softmax(scores, 3)
     } else {
-        softmax(scores, 3)
+        // Vectorised rows on the CPU backend (`activation::softmax`), Burn's softmax elsewhere.
+        crate::activation::softmax::softmax(scores)
     };
     let context = weights.matmul(v).swap_dims(1, 2).reshape([b, l, d]);
     linear3(&mha.output, context)
