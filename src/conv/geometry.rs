@@ -65,35 +65,27 @@ impl Geometry {
         lo.min(out)..hi.min(out)
     }
 
-    /// Writes the columns of `image` (`image_len()` values) into `cols` (`rows() x positions()`).
-    pub fn im2col(&self, image: &[f32], cols: &mut [f32]) {
+    /// Calls `f(span)` for every row of the column matrix and every window row `y` whose input row
+    /// lies inside the image: the walk that [`Geometry::im2col`] and its adjoint share.
+    fn spans(&self, mut f: impl FnMut(Span)) {
         let Some([oh, ow]) = self.output() else {
             return;
         };
-        let [h, w] = self.input;
-        let p = oh * ow;
-        assert!(image.len() >= self.image_len() && cols.len() >= self.rows() * p);
         let mut row = 0;
-        for c in 0..self.channels {
-            let plane = &image[c * h * w..(c + 1) * h * w];
+        for channel in 0..self.channels {
             for ki in 0..self.kernel[0] {
                 let ys = self.valid(0, ki, oh);
                 for kj in 0..self.kernel[1] {
                     let xs = self.valid(1, kj, ow);
-                    let out = &mut cols[row * p..(row + 1) * p];
-                    out.fill(0.0);
                     for y in ys.clone() {
-                        let iy = y * self.stride[0] + ki - self.padding[0];
-                        let src = &plane[iy * w..(iy + 1) * w];
-                        let dst = &mut out[y * ow..(y + 1) * ow];
-                        if self.stride[1] == 1 {
-                            let x0 = xs.start + kj - self.padding[1];
-                            dst[xs.clone()].copy_from_slice(&src[x0..x0 + xs.len()]);
-                        } else {
-                            for x in xs.clone() {
-                                dst[x] = src[x * self.stride[1] + kj - self.padding[1]];
-                            }
-                        }
+                        f(Span {
+                            row,
+                            channel,
+                            y,
+                            iy: y * self.stride[0] + ki - self.padding[0],
+                            xs: xs.clone(),
+                            kj,
+                        });
                     }
                     row += 1;
                 }
@@ -101,43 +93,64 @@ impl Geometry {
         }
     }
 
+    /// The input column of output column `x` at kernel column `kj`.
+    #[inline(always)]
+    fn ix(&self, x: usize, kj: usize) -> usize {
+        x * self.stride[1] + kj - self.padding[1]
+    }
+
+    /// Writes the columns of `image` (`image_len()` values) into `cols` (`rows() x positions()`).
+    pub fn im2col(&self, image: &[f32], cols: &mut [f32]) {
+        let ([h, w], p) = (self.input, self.positions());
+        let ow = self.output().map_or(0, |o| o[1]);
+        assert!(image.len() >= self.image_len() && cols.len() >= self.rows() * p);
+        cols[..self.rows() * p].fill(0.0);
+        self.spans(|s| {
+            let src = &image[(s.channel * h + s.iy) * w..(s.channel * h + s.iy + 1) * w];
+            let dst = &mut cols[s.row * p + s.y * ow..s.row * p + (s.y + 1) * ow];
+            if self.stride[1] == 1 {
+                let x0 = self.ix(s.xs.start, s.kj);
+                dst[s.xs.clone()].copy_from_slice(&src[x0..x0 + s.xs.len()]);
+            } else {
+                for x in s.xs {
+                    dst[x] = src[self.ix(x, s.kj)];
+                }
+            }
+        });
+    }
+
     /// Adds the adjoint of [`Geometry::im2col`] of `cols` to `image`: each column value goes back to
     /// the pixel it was read from (values read from the padding are dropped).
     pub fn col2im_add(&self, cols: &[f32], image: &mut [f32]) {
-        let Some([oh, ow]) = self.output() else {
-            return;
-        };
-        let [h, w] = self.input;
-        let p = oh * ow;
+        let ([h, w], p) = (self.input, self.positions());
+        let ow = self.output().map_or(0, |o| o[1]);
         assert!(image.len() >= self.image_len() && cols.len() >= self.rows() * p);
-        let mut row = 0;
-        for c in 0..self.channels {
-            let plane = &mut image[c * h * w..(c + 1) * h * w];
-            for ki in 0..self.kernel[0] {
-                let ys = self.valid(0, ki, oh);
-                for kj in 0..self.kernel[1] {
-                    let xs = self.valid(1, kj, ow);
-                    let src = &cols[row * p..(row + 1) * p];
-                    for y in ys.clone() {
-                        let iy = y * self.stride[0] + ki - self.padding[0];
-                        let dst = &mut plane[iy * w..(iy + 1) * w];
-                        let from = &src[y * ow..(y + 1) * ow];
-                        if self.stride[1] == 1 {
-                            let x0 = xs.start + kj - self.padding[1];
-                            for (d, s) in dst[x0..x0 + xs.len()].iter_mut().zip(&from[xs.clone()]) {
-                                *d += s;
-                            }
-                        } else {
-                            for x in xs.clone() {
-                                dst[x * self.stride[1] + kj - self.padding[1]] += from[x];
-                            }
-                        }
-                    }
-                    row += 1;
+        self.spans(|s| {
+            let dst = &mut image[(s.channel * h + s.iy) * w..(s.channel * h + s.iy + 1) * w];
+            let src = &cols[s.row * p + s.y * ow..s.row * p + (s.y + 1) * ow];
+            if self.stride[1] == 1 {
+                let x0 = self.ix(s.xs.start, s.kj);
+                for (d, v) in dst[x0..x0 + s.xs.len()].iter_mut().zip(&src[s.xs.clone()]) {
+                    *d += v;
+                }
+            } else {
+                for x in s.xs {
+                    dst[self.ix(x, s.kj)] += src[x];
                 }
             }
-        }
+        });
     }
+}
+
+/// One window row of one column-matrix row: column-matrix row `row` (of `channel`, kernel column
+/// `kj`), window row `y` reading input row `iy`, at the window columns `xs` that lie inside the image.
+struct Span {
+    row: usize,
+    channel: usize,
+    y: usize,
+    iy: usize,
+    xs: std::ops::Range<usize>,
+    kj: usize,
 }
 
 #[cfg(test)]
