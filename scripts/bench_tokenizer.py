@@ -10,8 +10,14 @@ adv_weight * hinge generator loss of a patch discriminator (conv 4x4/2 1->32, Le
 SimpleMLPAdaLN, parameters not tracked) on flow_mul draws per latent token; Adam (lr 1e-4) on the
 tokenizer, then the discriminator's hinge step with its own Adam. Prints one JSON line. DEVICE is `cpu`
 (default) or `cuda` (timing then waits for the queued kernels; f32 precision as in bench_prior.py's `setup`).
+REGULARISER (default `none`, the AE) is `kl` (the encoder gives 2C values per token: mean and
+log-variance clamped to [-30, 20], a reparameterised sample, REG_WEIGHT * the KL to N(0, I) per element)
+or `softvq` (tokens and a learnable codebook of CODEBOOK rows, both L2-normalised, weights softmax(<z,
+c> / TAU), quantised tokens w @ codebook, REG_WEIGHT * (mean token entropy - entropy of the mean
+weights)), as src/models/tokenizer.rs and src/models/posterior.rs write them.
 Usage: python bench_tokenizer.py TOKENS CHANNELS WIDTH DEPTH HEADS BATCH PRIOR_WIDTH PRIOR_DEPTH LAMBDA
-       FLOW_MUL L1_WEIGHT PERCEPTUAL_WEIGHT ADV_WEIGHT STEPS WARMUP THREADS [DEVICE]
+       FLOW_MUL L1_WEIGHT PERCEPTUAL_WEIGHT ADV_WEIGHT STEPS WARMUP THREADS [DEVICE [REGULARISER REG_WEIGHT
+       CODEBOOK TAU]]
 """
 import json
 import os
@@ -48,9 +54,15 @@ def transformer(width, depth, heads):
     return nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
 
 
+def entropy(p):
+    return -(p * p.clamp_min(1e-12).log()).sum(-1)
+
+
 class Tokenizer(nn.Module):
-    def __init__(self, tokens, channels, width, depth, heads):
+    def __init__(self, tokens, channels, width, depth, heads, regulariser="none", codebook=1, tau=1.0):
         super().__init__()
+        self.regulariser, self.channels, self.tau = regulariser, channels, tau
+        self.codebook = nn.Parameter(torch.rand(max(codebook, 1), channels) * 2 - 1)
         learned = lambda r: nn.Parameter(torch.randn(r, width) * 0.02)  # noqa: E731
         self.tokens = tokens
         self.patch_in = nn.Linear(PATCH * PATCH, width)
@@ -58,7 +70,7 @@ class Tokenizer(nn.Module):
         self.enc_pos = learned(PATCHES + tokens)
         self.encoder = transformer(width, depth, heads)
         self.enc_norm = nn.LayerNorm(width)
-        self.to_latent = nn.Linear(width, channels)
+        self.to_latent = nn.Linear(width, 2 * channels if regulariser == "kl" else channels)
         self.from_latent = nn.Linear(channels, width)
         self.mask_tokens = learned(PATCHES)
         self.dec_pos = learned(PATCHES + tokens)
@@ -71,11 +83,25 @@ class Tokenizer(nn.Module):
         lat = self.latent_tokens[None].expand(b, -1, -1)
         h = torch.cat([self.patch_in(patchify(x)), lat], 1) + self.enc_pos[None]
         h = self.enc_norm(self.encoder(h)[:, PATCHES:])
-        z = self.to_latent(h)
+        z, reg = self.regularise(self.to_latent(h))
         mask = self.mask_tokens[None].expand(b, -1, -1)
         h = torch.cat([mask, self.from_latent(z)], 1) + self.dec_pos[None]
         h = self.dec_norm(self.decoder(h)[:, :PATCHES])
-        return unpatchify(torch.sigmoid(self.to_pixels(h))), z
+        return unpatchify(torch.sigmoid(self.to_pixels(h))), z, reg
+
+    def regularise(self, h):
+        if self.regulariser == "kl":
+            mean, logvar = h[..., :self.channels], h[..., self.channels:].clamp(-30, 20)
+            z = mean + (logvar * 0.5).exp() * torch.randn_like(mean)
+            return z, (0.5 * (mean ** 2 + logvar.exp() - logvar - 1)).mean()
+        if self.regulariser == "softvq":
+            b, n, c = h.shape
+            zn = F.normalize(h.reshape(b * n, c), dim=1, eps=1e-12)
+            cn = F.normalize(self.codebook, dim=1, eps=1e-12)
+            w = torch.softmax(zn @ cn.T / self.tau, 1)
+            reg = entropy(w).mean() - entropy(w.mean(0))
+            return (w @ cn).reshape(b, n, c), reg
+        return h, None
 
 
 class Classifier(nn.Module):
@@ -116,7 +142,10 @@ def main():
     l1_w, perc_w, adv_w = map(float, a[10:13])
     steps, warmup, threads = map(int, a[13:16])
     device, sync, info = setup(a[16] if len(a) > 16 else "cpu", threads)
-    model = Tokenizer(tokens, channels, width, depth, heads).to(device)
+    regulariser = a[17] if len(a) > 17 else "none"
+    reg_w = float(a[18]) if len(a) > 18 else 0.0
+    codebook, tau = (int(a[19]), float(a[20])) if len(a) > 20 else (1, 1.0)
+    model = Tokenizer(tokens, channels, width, depth, heads, regulariser, codebook, tau).to(device)
     classifier = Classifier().to(device).requires_grad_(False)
     disc = Discriminator().to(device)
     prior = PriorNet(channels, pw, pd).to(device).requires_grad_(False)
@@ -125,12 +154,14 @@ def main():
     x = torch.rand(batch, 784, device=device)
 
     def step():
-        recon, z = model(x)
+        recon, z, reg = model(x)
         diff = recon - x
         loss = (diff ** 2).mean() + l1_w * diff.abs().mean()
         loss = loss + perc_w * ((classifier.features(recon) - classifier.features(x)) ** 2).mean()
         if adv_w > 0:
             loss = loss + adv_w * -disc(recon).mean()
+        if reg is not None:
+            loss = loss + reg_w * reg
         if lam > 0:
             loss = loss + lam * align_loss(prior, z, flow_mul)
         opt.zero_grad(set_to_none=True)
@@ -150,7 +181,7 @@ def main():
         step()
     sync()
     secs = time.perf_counter() - start
-    print(json.dumps({"steps_per_s": steps / secs, **info}))
+    print(json.dumps({"steps_per_s": steps / secs, "regulariser": regulariser, **info}))
 
 
 if __name__ == "__main__":

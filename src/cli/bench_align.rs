@@ -7,6 +7,7 @@ use super::bench::{compare, preset_config, profile_name, run_reference};
 use crate::backend::{BackendKind, DeviceSpec, run_job};
 use crate::bench::align::{AlignBench, PriorFlops};
 use crate::bench::prior::PriorBench;
+use crate::models::tokenizer::Regulariser;
 use crate::stage::tokenizer::TokenizerConfig;
 use crate::sweep::Scale;
 
@@ -42,6 +43,15 @@ fn reference(
         warmup.to_string(),
         threads.to_string(),
         device.to_string(),
+        tok.regulariser.name().to_string(),
+        match tok.regulariser {
+            Regulariser::None => 0.0,
+            Regulariser::Kl => tok.kl_weight,
+            Regulariser::Softvq => tok.entropy_weight,
+        }
+        .to_string(),
+        tok.codebook_size.to_string(),
+        tok.tau.to_string(),
     ]
     .into();
     run_reference(python, "scripts/bench_tokenizer.py", &args, threads)
@@ -69,9 +79,17 @@ pub fn align_bench(
         batch: 32,
         ..preset(Scale::Paper)?
     };
+    // The small tokenizer with the other two regularisers too (Table 1's KL and SoftVQ rows).
+    let with = |regulariser| TokenizerConfig {
+        regulariser,
+        ..small.clone()
+    };
+    let (small_kl, small_softvq) = (with(Regulariser::Kl), with(Regulariser::Softvq));
     let cases = [
         ("small", &small, (256, 3)),
         ("small", &small, (1024, 6)),
+        ("small, KL", &small_kl, (256, 3)),
+        ("small, SoftVQ", &small_softvq, (256, 3)),
         ("paper (batch 32)", &paper, (256, 3)),
         ("paper (batch 32)", &paper, (1024, 6)),
     ];
