@@ -16,14 +16,14 @@
 use std::ops::Range;
 
 use burn::module::AutodiffModule;
-use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::optim::GradientsParams;
 use burn::tensor::Tensor;
 use burn::tensor::backend::AutodiffBackend;
 
 use super::loss::{align_draws, path_draws};
 use super::{SimpleMlpAdaLn, flow_matching_loss_with};
 use crate::tensors::{scalar, tile_rows};
-use crate::train::blocks::{on_shard_threads, row_blocks, shards_for};
+use crate::train::blocks::{block_grads, on_shard_threads, row_blocks, shards_for};
 
 /// The loss value and parameter gradients of one training step.
 pub struct StepGrads {
@@ -51,27 +51,17 @@ pub fn flow_matching_grads_with<B: AutodiffBackend>(
     t: Tensor<B, 1>,
     shards: usize,
 ) -> StepGrads {
-    let [n, _] = x1.dims();
-    let blocks = row_blocks(n, shards);
-    if blocks.len() <= 1 {
-        let loss = flow_matching_loss_with(net, x1, x0, t);
-        let value = scalar(loss.clone());
-        return StepGrads {
-            loss: value,
-            grads: GradientsParams::from_grads(loss.backward(), net),
-        };
-    }
-    let parts = backward_blocks(net, x1.inner(), x0.inner(), t.inner(), blocks, false);
-    let mut sum = GradientsAccumulator::<SimpleMlpAdaLn<B>>::new();
-    let mut loss = 0.0;
-    for part in parts {
-        loss += part.loss;
-        sum.accumulate(net, part.params);
-    }
-    StepGrads {
-        loss,
-        grads: sum.grads(),
-    }
+    let n = x1.dims()[0];
+    let (x1, x0, t) = (x1.inner(), x0.inner(), t.inner());
+    let (loss, grads) = block_grads(net, n, shards, |worker, rows| {
+        flow_matching_loss_with(
+            worker,
+            Tensor::from_inner(x1.clone().slice(rows.clone())),
+            Tensor::from_inner(x0.clone().slice(rows.clone())),
+            Tensor::from_inner(t.clone().slice(rows)),
+        )
+    });
+    StepGrads { loss, grads }
 }
 
 /// L_align(y) under a FROZEN prior (see [`super::align_loss`]: `flow_mul` draws per token, the same
@@ -112,16 +102,12 @@ pub fn align_loss_sharded_with<B: AutodiffBackend, const D: usize>(
     }
     let flat = y.reshape([points, c]);
     let rep = tile_rows(flat.clone().inner(), k);
-    let parts = backward_blocks(prior, rep, x0.inner(), t.inner(), blocks, true);
+    let parts = point_grad_blocks(prior, rep, x0.inner(), t.inner(), blocks);
     let mut value = 0.0;
     let mut grads = Vec::with_capacity(parts.len());
-    for part in parts {
-        value += part.loss;
-        // Every block's points are leaves of its loss, so the gradient is there.
-        grads.push(
-            part.points
-                .unwrap_or_else(|| unreachable!("a block's points have a gradient")),
-        );
+    for (loss, points) in parts {
+        value += loss;
+        grads.push(points);
     }
     // The k draws of each token add up: rows r P + p of the repeated points are token p's.
     let g = Tensor::cat(grads, 0)
@@ -132,43 +118,26 @@ pub fn align_loss_sharded_with<B: AutodiffBackend, const D: usize>(
     s.clone() - s.detach() + value
 }
 
-/// What one row block's backward pass gives.
-struct Block<B: AutodiffBackend> {
-    /// Its loss, weighted by its share of the rows.
-    loss: f64,
-    /// The gradients of the network's tracked parameters (none for a frozen network).
-    params: GradientsParams,
-    /// The gradient with respect to its points `x1`, when asked for.
-    points: Option<Tensor<B::InnerBackend, 2>>,
-}
-
-/// The flow-matching loss of each row block of (`x1`, `x0`, `t`), weighted by the block's share of
-/// the rows, built and backpropagated on its own thread ([`on_shard_threads`]) in its own graph, with
-/// the points `x1` as leaves when `points_grad`.
-fn backward_blocks<B: AutodiffBackend>(
+/// The flow-matching loss of each row block of (`x1`, `x0`, `t`) under a frozen prior, weighted by the
+/// block's share of the rows, built and backpropagated on its own thread ([`on_shard_threads`]) in its
+/// own graph with the points `x1` as leaves: each block's weighted loss and its points' gradient.
+fn point_grad_blocks<B: AutodiffBackend>(
     net: &SimpleMlpAdaLn<B>,
     x1: Tensor<B::InnerBackend, 2>,
     x0: Tensor<B::InnerBackend, 2>,
     t: Tensor<B::InnerBackend, 1>,
     blocks: Vec<Range<usize>>,
-    points_grad: bool,
-) -> Vec<Block<B>> {
+) -> Vec<(f64, Tensor<B::InnerBackend, 2>)> {
     let n = x1.dims()[0];
-    // The blocks' networks are fresh autodiff leaves over the same weights (same parameter ids), so
-    // each block's graph is its own and the gradients map back onto `net`'s parameters. (Each is made
-    // from `net.valid()`: a clone of an inner module would drop the parameters' `require_grad`.)
+    // Fresh autodiff copies over the same weights, so each block's graph is its own (as
+    // `train::blocks::block_grads` makes them).
     let work: Vec<(Range<usize>, SimpleMlpAdaLn<B>)> = blocks
         .into_iter()
         .map(|rows| (rows, SimpleMlpAdaLn::<B>::from_inner(net.valid())))
         .collect();
     on_shard_threads(work, |(rows, worker)| {
         let weight = rows.len() as f64 / n as f64;
-        let points = Tensor::<B, 2>::from_inner(x1.clone().slice(rows.clone()));
-        let points = if points_grad {
-            points.require_grad()
-        } else {
-            points
-        };
+        let points = Tensor::<B, 2>::from_inner(x1.clone().slice(rows.clone())).require_grad();
         let loss = flow_matching_loss_with(
             &worker,
             points.clone(),
@@ -177,16 +146,11 @@ fn backward_blocks<B: AutodiffBackend>(
         ) * weight;
         let value = scalar(loss.clone());
         let mut grads = loss.backward();
-        let points = if points_grad {
-            points.grad_remove(&mut grads)
-        } else {
-            None
-        };
-        Block {
-            loss: value,
-            params: GradientsParams::from_grads(grads, &worker),
-            points,
-        }
+        // The block's points are leaves of its loss, so the gradient is there.
+        let g = points
+            .grad_remove(&mut grads)
+            .unwrap_or_else(|| unreachable!("a block's points have a gradient"));
+        (value, g)
     })
 }
 
