@@ -192,6 +192,34 @@ pub(crate) struct Wanted {
     pub bias: bool,
 }
 
+/// The walk both backward passes share: the `n` samples in one block per rayon thread, each block
+/// with its own column buffer and weight-gradient partial sum (`dw_len` values), the partial sums added
+/// at the end. `sample(i, cols, dw, first, dx_i)` does sample `i` (`first`: the block's first, whose
+/// weight gradient overwrites rather than adds), `dx_i` its `dx_len` input-gradient values (empty unless
+/// `want.x`). Returns the input and weight gradients asked for.
+fn backward_samples(
+    n: usize,
+    dx_len: usize,
+    dw_len: usize,
+    want: Wanted,
+    sample: impl Fn(usize, &mut Vec<f32>, &mut [f32], bool, &mut [f32]) + Sync,
+) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
+    let per = if want.x { dx_len } else { 0 };
+    let mut dx = vec![0.0f32; n * per];
+    let dws = per_block(n, &mut dx, per, |first, count, out| {
+        let mut cols = Vec::new();
+        let mut dw = vec![0.0f32; if want.w { dw_len } else { 0 }];
+        if want.x || want.w {
+            for s in 0..count {
+                let dxi = &mut out[s * per..(s + 1) * per];
+                sample(first + s, &mut cols, &mut dw, s == 0, dxi);
+            }
+        }
+        dw
+    });
+    (want.x.then_some(dx), want.w.then(|| sum_into(dws)))
+}
+
 /// Convolution backward from `dy [n, c_out, p]`: `dx[i] = col2im(w^T dy[i])`,
 /// `dw = sum_i dy[i] cols(x[i])^T`, `dbias = sum over samples and positions of dy`.
 pub(crate) fn conv_backward(
@@ -204,40 +232,21 @@ pub(crate) fn conv_backward(
 ) -> Grads {
     let (rows, p, img) = (g.rows(), g.positions(), g.image_len());
     let n = x.len() / img.max(1);
-    let mut dx = vec![0.0f32; if want.x { n * img } else { 0 }];
-    let per = if want.x { img } else { 0 };
-    let dws = per_block(n, &mut dx, per, |first, count, out| {
-        let mut cols = vec![0.0f32; rows * p];
-        let mut dw = vec![0.0f32; if want.w { c_out * rows } else { 0 }];
-        for s in 0..count {
-            let i = first + s;
-            let dyi = &dy[i * c_out * p..(i + 1) * c_out * p];
-            if want.w {
-                g.im2col(&x[i * img..(i + 1) * img], &mut cols);
-                matmul(
-                    &mut dw,
-                    plain(dyi),
-                    transposed(&cols),
-                    [c_out, rows, p],
-                    s > 0,
-                );
-            }
-            if want.x {
-                matmul(
-                    &mut cols,
-                    transposed(w),
-                    plain(dyi),
-                    [rows, p, c_out],
-                    false,
-                );
-                g.col2im_add(&cols, &mut out[s * img..(s + 1) * img]);
-            }
+    let (dx, dw) = backward_samples(n, img, c_out * rows, want, |i, cols, dw, first, dxi| {
+        let dyi = &dy[i * c_out * p..(i + 1) * c_out * p];
+        if want.w {
+            let xc = columns(g, &x[i * img..(i + 1) * img], cols);
+            matmul(dw, plain(dyi), transposed(xc), [c_out, rows, p], !first);
         }
-        dw
+        if want.x {
+            cols.resize(rows * p, 0.0);
+            matmul(cols, transposed(w), plain(dyi), [rows, p, c_out], false);
+            g.col2im_add(cols, dxi);
+        }
     });
     Grads {
-        x: want.x.then_some(dx),
-        w: want.w.then(|| sum_into(dws)),
+        x: dx,
+        w: dw,
         bias: want.bias.then(|| channel_sums(dy, c_out, p)),
     }
 }
@@ -280,37 +289,19 @@ pub(crate) fn conv_transpose_backward(
 ) -> Grads {
     let (rows, p, img) = (g.rows(), g.positions(), g.image_len());
     let n = x.len() / (c_in * p).max(1);
-    let mut dx = vec![0.0f32; if want.x { n * c_in * p } else { 0 }];
-    let per = if want.x { c_in * p } else { 0 };
-    let dws = per_block(n, &mut dx, per, |first, count, out| {
-        let mut cols = vec![0.0f32; rows * p];
-        let mut dw = vec![0.0f32; if want.w { c_in * rows } else { 0 }];
-        if !(want.x || want.w) {
-            return dw;
+    let (dx, dw) = backward_samples(n, c_in * p, c_in * rows, want, |i, cols, dw, first, dxi| {
+        let dc = columns(g, &dy[i * img..(i + 1) * img], cols);
+        if want.x {
+            matmul(dxi, plain(w), plain(dc), [c_in, p, rows], false);
         }
-        for s in 0..count {
-            let i = first + s;
-            g.im2col(&dy[i * img..(i + 1) * img], &mut cols);
-            if want.x {
-                let o = &mut out[s * c_in * p..(s + 1) * c_in * p];
-                matmul(o, plain(w), plain(&cols), [c_in, p, rows], false);
-            }
-            if want.w {
-                let xi = &x[i * c_in * p..(i + 1) * c_in * p];
-                matmul(
-                    &mut dw,
-                    plain(xi),
-                    transposed(&cols),
-                    [c_in, rows, p],
-                    s > 0,
-                );
-            }
+        if want.w {
+            let xi = &x[i * c_in * p..(i + 1) * c_in * p];
+            matmul(dw, plain(xi), transposed(dc), [c_in, rows, p], !first);
         }
-        dw
     });
     Grads {
-        x: want.x.then_some(dx),
-        w: want.w.then(|| sum_into(dws)),
+        x: dx,
+        w: dw,
         bias: want
             .bias
             .then(|| channel_sums(dy, g.channels, g.input[0] * g.input[1])),
