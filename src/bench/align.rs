@@ -11,9 +11,11 @@ use burn::tensor::{Distribution, Tensor};
 use crate::backend::BackendJob;
 use crate::flow::FlowNetConfig;
 use crate::models::classifier::MlpClassifier;
-use crate::models::tokenizer::{Discriminator, Tokenizer, hinge_d_loss};
+use crate::models::tokenizer::{Discriminator, Tokenizer};
 use crate::optim::Adam;
-use crate::stage::tokenizer::{StepContext, TokenizerConfig, step_losses};
+use crate::stage::tokenizer::{
+    Frozen, StepBatch, TokenizerConfig, Trainers, step_blocks, train_step,
+};
 use crate::train::{LrSchedule, Trainer};
 
 /// One measured configuration.
@@ -44,30 +46,33 @@ impl BackendJob for AlignBench {
         .no_grad();
         let classifier = MlpClassifier::<B>::new(784, 256, 10, &device).no_grad();
         let rate = |lr| LrSchedule::Constant { lr };
-        let mut ae = Trainer::new(
-            Tokenizer::<B>::new(cfg.shape(0), &device),
-            Adam::default(),
-            rate(1e-4),
-        );
-        let mut disc = Trainer::new(
-            Discriminator::<B>::new(&device),
-            Adam::default(),
-            rate(1e-4),
-        );
-        let x = Tensor::<B, 2>::random([cfg.batch, 784], Distribution::Uniform(0.0, 1.0), &device);
+        let mut trainers = Trainers {
+            ae: Trainer::new(
+                Tokenizer::<B>::new(cfg.shape(0), &device),
+                Adam::default(),
+                rate(1e-4),
+            ),
+            disc: Trainer::new(
+                Discriminator::<B>::new(&device),
+                Adam::default(),
+                rate(1e-4),
+            ),
+        };
+        let frozen = Frozen {
+            classifier: &classifier,
+            prior: Some(&prior),
+        };
+        let batch = StepBatch {
+            x: Tensor::<B::InnerBackend, 2>::random(
+                [cfg.batch, 784],
+                Distribution::Uniform(0.0, 1.0),
+                &device,
+            ),
+            semantic: None,
+        };
+        let blocks = step_blocks::<B>(cfg.batch);
         let mut step = |i: usize| {
-            let ctx = StepContext {
-                classifier: &classifier,
-                disc: disc.model(),
-                prior: Some(&prior),
-                semantic: None,
-            };
-            let l = step_losses(cfg, ae.model(), &ctx, x.clone(), i);
-            let recon = l.recon.clone().detach();
-            ae.step(i, l.total);
-            let d = disc.model();
-            let d_loss = hinge_d_loss(d.forward(x.clone()), d.forward(recon));
-            disc.step(i, d_loss);
+            train_step(cfg, &mut trainers, &frozen, &batch, i, blocks, false);
         };
         for i in 0..self.warmup {
             step(i);

@@ -83,9 +83,11 @@ impl BackendJob for GeneratorBench {
                     &data,
                     &train,
                     &device,
-                    BatchLoss::Whole(Box::new(move |net: &Mar<B>, x, y, rng: &mut StdRng| {
-                        net.loss(x, y, flow_mul, ratio, rng)
-                    })),
+                    BatchLoss::Masked {
+                        loss: Mar::loss_with,
+                        flow_mul,
+                        ratio,
+                    },
                     &mut on_step,
                 )
                 .map(drop)

@@ -47,4 +47,4 @@ impl<B: Backend, F: VelocityField<B>> VelocityField<B> for ReversedTime<F> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -33,7 +33,7 @@ impl<Bk: Backend> ModuleMapper<Bk> for Randomise {
     }
 }
 
-pub(super) fn random_net<Bk: Backend>(dim: usize) -> SimpleMlpAdaLn<Bk> {
+pub(crate) fn random_net<Bk: Backend>(dim: usize) -> SimpleMlpAdaLn<Bk> {
     <Bk as Backend>::seed(&Default::default(), 7);
     FlowNetConfig {
         dim,

@@ -5,13 +5,14 @@
 //! combines.
 
 use burn::module::AutodiffModule;
+use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::dit::Dit;
-use super::mar::Mar;
+use super::mar::{Mar, MarDraws, MaskRatio};
 use crate::train::blocks::{block_grads, shards_for};
 use crate::train::{LrSchedule, Trainer};
 
@@ -54,6 +55,9 @@ pub fn cond_flow_loss_with<B: Backend>(
 /// A generator's velocity field `v(x_t, t, y)` (dit's forward pass).
 pub type Velocity<B, M> = fn(&M, Tensor<B, 3>, Tensor<B, 1>, Tensor<B, 1, Int>) -> Tensor<B, 3>;
 
+/// MAR's loss of some rows `(net, x1, y, draws of those rows)`.
+pub type MaskedLoss<B, M> = fn(&M, Tensor<B, 3>, Tensor<B, 1, Int>, &MarDraws) -> Tensor<B, 1>;
+
 /// A loss of a whole batch `(net, x1, y, rng)`.
 pub type WholeLoss<'a, B, M> =
     Box<dyn Fn(&M, Tensor<B, 3>, Tensor<B, 1, Int>, &mut StdRng) -> Tensor<B, 1> + 'a>;
@@ -64,8 +68,15 @@ pub enum BatchLoss<'a, B: Backend, M> {
     /// the whole batch, whose rows are then cut into data-parallel blocks (`train::blocks`: one per
     /// thread on flex, one graph elsewhere), exactly the gradient of the batch mean.
     Flow(Velocity<B, M>),
-    /// Any other loss, over the whole batch in one graph (MAR: its masks and draws come from the
-    /// trainer's seeded generator).
+    /// MAR's loss ([`Mar::loss_with`]): the masks and draws are made for the whole batch from the
+    /// trainer's seeded generator ([`MarDraws`]), then the rows are cut into data-parallel blocks as
+    /// for `Flow` (every sample has as many masked tokens, so this is exactly the batch's loss).
+    Masked {
+        loss: MaskedLoss<B, M>,
+        flow_mul: usize,
+        ratio: MaskRatio,
+    },
+    /// Any other loss, over the whole batch in one graph (draws from the trainer's seeded generator).
     Whole(WholeLoss<'a, B, M>),
 }
 
@@ -167,32 +178,51 @@ where
         let b = idx.len();
         let x = Tensor::<B, 3>::from_data(TensorData::new(x, [b, tokens, channels]), device);
         let y = Tensor::<B, 1, Int>::from_data(TensorData::new(y, [b]), device);
-        match &loss {
+        let blocks = shards_for::<B::InnerBackend>(b);
+        let (x, y) = (x.inner(), y.inner());
+        let at = |rows: &std::ops::Range<usize>| {
+            (
+                Tensor::<B, 3>::from_inner(x.clone().slice(rows.clone())),
+                Tensor::<B, 1, Int>::from_inner(y.clone().slice(rows.clone())),
+            )
+        };
+        let (value, grads) = match &loss {
             BatchLoss::Flow(velocity) => {
-                let (x, y) = (x.inner(), y.inner());
                 let (t, x0) = cond_flow_draws(&x);
-                let blocks = shards_for::<B::InnerBackend>(b);
-                let (value, grads) = block_grads(trainer.model(), b, blocks, |net, rows| {
-                    let at = |t: &Tensor<B::InnerBackend, 3>| {
-                        Tensor::<B, 3>::from_inner(t.clone().slice(rows.clone()))
-                    };
+                block_grads(trainer.model(), b, blocks, |net, rows| {
+                    let (xb, yb) = at(&rows);
                     cond_flow_loss_with(
                         |xt, tt, yy| velocity(net, xt, tt, yy),
-                        at(&x),
-                        Tensor::from_inner(y.clone().slice(rows.clone())),
+                        xb,
+                        yb,
                         Tensor::from_inner(t.clone().slice(rows.clone())),
-                        at(&x0),
+                        Tensor::from_inner(x0.clone().slice(rows)),
                     )
-                });
-                on_step(step, value)?;
-                trainer.apply(step, grads);
+                })
+            }
+            BatchLoss::Masked {
+                loss,
+                flow_mul,
+                ratio,
+            } => {
+                let draws = MarDraws::draw([b, tokens, channels], *flow_mul, *ratio, &mut rng);
+                block_grads(trainer.model(), b, blocks, |net, rows| {
+                    let (xb, yb) = at(&rows);
+                    loss(net, xb, yb, &draws.rows(rows))
+                })
             }
             BatchLoss::Whole(f) => {
-                let l = f(trainer.model(), x, y, &mut rng);
-                on_step(step, crate::tensors::scalar(l.clone()))?;
-                trainer.step(step, l);
+                let (xb, yb) = at(&(0..b));
+                let l = f(trainer.model(), xb, yb, &mut rng);
+                let value = crate::tensors::scalar(l.clone());
+                (
+                    value,
+                    GradientsParams::from_grads(l.backward(), trainer.model()),
+                )
             }
-        }
+        };
+        on_step(step, value)?;
+        trainer.apply(step, grads);
     }
     Ok(trainer.finish().model)
 }
@@ -455,12 +485,13 @@ mod tests {
             Mar::<B>::new(shape, &device),
             &data,
             &settings(1000, 64, 1e-3, 250, 1e-4),
-            BatchLoss::Whole(Box::new(|net: &Mar<B>, x, y, rng: &mut StdRng| {
-                let ratio = MaskRatio::Mar {
+            BatchLoss::Masked {
+                loss: Mar::loss_with,
+                flow_mul: 4,
+                ratio: MaskRatio::Mar {
                     min: MASK_RATIO_MIN,
-                };
-                net.loss(x, y, 4, ratio, rng)
-            })),
+                },
+            },
         )
         .valid();
         let k = 1000;
@@ -546,9 +577,11 @@ mod tests {
             Mar::<B>::new(shape, &device),
             &data,
             &settings(300, 64, 1e-3, 50, 1e-4),
-            BatchLoss::Whole(Box::new(|net: &Mar<B>, x, y, rng: &mut StdRng| {
-                net.loss(x, y, 4, MaskRatio::Cosine, rng)
-            })),
+            BatchLoss::Masked {
+                loss: Mar::loss_with,
+                flow_mul: 4,
+                ratio: MaskRatio::Cosine,
+            },
         )
         .valid();
         let k = 200;
@@ -570,5 +603,75 @@ mod tests {
             .sum::<f32>()
             / l as f32;
         assert!(err < 0.2, "per-position means off by {err} on average");
+    }
+
+    /// MAR's loss over row blocks (each with its rows' share of the batch's draws) gives one graph's
+    /// loss and gradients over the batch, up to the order of float sums; a batch's draws cut at every
+    /// row and laid back together are the batch's.
+    #[test]
+    fn mar_row_blocks_give_the_whole_batch_gradients() {
+        let device = Default::default();
+        let shape = MarShape {
+            tokens: 3,
+            channels: 2,
+            width: 16,
+            depth: 1,
+            heads: 2,
+            classes: 2,
+            buffer: 1,
+            head_width: 16,
+            head_depth: 1,
+            pos_std: EMBED_STD_MAR,
+        };
+        let net = Mar::<B>::new(shape, &device);
+        let n = 7;
+        let x = Tensor::<B, 3>::random([n, 3, 2], Distribution::Normal(0.0, 1.0), &device).inner();
+        let y = Tensor::<B, 1, Int>::from_data(
+            TensorData::new((0..n as i64).map(|i| i % 3).collect::<Vec<_>>(), [n]),
+            &device,
+        )
+        .inner();
+        let ratio = MaskRatio::Mar {
+            min: MASK_RATIO_MIN,
+        };
+        let draws = MarDraws::draw([n, 3, 2], 3, ratio, &mut StdRng::seed_from_u64(4));
+        assert_eq!(draws.rows(0..n), draws);
+        let flat = |grads: &GradientsParams| {
+            let mut all = Vec::new();
+            struct Flat<'a>(&'a GradientsParams, &'a mut Vec<f64>);
+            impl burn::module::ModuleVisitor<B> for Flat<'_> {
+                fn visit_float<const D: usize>(&mut self, p: &burn::module::Param<Tensor<B, D>>) {
+                    if let Some(g) = self.0.get::<<B as AutodiffBackend>::InnerBackend, D>(p.id) {
+                        self.1.extend(crate::tensors::to_host(g));
+                    }
+                }
+            }
+            burn::module::Module::visit(&net, &mut Flat(grads, &mut all));
+            all
+        };
+        let grads_of = |blocks| {
+            let (value, grads) = block_grads(&net, n, blocks, |m, rows| {
+                m.loss_with(
+                    Tensor::from_inner(x.clone().slice(rows.clone())),
+                    Tensor::from_inner(y.clone().slice(rows.clone())),
+                    &draws.rows(rows),
+                )
+            });
+            (value, flat(&grads))
+        };
+        let (v1, g1) = grads_of(1);
+        let scale = g1.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        assert!(scale > 0.0);
+        for blocks in [2, 3] {
+            let (v, g) = grads_of(blocks);
+            assert!((v - v1).abs() < 1e-5 * v1.abs(), "{blocks}: {v} vs {v1}");
+            assert_eq!(g.len(), g1.len());
+            for (a, b) in g.iter().zip(&g1) {
+                assert!(
+                    (a - b).abs() <= (1e-4 + 50.0 * crate::backend::TEST_MATMUL_REL) * scale,
+                    "{blocks} blocks: {a} vs {b}"
+                );
+            }
+        }
     }
 }

@@ -228,19 +228,30 @@ impl<B: Backend> FlowHead<B> {
         rng: &mut StdRng,
     ) -> Tensor<B, 1> {
         let [n, c] = x1.dims();
+        let (t, x0) = head_draws(n * flow_mul.max(1), c, rng);
+        self.loss_with(z, x1, weight, &t, &x0)
+    }
+
+    /// [`FlowHead::loss`] for given draws `t` [N k] and `x0` [N k, C] of the tokens repeated
+    /// k = flow_mul times (row `r N + p`: token p's r-th draw).
+    pub fn loss_with(
+        &self,
+        z: Tensor<B, 2>,
+        x1: Tensor<B, 2>,
+        weight: Tensor<B, 1>,
+        t: &[f32],
+        x0: &[f32],
+    ) -> Tensor<B, 1> {
+        let [n, c] = x1.dims();
         let device = x1.device();
-        let k = flow_mul.max(1);
+        let k = t.len() / n.max(1);
         // Not `repeat_dim`: its gradient is wrong in Burn 0.21 (see `tile_rows`), and z's gradient is
         // what trains the transformer.
         let z = tile_rows(z, k);
         let x1 = tile_rows(x1, k);
         let m = tile_rows(weight, k);
-        let t: Vec<f32> = (0..n * k).map(|_| rng.random::<f32>()).collect();
-        let t = Tensor::<B, 1>::from_data(TensorData::new(t, [n * k]), &device);
-        let x0: Vec<f32> = (0..n * k * c)
-            .map(|_| rng.sample::<f32, _>(rand_distr::StandardNormal))
-            .collect();
-        let x0 = Tensor::<B, 2>::from_data(TensorData::new(x0, [n * k, c]), &device);
+        let t = Tensor::<B, 1>::from_data(TensorData::new(t.to_vec(), [n * k]), &device);
+        let x0 = Tensor::<B, 2>::from_data(TensorData::new(x0.to_vec(), [n * k, c]), &device);
         let tt = t.clone().unsqueeze_dim::<2>(1);
         let xt = x0.clone() * (tt.clone().neg() + 1.0) + x1.clone() * tt;
         let per_token = (self.forward(xt, t, z) - (x1 - x0))
@@ -376,8 +387,9 @@ impl<B: Backend> Mar<B> {
     }
 
     /// The training loss on tokens `x1` [B, L, C] with labels `y` [B] (already dropped where wanted):
-    /// masks of [`train_mask`] with `ratio` and random orders from `rng`, then
-    /// [`Mar::masked_loss`].
+    /// masks of [`train_mask`] with `ratio` and random orders from `rng`, then the flow head's
+    /// [`FlowHead::loss`] on every position's condition, averaged over the masked tokens (all draws from
+    /// `rng`, so a seeded run repeats exactly).
     pub fn loss(
         &self,
         x1: Tensor<B, 3>,
@@ -386,34 +398,29 @@ impl<B: Backend> Mar<B> {
         ratio: MaskRatio,
         rng: &mut StdRng,
     ) -> Tensor<B, 1> {
-        let [b, l, _] = x1.dims();
-        let mask = Tensor::<B, 2>::from_data(
-            TensorData::new(train_mask(b, l, ratio, rng), [b, l]),
-            &x1.device(),
-        );
-        self.masked_loss(x1, y, mask, flow_mul, rng)
+        let [b, l, c] = x1.dims();
+        let draws = MarDraws::draw([b, l, c], flow_mul, ratio, rng);
+        self.loss_with(x1, y, &draws)
     }
 
-    /// The loss for a given `mask` [B, L] (1 = unknown): the head's [`FlowHead::loss`] on every
-    /// position's condition, averaged over the masked tokens (noise from `rng`, so a seeded run
-    /// repeats exactly).
-    pub fn masked_loss(
+    /// [`Mar::loss`] for given draws (of these rows: [`MarDraws::rows`]).
+    pub fn loss_with(
         &self,
         x1: Tensor<B, 3>,
         y: Tensor<B, 1, Int>,
-        mask: Tensor<B, 2>,
-        flow_mul: usize,
-        rng: &mut StdRng,
+        draws: &MarDraws,
     ) -> Tensor<B, 1> {
         let [b, l, c] = x1.dims();
+        let device = x1.device();
+        let mask = Tensor::<B, 2>::from_data(TensorData::new(draws.mask.clone(), [b, l]), &device);
         let z = self.condition(x1.clone(), mask.clone(), y);
         let w = z.dims()[2];
-        self.head.loss(
+        self.head.loss_with(
             z.reshape([b * l, w]),
             x1.reshape([b * l, c]),
             mask.reshape([b * l]),
-            flow_mul,
-            rng,
+            &draws.t,
+            &draws.x0,
         )
     }
 
@@ -568,6 +575,75 @@ pub fn unknown_after_each_step(l: usize, iters: usize) -> Vec<usize> {
             left
         })
         .collect()
+}
+
+/// `t ~ U[0, 1]` (`n` values), then `x0 ~ N(0, I)` (`n` rows of `c`), from `rng` in that order.
+fn head_draws(n: usize, c: usize, rng: &mut StdRng) -> (Vec<f32>, Vec<f32>) {
+    let t = (0..n).map(|_| rng.random::<f32>()).collect();
+    let x0 = (0..n * c)
+        .map(|_| rng.sample::<f32, _>(rand_distr::StandardNormal))
+        .collect();
+    (t, x0)
+}
+
+/// One training step's random draws for a batch, made before it is cut into row blocks, in the order
+/// [`Mar::loss`] makes them: the mask ([`train_mask`], one count of masked tokens for every sample),
+/// then the flow head's `t` and `x0` for each of the B L tokens repeated k = flow_mul times (row
+/// `r B L + p`: token p's r-th draw). Each sample has as many masked tokens, so the loss (a mean over
+/// the masked tokens) is a mean over the samples: row blocks weighted by their share of the rows give
+/// it exactly.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MarDraws {
+    /// [B, L], 1 = masked.
+    pub mask: Vec<f32>,
+    /// [B L k].
+    pub t: Vec<f32>,
+    /// [B L k, C].
+    pub x0: Vec<f32>,
+    tokens: usize,
+    channels: usize,
+}
+
+impl MarDraws {
+    /// The draws of a batch of `[b, l, c]` tokens.
+    pub fn draw(
+        [b, l, c]: [usize; 3],
+        flow_mul: usize,
+        ratio: MaskRatio,
+        rng: &mut StdRng,
+    ) -> Self {
+        let mask = train_mask(b, l, ratio, rng);
+        let (t, x0) = head_draws(b * l * flow_mul.max(1), c, rng);
+        MarDraws {
+            mask,
+            t,
+            x0,
+            tokens: l,
+            channels: c,
+        }
+    }
+
+    /// The draws of the batch's samples `rows`, laid out as a batch of those samples alone.
+    pub fn rows(&self, rows: std::ops::Range<usize>) -> MarDraws {
+        let (l, c) = (self.tokens, self.channels);
+        let points = self.mask.len();
+        let k = self.t.len() / points.max(1);
+        let span = |r: usize| r * points + rows.start * l..r * points + rows.end * l;
+        MarDraws {
+            mask: self.mask[rows.start * l..rows.end * l].to_vec(),
+            t: (0..k)
+                .flat_map(|r| self.t[span(r)].iter().copied())
+                .collect(),
+            x0: (0..k)
+                .flat_map(|r| {
+                    let s = span(r);
+                    self.x0[s.start * c..s.end * c].iter().copied()
+                })
+                .collect(),
+            tokens: l,
+            channels: c,
+        }
+    }
 }
 
 /// MAR's training mask for `b` samples of `l` tokens (1 = masked, row-major [b, l]): one ratio per

@@ -18,8 +18,17 @@ pub fn sample_with_kl<B: Backend, const D: usize>(
     mean: Tensor<B, D>,
     logvar: Tensor<B, D>,
 ) -> (Tensor<B, D>, Tensor<B, 1>) {
-    let logvar = logvar.clamp(-30.0, 20.0);
     let eps = mean.random_like(Distribution::Normal(0.0, 1.0));
+    sample_with_kl_given(mean, logvar, eps)
+}
+
+/// [`sample_with_kl`] for a given draw `eps ~ N(0, I)` shaped like `mean`.
+pub fn sample_with_kl_given<B: Backend, const D: usize>(
+    mean: Tensor<B, D>,
+    logvar: Tensor<B, D>,
+    eps: Tensor<B, D>,
+) -> (Tensor<B, D>, Tensor<B, 1>) {
+    let logvar = logvar.clamp(-30.0, 20.0);
     let z = mean.clone() + (logvar.clone() * 0.5).exp() * eps;
     (z, kl_to_standard_normal(mean, logvar))
 }

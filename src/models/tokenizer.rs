@@ -12,13 +12,13 @@ use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::transformer::{TransformerEncoder, TransformerEncoderConfig};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig, PaddingConfig2d};
-use burn::tensor::activation::{leaky_relu, relu, sigmoid, softmax};
-use burn::tensor::backend::Backend;
+use burn::tensor::activation::{leaky_relu, relu, sigmoid};
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Distribution, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::layers::encoder;
-use super::posterior::sample_with_kl;
+use super::posterior::{sample_with_kl, sample_with_kl_given};
 use crate::conv::conv2d;
 
 /// Patch side (pixels) and patches per image (7 x 7 for 28 x 28).
@@ -128,14 +128,58 @@ pub fn soft_quantise<B: Backend>(
     codebook: Tensor<B, 2>,
     tau: f64,
 ) -> (Tensor<B, 2>, Tensor<B, 2>, Tensor<B, 1>) {
+    let (q, w) = soft_assign(z, codebook, tau);
+    let per_token = entropy(w.clone()).mean();
+    let usage = entropy(w.clone().mean_dim(0)).mean();
+    (q, w, per_token - usage)
+}
+
+/// SoftVQ's quantised tokens and weights (see [`soft_quantise`]).
+fn soft_assign<B: Backend>(
+    z: Tensor<B, 2>,
+    codebook: Tensor<B, 2>,
+    tau: f64,
+) -> (Tensor<B, 2>, Tensor<B, 2>) {
     let zn = l2_normalise(z);
     let cn = l2_normalise(codebook);
-    let w = softmax(zn.matmul(cn.clone().transpose()) / tau, 1);
+    let w = crate::activation::softmax::softmax(zn.matmul(cn.clone().transpose()) / tau);
     let q = w.clone().matmul(cn);
-    let ent = |p: Tensor<B, 2>| (p.clone() * p.clamp_min(1e-12).log()).sum_dim(1).neg();
-    let per_token = ent(w.clone()).mean();
-    let usage = ent(w.clone().mean_dim(0)).mean();
-    (q, w, per_token - usage)
+    (q, w)
+}
+
+/// The entropy `-sum_k p_k ln p_k` of each row of `p` [N, K] ([N, 1]).
+fn entropy<B: Backend>(p: Tensor<B, 2>) -> Tensor<B, 2> {
+    (p.clone() * p.clamp_min(1e-12).log()).sum_dim(1).neg()
+}
+
+/// SoftVQ's usage term `H(mean_n w_n)` of a whole batch, linearised at the batch's mean assignment
+/// `p` for a pass over some of its rows: the term's value `H(p)` and its gradient `g = dH/dp`. The
+/// rows' part of the term is then `g . (mean of their w) + (H(p) - g . p)`, whose gradient is exactly
+/// their share of the batch's, and whose values, weighted by the rows' shares, add up to `H(p)`.
+#[derive(Debug, Clone)]
+pub struct Usage<B: Backend> {
+    pub grad: Tensor<B, 1>,
+    /// `H(p) - g . p`.
+    pub offset: f64,
+}
+
+impl<B: AutodiffBackend> Usage<B> {
+    /// The linearisation at the mean assignment `p` [K] (of the inner backend).
+    pub fn at(p: Tensor<B::InnerBackend, 1>) -> Self {
+        let [k] = p.dims();
+        let leaf = Tensor::<B, 1>::from_inner(p.clone()).require_grad();
+        let h = entropy(leaf.clone().reshape([1, k])).reshape([1]);
+        let value = crate::tensors::scalar(h.clone());
+        let grads = h.backward();
+        let grad = leaf
+            .grad(&grads)
+            .unwrap_or_else(|| unreachable!("the mean assignment is a leaf of its entropy"));
+        let dot = crate::tensors::scalar((grad.clone() * p).sum());
+        Usage {
+            grad: Tensor::from_inner(grad),
+            offset: value - dot,
+        }
+    }
 }
 
 fn l2_normalise<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
@@ -248,11 +292,31 @@ impl<B: Backend> Tokenizer<B> {
         self.to_latent.forward(h)
     }
 
-    /// SoftVQ of tokens [B, L, C]: (quantised tokens, entropy loss).
-    fn soft_vq(&self, z: Tensor<B, 3>) -> (Tensor<B, 3>, Tensor<B, 1>) {
+    /// SoftVQ of tokens [B, L, C]: (quantised tokens, entropy loss), the usage term from these
+    /// tokens or, given, linearised at the whole batch's mean assignment ([`Usage`]).
+    fn soft_vq(&self, z: Tensor<B, 3>, usage: Option<&Usage<B>>) -> (Tensor<B, 3>, Tensor<B, 1>) {
         let [b, l, c] = z.dims();
-        let (q, _, ent) = soft_quantise(z.reshape([b * l, c]), self.codebook.val(), self.tau);
-        (q.reshape([b, l, c]), ent)
+        let (q, w) = soft_assign(z.reshape([b * l, c]), self.codebook.val(), self.tau);
+        let per_token = entropy(w.clone()).mean();
+        let mean = w.mean_dim(0);
+        let usage = match usage {
+            None => entropy(mean).mean(),
+            Some(u) => {
+                let [_, k] = mean.dims();
+                (mean.reshape([k]) * u.grad.clone()).sum() + u.offset
+            }
+        };
+        (q.reshape([b, l, c]), per_token - usage)
+    }
+
+    /// The sum of the SoftVQ weights of every latent token of images `x` [B, 784] ([K]): the
+    /// whole-batch pass a row-block step needs before its blocks for [`Usage`].
+    pub fn assignment_sum(&self, x: Tensor<B, 2>) -> Tensor<B, 1> {
+        let z = self.encode_raw(x);
+        let [b, l, c] = z.dims();
+        let (_, w) = soft_assign(z.reshape([b * l, c]), self.codebook.val(), self.tau);
+        let [_, k] = w.dims();
+        w.sum_dim(0).reshape([k])
     }
 
     /// Deterministic latent tokens [B, L, C]: the AE's output, the KL posterior mean, or SoftVQ's
@@ -262,7 +326,7 @@ impl<B: Backend> Tokenizer<B> {
         match self.regulariser {
             Regulariser::None => h,
             Regulariser::Kl => h.narrow(2, 0, self.channels),
-            Regulariser::Softvq => self.soft_vq(h).0,
+            Regulariser::Softvq => self.soft_vq(h, None).0,
         }
     }
 
@@ -289,15 +353,31 @@ impl<B: Backend> Tokenizer<B> {
 
     /// The training pass: the KL posterior is sampled (reparameterised).
     pub fn forward_train(&self, x: Tensor<B, 2>) -> TokenizerOutput<B> {
+        self.forward_train_with(x, None, None)
+    }
+
+    /// [`Tokenizer::forward_train`] over rows of a batch, with what they take from the whole batch:
+    /// the KL posterior's draw `eps` [B, L, C] (None: drawn here) and SoftVQ's usage term (None: from
+    /// these rows alone); the other regularisers take neither.
+    pub fn forward_train_with(
+        &self,
+        x: Tensor<B, 2>,
+        eps: Option<Tensor<B, 3>>,
+        usage: Option<&Usage<B>>,
+    ) -> TokenizerOutput<B> {
         let h = self.encode_raw(x);
         let device = h.device();
         let (latents, reg) = match self.regulariser {
             Regulariser::None => (h, Tensor::zeros([1], &device)),
             Regulariser::Kl => {
                 let mean = h.clone().narrow(2, 0, self.channels);
-                sample_with_kl(mean, h.narrow(2, self.channels, self.channels))
+                let logvar = h.narrow(2, self.channels, self.channels);
+                match eps {
+                    Some(eps) => sample_with_kl_given(mean, logvar, eps),
+                    None => sample_with_kl(mean, logvar),
+                }
             }
-            Regulariser::Softvq => self.soft_vq(h),
+            Regulariser::Softvq => self.soft_vq(h, usage),
         };
         TokenizerOutput {
             recon: self.decode(latents.clone()),

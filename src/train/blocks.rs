@@ -30,9 +30,15 @@ pub const MIN_SHARD_ROWS: usize = 32;
 /// Shards for a batch of `rows` on backend `B` (the inner backend, without autodiff): rayon's thread
 /// count on flex (at most one per [`MIN_SHARD_ROWS`] rows), 1 on every other backend.
 pub fn shards_for<B: Backend>(rows: usize) -> usize {
+    blocks_of::<B>(rows, MIN_SHARD_ROWS)
+}
+
+/// [`shards_for`] for rows that each carry more work (an image of a tokenizer: its L + 49 tokens
+/// through two transformers): at most one block per `min_rows` rows.
+pub fn blocks_of<B: Backend>(rows: usize, min_rows: usize) -> usize {
     if crate::backend::is_flex::<B>() {
         rayon::current_num_threads()
-            .min(rows / MIN_SHARD_ROWS)
+            .min(rows / min_rows.max(1))
             .max(1)
     } else {
         1
@@ -125,11 +131,37 @@ where
     B: AutodiffBackend,
     M: AutodiffModule<B>,
 {
+    let (grads, values) = block_parts(net, n, blocks, |worker, rows| {
+        let weight = rows.len() as f64 / n as f64;
+        let l = loss(worker, rows);
+        let l = if weight == 1.0 { l } else { l * weight };
+        let value = scalar(l.clone());
+        (l, value)
+    });
+    (values.into_iter().sum(), grads)
+}
+
+/// The general form of [`block_grads`], for losses that are not one plain mean over the rows (terms
+/// averaged over other counts) or whose blocks have more to give back: `part(net, rows)` returns the
+/// block's contribution to the batch's loss (already weighted: the contributions add up to the loss)
+/// and anything else the caller wants from that block's pass (values to log, detached outputs). The
+/// gradients are summed over the blocks; the extras come back in block order. One block:
+/// `part(net, 0..n)` on `net` itself.
+pub fn block_parts<B, M, R>(
+    net: &M,
+    n: usize,
+    blocks: usize,
+    part: impl Fn(&M, Range<usize>) -> (Tensor<B, 1>, R) + Sync,
+) -> (GradientsParams, Vec<R>)
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B>,
+    R: Send,
+{
     let ranges = row_blocks(n, blocks);
     if ranges.len() <= 1 {
-        let l = loss(net, 0..n);
-        let value = scalar(l.clone());
-        return (value, GradientsParams::from_grads(l.backward(), net));
+        let (l, extra) = part(net, 0..n);
+        return (GradientsParams::from_grads(l.backward(), net), vec![extra]);
     }
     // Fresh autodiff leaves over the same weights: each block's graph is its own, and the gradients
     // map back onto `net`'s parameters. (From `net.valid()`: a clone of an inner module would drop the
@@ -139,16 +171,14 @@ where
         .map(|rows| (rows, M::from_inner(net.valid())))
         .collect();
     let parts = on_shard_threads(work, |(rows, worker)| {
-        let weight = rows.len() as f64 / n as f64;
-        let l = loss(&worker, rows) * weight;
-        let value = scalar(l.clone());
-        (value, GradientsParams::from_grads(l.backward(), &worker))
+        let (l, extra) = part(&worker, rows);
+        (GradientsParams::from_grads(l.backward(), &worker), extra)
     });
     let mut sum = GradientsAccumulator::<M>::new();
-    let mut total = 0.0;
-    for (value, grads) in parts {
-        total += value;
+    let mut extras = Vec::with_capacity(parts.len());
+    for (grads, extra) in parts {
         sum.accumulate(net, grads);
+        extras.push(extra);
     }
-    (total, sum.grads())
+    (sum.grads(), extras)
 }

@@ -273,9 +273,11 @@ fn train<B: AutodiffBackend>(
                 &data,
                 &train_cfg,
                 device,
-                BatchLoss::Whole(Box::new(move |net: &Mar<B>, x, y, rng: &mut StdRng| {
-                    net.loss(x, y, flow_mul, ratio, rng)
-                })),
+                BatchLoss::Masked {
+                    loss: Mar::loss_with,
+                    flow_mul,
+                    ratio,
+                },
                 &mut on_step,
             )?;
             Generator::Mar(Box::new(net.valid()), cfg.iters(tokens), cfg.cfg_schedule())

@@ -17,7 +17,6 @@ use std::path::{Path, PathBuf};
 use burn::module::{AutodiffModule, Module};
 
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Int, Tensor, TensorData};
 
 use crate::backend::BackendJob;
 use crate::data::ImageDataset;
@@ -31,7 +30,7 @@ use crate::jobs::{Claim, JobRun, Upstream};
 use crate::metrics::frechet::frechet_from_samples;
 use crate::metrics::image::{psnr, ssim};
 use crate::metrics::knn::knn_nll;
-use crate::models::tokenizer::{Discriminator, Tokenizer, hinge_d_loss};
+use crate::models::tokenizer::{Discriminator, Tokenizer};
 use crate::optim::Adam;
 use crate::stage::classifier::ClassifierConfig;
 use crate::stage::dino::DinoConfig;
@@ -44,8 +43,10 @@ use crate::train::{LrSchedule, Trained, Trainer, finite};
 
 mod config;
 mod losses;
+mod step;
 pub use config::{LABELS, LATENTS, SEMANTIC_DIM_KEY, TOKENIZER, TokenizerConfig};
-pub use losses::{StepContext, StepLosses, step_losses};
+pub use losses::{FromBatch, Shares, StepContext, StepDraws, StepLosses, step_losses};
+pub use step::{Frozen, SemanticBatch, StepBatch, StepValues, Trainers, step_blocks, train_step};
 
 /// The job.
 pub struct TokenizerJob<'a> {
@@ -131,30 +132,23 @@ struct Semantic {
 
 impl Semantic {
     /// The batch's rows that have a feature (positions in the batch) and their features.
-    fn batch<B: Backend>(
-        &self,
-        idx: &[usize],
-        device: &B::Device,
-    ) -> Option<(Tensor<B, 1, Int>, Tensor<B, 2>)> {
-        let pos: Vec<i64> = (0..idx.len())
-            .filter(|&p| idx[p] < self.n)
-            .map(|p| p as i64)
-            .collect();
-        if pos.is_empty() {
+    fn batch(&self, idx: &[usize]) -> Option<SemanticBatch> {
+        let positions: Vec<usize> = (0..idx.len()).filter(|&p| idx[p] < self.n).collect();
+        if positions.is_empty() {
             return None;
         }
-        let feats: Vec<f32> = pos
+        let features = positions
             .iter()
             .flat_map(|&p| {
-                let i = idx[p as usize];
+                let i = idx[p];
                 self.rows[i * self.dim..(i + 1) * self.dim].iter().copied()
             })
             .collect();
-        let m = pos.len();
-        Some((
-            Tensor::from_data(TensorData::new(pos, [m]), device),
-            Tensor::from_data(TensorData::new(feats, [m, self.dim]), device),
-        ))
+        Some(SemanticBatch {
+            positions,
+            features,
+            dim: self.dim,
+        })
     }
 }
 
@@ -282,7 +276,7 @@ fn train<B: AutodiffBackend>(
         Adam::default(),
         schedule,
     );
-    let mut disc = Trainer::new(
+    let disc = Trainer::new(
         Discriminator::<B>::new(device),
         Adam::default().with_beta_1(0.5),
         LrSchedule::Constant { lr: cfg.disc_lr },
@@ -292,14 +286,23 @@ fn train<B: AutodiffBackend>(
         x: test.gather(&eval_idx).0,
         prior: prior.as_ref(),
     };
+    let frozen = Frozen {
+        classifier: &classifier,
+        prior: prior.as_ref().map(|p| &p.net),
+    };
+    let blocks = step_blocks::<B>(cfg.batch);
 
     tracing::info!(
         run = run.id(),
         regulariser = cfg.regulariser.name(),
         lambda = cfg.lambda,
+        blocks,
         "tokenizer: training"
     );
-    let mut ae = ae.with_progress(cfg.steps, TOKENIZER);
+    let mut trainers = Trainers {
+        ae: ae.with_progress(cfg.steps, TOKENIZER),
+        disc,
+    };
     let log_every = (cfg.steps / 100).max(1);
     for (step, idx) in train
         .batches(cfg.batch, cfg.seed)
@@ -307,50 +310,37 @@ fn train<B: AutodiffBackend>(
         .enumerate()
     {
         if step.is_multiple_of(cfg.eval_every) {
-            log_curves::<B>(cfg, &ae.model().valid(), &curves, run, step, device)?;
+            let model = trainers.ae.model().valid();
+            log_curves::<B>(cfg, &model, &curves, run, step, device)?;
         }
         let (xv, _) = train.gather(&idx);
-        let x = from_host_f32::<B>(xv, 784, device);
-        let parts = StepContext {
-            classifier: &classifier,
-            disc: disc.model(),
-            prior: prior.as_ref().map(|p| &p.net),
-            semantic: semantic.as_ref().and_then(|s| s.batch::<B>(&idx, device)),
+        let batch = StepBatch {
+            x: from_host_f32::<B::InnerBackend>(xv, 784, device),
+            semantic: semantic.as_ref().and_then(|s| s.batch(&idx)),
         };
-        let l = step_losses(cfg, ae.model(), &parts, x.clone(), step);
         let log_now = step.is_multiple_of(log_every) || step + 1 == cfg.steps;
-        if log_now {
+        let values = train_step(cfg, &mut trainers, &frozen, &batch, step, blocks, log_now);
+        if let Some(v) = values {
             let s = step as i64;
-            let value = scalar(l.total.clone());
-            for (key, t) in [
-                ("ae/l2", Some(&l.l2)),
-                ("ae/l1", Some(&l.l1)),
-                ("ae/perceptual", Some(&l.perceptual)),
-                ("ae/reg", l.reg.as_ref()),
-                ("ae/adv", l.adv.as_ref()),
-                ("ae/l_align", l.align.as_ref()),
-                ("ae/semantic", l.semantic.as_ref()),
+            for (key, value) in [
+                ("ae/l2", Some(v.l2)),
+                ("ae/l1", Some(v.l1)),
+                ("ae/perceptual", Some(v.perceptual)),
+                ("ae/reg", v.reg),
+                ("ae/adv", v.adv),
+                ("ae/l_align", v.align),
+                ("ae/semantic", v.semantic),
+                ("disc/loss", v.disc),
             ] {
-                if let Some(t) = t {
-                    run.log(key, s, scalar(t.clone()))?;
+                if let Some(value) = value {
+                    run.log(key, s, value)?;
                 }
             }
-            run.log("ae/loss", s, value)?;
-            finite(step, "ae/loss", value)?;
-        }
-        let adversarial = l.adv.is_some();
-        let recon = l.recon.detach();
-        ae.step(step, l.total);
-        if adversarial {
-            let d = disc.model();
-            let d_loss = hinge_d_loss(d.forward(x), d.forward(recon));
-            if log_now {
-                run.log("disc/loss", step as i64, scalar(d_loss.clone()))?;
-            }
-            disc.step(step, d_loss);
+            run.log("ae/loss", s, v.total)?;
+            finite(step, "ae/loss", v.total)?;
         }
     }
-    let Trained { model, steps_per_s } = ae.finish();
+    let Trained { model, steps_per_s } = trainers.ae.finish();
     run.log("train/steps_per_s", cfg.steps as i64, steps_per_s)?;
     let last = cfg.steps as i64;
     let model_v = model.valid();

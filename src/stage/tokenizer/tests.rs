@@ -5,7 +5,7 @@ use crate::flow::FlowNetConfig;
 use crate::models::classifier::MlpClassifier;
 use crate::models::tokenizer::Regulariser;
 use burn::optim::{GradientsParams, Optimizer};
-use burn::tensor::Distribution;
+use burn::tensor::{Distribution, Tensor};
 
 type B = crate::backend::TestAutodiff;
 
@@ -87,6 +87,8 @@ fn training_steps_move_the_tokenizer_and_leave_the_prior_frozen() {
             disc: &disc,
             prior: Some(&prior),
             semantic: None,
+            draws: FromBatch::fresh(),
+            shares: Shares::WHOLE,
         };
         let l = step_losses(&cfg, &model, &ctx, x, step);
         assert!(l.align.is_some() && l.adv.is_some() && l.reg.is_none());
@@ -142,6 +144,8 @@ fn the_total_loss_adds_the_weighted_terms() {
         disc: &disc,
         prior: Some(&prior),
         semantic: None,
+        draws: FromBatch::fresh(),
+        shares: Shares::WHOLE,
     };
     let x = Tensor::<B, 2>::random([3, 784], Distribution::Uniform(0.0, 1.0), &device);
     let l = step_losses(&cfg, &model, &ctx, x, 5);
@@ -167,4 +171,129 @@ fn the_total_loss_adds_the_weighted_terms() {
         5,
     );
     assert!(l.adv.is_none() && l.align.is_none());
+}
+
+/// Every parameter gradient of `m`, flattened, in visiting order (empty where there is none).
+fn flat_grads<M: Module<B>>(m: &M, grads: &GradientsParams) -> Vec<Vec<f64>> {
+    struct Flat<'a>(&'a GradientsParams, Vec<Vec<f64>>);
+    impl burn::module::ModuleVisitor<B> for Flat<'_> {
+        fn visit_float<const D: usize>(&mut self, p: &burn::module::Param<Tensor<B, D>>) {
+            let g = self
+                .0
+                .get::<<B as AutodiffBackend>::InnerBackend, D>(p.id)
+                .map(crate::tensors::to_host)
+                .unwrap_or_default();
+            self.1.push(g);
+        }
+    }
+    let mut v = Flat(grads, Vec::new());
+    m.visit(&mut v);
+    v.1
+}
+
+/// Row blocks give one graph's gradients and losses (same draws), up to the order of float sums: KL
+/// (its posterior draw cut with the rows) and SoftVQ (its usage term linearised at the batch's mean
+/// assignment), L_align (its repeated draws), the adversarial and the semantic loss (a mean over the
+/// rows that have a feature, none of them in the last block).
+#[test]
+fn row_blocks_give_the_whole_batch_gradients_and_losses() {
+    for regulariser in [Regulariser::Kl, Regulariser::Softvq] {
+        row_blocks_match_one_graph(regulariser);
+    }
+}
+
+fn row_blocks_match_one_graph(regulariser: Regulariser) {
+    use super::step::AeStep;
+    let device = Default::default();
+    let cfg = TokenizerConfig {
+        regulariser,
+        codebook_size: 5,
+        entropy_weight: 0.3,
+        kl_weight: 0.3,
+        perceptual_weight: 0.2,
+        adv_weight: 0.4,
+        semantic_weight: 0.6,
+        flow_mul: 3,
+        ..tiny(0.5)
+    };
+    let prior = crate::flow::tests::random_net::<B>(2).no_grad();
+    let classifier = MlpClassifier::<B>::new(784, 8, 10, &device).no_grad();
+    let disc = Discriminator::<B>::new(&device);
+    let model = Tokenizer::<B>::new(cfg.shape(4), &device);
+    let n = 7;
+    let batch = StepBatch {
+        x: Tensor::random([n, 784], Distribution::Uniform(0.0, 1.0), &device),
+        semantic: Some(SemanticBatch {
+            positions: vec![0, 2, 4],
+            features: (0..12).map(|i| (i as f32 * 0.7).sin()).collect(),
+            dim: 4,
+        }),
+    };
+    let frozen = Frozen {
+        classifier: &classifier,
+        prior: Some(&prior),
+    };
+    let draws = StepDraws::<B>::draw(&cfg, n, true, &device);
+    let step = AeStep {
+        cfg: &cfg,
+        frozen: &frozen,
+        disc: &disc,
+        batch: &batch,
+        draws: &draws,
+        step: 3,
+    };
+    let (g1, v1, r1) = step.gradients(&model, 1, true);
+    let reference = flat_grads(&model, &g1);
+    assert!(v1.reg.is_some() && v1.adv.is_some() && v1.align.is_some());
+    assert!(v1.semantic.is_some());
+    // The one-graph total is the weighted sum of its terms.
+    let (Some(reg), Some(adv), Some(align), Some(sem)) = (v1.reg, v1.adv, v1.align, v1.semantic)
+    else {
+        unreachable!()
+    };
+    let want = v1.l2 + 0.2 * v1.perceptual + 0.3 * reg + 0.4 * adv + 0.6 * sem + 0.5 * align;
+    assert!((v1.total - want).abs() < 1e-5 * want.abs().max(1.0));
+    for blocks in [2, 3] {
+        let (g, v, r) = step.gradients(&model, blocks, true);
+        // Absolute slack for SoftVQ's term, a difference of two entropies of about ln K each.
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-5 * b.abs() + 1e-6;
+        for (name, a, b) in [
+            ("total", v.total, v1.total),
+            ("l2", v.l2, v1.l2),
+            ("perceptual", v.perceptual, v1.perceptual),
+            ("reg", v.reg.unwrap_or(0.0), reg),
+            ("adv", v.adv.unwrap_or(0.0), adv),
+            ("align", v.align.unwrap_or(0.0), align),
+            ("semantic", v.semantic.unwrap_or(0.0), sem),
+        ] {
+            assert!(
+                close(a, b),
+                "{regulariser:?}, {blocks} blocks, {name}: {a} vs {b}"
+            );
+        }
+        assert_eq!(
+            crate::tensors::to_host(r.clone()),
+            crate::tensors::to_host(r1.clone()),
+            "{blocks} blocks: reconstructions"
+        );
+        let got = flat_grads(&model, &g);
+        assert_eq!(got.len(), reference.len());
+        // Some gradients are zero but for rounding (the attention keys' bias: softmax ignores a
+        // constant shift): each parameter's scale is at least a thousandth of the largest.
+        let largest = reference
+            .iter()
+            .flatten()
+            .fold(0.0f64, |m, v| m.max(v.abs()));
+        assert!(largest > 0.0);
+        for (i, (a, b)) in got.iter().zip(&reference).enumerate() {
+            assert_eq!(a.len(), b.len(), "parameter {i}: missing gradient");
+            let scale = b.iter().fold(1e-3 * largest, |m, v| m.max(v.abs()));
+            for (x, y) in a.iter().zip(b) {
+                assert!(
+                    (x - y).abs() <= (1e-4 + 50.0 * crate::backend::TEST_MATMUL_REL) * scale,
+                    "{regulariser:?}, {blocks} blocks, parameter {i}: {x} vs {y}"
+                );
+            }
+        }
+    }
 }
