@@ -126,12 +126,21 @@ impl BackendJob for TrainerBench {
                     model = model.init_codebook_from(batch(0).0, 0);
                 }
                 let mut t = crate::train::Trainer::new(model, Adam::default(), constant(c.lr));
+                let blocks = crate::stage::latent_ae::step::step_blocks::<B>(b);
                 for step in 0..total {
                     clock.tick(step);
-                    let l = t.model().losses(batch(step).0, c.kl_weight, c.commitment);
-                    let loss = l.total.clone();
-                    t.step(step, l.total);
-                    clock.last(step, total, loss);
+                    let out = crate::stage::latent_ae::step::train_step(
+                        &mut t,
+                        c,
+                        batch(step).0.inner(),
+                        step,
+                        blocks,
+                        step + 1 == total,
+                        false,
+                    );
+                    if out.values.is_some() {
+                        clock.stop();
+                    }
                 }
             }
             Trainer::Classifier(c) => {
@@ -183,7 +192,12 @@ impl Clock {
     ) {
         if step + 1 == total {
             let _ = crate::tensors::scalar(loss);
-            self.secs = self.start.map_or(0.0, |s| s.elapsed().as_secs_f64());
+            self.stop();
         }
+    }
+
+    /// Ends the timing (after the last step's loss was read back).
+    fn stop(&mut self) {
+        self.secs = self.start.map_or(0.0, |s| s.elapsed().as_secs_f64());
     }
 }

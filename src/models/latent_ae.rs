@@ -118,6 +118,11 @@ impl<B: Backend> LatentAe<B> {
         self
     }
 
+    /// Whether this is the VQ-VAE.
+    pub fn is_vq(&self) -> bool {
+        self.vq
+    }
+
     /// Decoder: latents [B, C, 7, 7] to images [B, 784].
     pub fn decode(&self, z: Tensor<B, 4>) -> Tensor<B, 2> {
         let [b, _, _, _] = z.dims();
@@ -168,6 +173,18 @@ impl<B: Backend> LatentAe<B> {
 
     /// Reconstruction and regulariser losses of a batch of images [B, 784].
     pub fn losses(&self, x: Tensor<B, 2>, kl_weight: f64, commitment: f64) -> AeLosses<B> {
+        self.losses_with(x, None, kl_weight, commitment)
+    }
+
+    /// [`LatentAe::losses`] with the VAE posterior's draw `eps` [B, C, 7, 7] given (None: drawn here;
+    /// the VQ-VAE draws nothing).
+    pub fn losses_with(
+        &self,
+        x: Tensor<B, 2>,
+        eps: Option<Tensor<B, 4>>,
+        kl_weight: f64,
+        commitment: f64,
+    ) -> AeLosses<B> {
         let h = self.encode_raw(x.clone());
         if self.vq {
             let (q, idx) = self.quantise(h.clone());
@@ -186,8 +203,11 @@ impl<B: Backend> LatentAe<B> {
             }
         } else {
             let mean = h.clone().narrow(1, 0, self.channels);
-            let (z, kl) =
-                super::posterior::sample_with_kl(mean, h.narrow(1, self.channels, self.channels));
+            let logvar = h.narrow(1, self.channels, self.channels);
+            let (z, kl) = match eps {
+                Some(eps) => super::posterior::sample_with_kl_given(mean, logvar, eps),
+                None => super::posterior::sample_with_kl(mean, logvar),
+            };
             let recon = (self.decode(z) - x).powi_scalar(2).mean();
             AeLosses {
                 total: recon.clone() + kl.clone() * kl_weight,

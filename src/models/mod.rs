@@ -20,12 +20,16 @@ pub(crate) mod testing {
     use burn::tensor::{Distribution, Tensor};
 
     /// Adds N(0, 0.1^2) noise to every parameter: turns a zero-initialised network into one with
-    /// non-zero outputs.
+    /// non-zero outputs. On an autodiff backend the parameters stay leaves that require a gradient.
     pub(crate) struct Perturb;
 
     impl<B: Backend> ModuleMapper<B> for Perturb {
         fn map_float<const D: usize>(&mut self, p: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-            p.map(|t| t.clone() + t.random_like(Distribution::Normal(0.0, 0.1)))
+            p.map(|t| {
+                let grad = t.is_require_grad();
+                let moved = (t.clone() + t.random_like(Distribution::Normal(0.0, 0.1))).detach();
+                if grad { moved.require_grad() } else { moved }
+            })
         }
     }
 }

@@ -182,3 +182,57 @@ where
     }
     (sum.grads(), extras)
 }
+
+/// Checks shared by the tests of every row-block step.
+#[cfg(test)]
+pub(crate) mod testing {
+    use burn::module::{AutodiffModule, ModuleVisitor, Param};
+    use burn::optim::GradientsParams;
+    use burn::tensor::Tensor;
+    use burn::tensor::backend::AutodiffBackend;
+
+    /// Every parameter gradient of `m`, flattened, in visiting order (empty where there is none).
+    pub fn flat_grads<B: AutodiffBackend, M: AutodiffModule<B>>(
+        m: &M,
+        grads: &GradientsParams,
+    ) -> Vec<Vec<f64>> {
+        struct Flat<'a>(&'a GradientsParams, Vec<Vec<f64>>);
+        impl<B: AutodiffBackend> ModuleVisitor<B> for Flat<'_> {
+            fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<B, D>>) {
+                let g = self
+                    .0
+                    .get::<B::InnerBackend, D>(p.id)
+                    .map(crate::tensors::to_host)
+                    .unwrap_or_default();
+                self.1.push(g);
+            }
+        }
+        let mut v = Flat(grads, Vec::new());
+        m.visit(&mut v);
+        v.1
+    }
+
+    /// `got` equals `reference` (from [`flat_grads`]) parameter by parameter, up to the order of float
+    /// sums: each within `1e-4 + 50 * TEST_MATMUL_REL` of its parameter's largest gradient, that scale
+    /// at least a thousandth of the largest of all (some gradients are zero but for rounding: the
+    /// attention keys' bias, which softmax ignores). `what` names the case in a failure.
+    pub fn assert_grads_close(got: &[Vec<f64>], reference: &[Vec<f64>], what: &str) {
+        let largest = reference
+            .iter()
+            .flatten()
+            .fold(0.0f64, |m, v| m.max(v.abs()));
+        assert!(largest > 0.0, "{what}: every reference gradient is zero");
+        assert_eq!(got.len(), reference.len(), "{what}: parameter count");
+        let tol = 1e-4 + 50.0 * crate::backend::TEST_MATMUL_REL;
+        for (i, (a, b)) in got.iter().zip(reference).enumerate() {
+            assert_eq!(a.len(), b.len(), "{what}, parameter {i}: missing gradient");
+            let scale = b.iter().fold(1e-3 * largest, |m, v| m.max(v.abs()));
+            for (x, y) in a.iter().zip(b) {
+                assert!(
+                    (x - y).abs() <= tol * scale,
+                    "{what}, parameter {i}: {x} vs {y}"
+                );
+            }
+        }
+    }
+}

@@ -6,6 +6,7 @@
 
 /// Its [`Stage`](crate::stage::Stage) implementation (the registry's entry).
 pub mod stage;
+pub mod step;
 
 use std::path::PathBuf;
 
@@ -23,7 +24,7 @@ use crate::jobs::{Claim, JobRun};
 use crate::models::latent_ae::{AeKind, LatentAe};
 use crate::optim::Adam;
 use crate::store::{ActiveRun, RunSpec, Store};
-use crate::tensors::{from_host_f32, scalar, to_host};
+use crate::tensors::{from_host_f32, to_host};
 use crate::train::{LrSchedule, Trained, Trainer, finite};
 
 /// Stage names.
@@ -155,6 +156,7 @@ fn train<B: AutodiffBackend>(
     let mut trainer =
         Trainer::new(model, Adam::default(), lr).with_progress(cfg.steps, stage_name(job.kind));
     let log_every = (cfg.steps / 100).max(1);
+    let blocks = step::step_blocks::<B>(cfg.batch);
     let mut used = vec![0u64; cfg.codebook_size];
     for (step, idx) in train
         .batches(cfg.batch, cfg.seed)
@@ -162,15 +164,20 @@ fn train<B: AutodiffBackend>(
         .enumerate()
     {
         let (x, _) = train.gather(&idx);
-        let l = trainer.model().losses(
-            from_host_f32::<B>(x, 784, device),
-            cfg.kl_weight,
-            cfg.commitment,
+        let log_now = step % log_every == 0 || step + 1 == cfg.steps;
+        let count = job.kind == AeKind::Vq && step + 1 >= cfg.steps.saturating_sub(50);
+        let out = step::train_step(
+            &mut trainer,
+            cfg,
+            from_host_f32::<B::InnerBackend>(x, 784, device),
+            step,
+            blocks,
+            log_now,
+            count,
         );
-        if step % log_every == 0 || step + 1 == cfg.steps {
-            let total = scalar(l.total.clone());
-            run.log("ae/loss", step as i64, total)?;
-            run.log("ae/recon_mse", step as i64, scalar(l.recon.clone()))?;
+        if let Some(v) = out.values {
+            run.log("ae/loss", step as i64, v.total)?;
+            run.log("ae/recon_mse", step as i64, v.recon)?;
             run.log(
                 if job.kind == AeKind::Vq {
                     "ae/vq_loss"
@@ -178,18 +185,15 @@ fn train<B: AutodiffBackend>(
                     "ae/kl"
                 },
                 step as i64,
-                scalar(l.reg.clone()),
+                v.reg,
             )?;
-            finite(step, "ae/loss", total)?;
+            finite(step, "ae/loss", v.total)?;
         }
-        if let Some(codes) = &l.codes
-            && step + 1 >= cfg.steps.saturating_sub(50)
-        {
-            for c in codes.clone().into_data().iter::<i64>() {
+        if let Some(codes) = out.codes {
+            for c in codes.into_data().iter::<i64>() {
                 used[c as usize] += 1;
             }
         }
-        trainer.step(step, l.total);
     }
     let Trained { model, steps_per_s } = trainer.finish();
     run.log("ae/steps_per_s", cfg.steps as i64, steps_per_s)?;

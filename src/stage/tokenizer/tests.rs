@@ -4,6 +4,7 @@ use super::*;
 use crate::flow::FlowNetConfig;
 use crate::models::classifier::MlpClassifier;
 use crate::models::tokenizer::Regulariser;
+use crate::train::blocks::testing::{assert_grads_close, flat_grads};
 use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::{Distribution, Tensor};
 
@@ -173,24 +174,6 @@ fn the_total_loss_adds_the_weighted_terms() {
     assert!(l.adv.is_none() && l.align.is_none());
 }
 
-/// Every parameter gradient of `m`, flattened, in visiting order (empty where there is none).
-fn flat_grads<M: Module<B>>(m: &M, grads: &GradientsParams) -> Vec<Vec<f64>> {
-    struct Flat<'a>(&'a GradientsParams, Vec<Vec<f64>>);
-    impl burn::module::ModuleVisitor<B> for Flat<'_> {
-        fn visit_float<const D: usize>(&mut self, p: &burn::module::Param<Tensor<B, D>>) {
-            let g = self
-                .0
-                .get::<<B as AutodiffBackend>::InnerBackend, D>(p.id)
-                .map(crate::tensors::to_host)
-                .unwrap_or_default();
-            self.1.push(g);
-        }
-    }
-    let mut v = Flat(grads, Vec::new());
-    m.visit(&mut v);
-    v.1
-}
-
 /// Row blocks give one graph's gradients and losses (same draws), up to the order of float sums: KL
 /// (its posterior draw cut with the rows) and SoftVQ (its usage term linearised at the batch's mean
 /// assignment), L_align (its repeated draws), the adversarial and the semantic loss (a mean over the
@@ -276,24 +259,7 @@ fn row_blocks_match_one_graph(regulariser: Regulariser) {
             crate::tensors::to_host(r1.clone()),
             "{blocks} blocks: reconstructions"
         );
-        let got = flat_grads(&model, &g);
-        assert_eq!(got.len(), reference.len());
-        // Some gradients are zero but for rounding (the attention keys' bias: softmax ignores a
-        // constant shift): each parameter's scale is at least a thousandth of the largest.
-        let largest = reference
-            .iter()
-            .flatten()
-            .fold(0.0f64, |m, v| m.max(v.abs()));
-        assert!(largest > 0.0);
-        for (i, (a, b)) in got.iter().zip(&reference).enumerate() {
-            assert_eq!(a.len(), b.len(), "parameter {i}: missing gradient");
-            let scale = b.iter().fold(1e-3 * largest, |m, v| m.max(v.abs()));
-            for (x, y) in a.iter().zip(b) {
-                assert!(
-                    (x - y).abs() <= (1e-4 + 50.0 * crate::backend::TEST_MATMUL_REL) * scale,
-                    "{regulariser:?}, {blocks} blocks, parameter {i}: {x} vs {y}"
-                );
-            }
-        }
+        let what = format!("{regulariser:?}, {blocks} blocks");
+        assert_grads_close(&flat_grads(&model, &g), &reference, &what);
     }
 }
