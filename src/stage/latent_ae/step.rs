@@ -109,9 +109,11 @@ pub(super) fn gradients<B: AutodiffBackend>(
         }
         used.extend(c);
     }
-    if !used.is_empty() {
-        out.codes = Some(Tensor::cat(used, 0));
-    }
+    out.codes = match used.len() {
+        0 => None,
+        1 => used.pop(),
+        _ => Some(Tensor::cat(used, 0)),
+    };
     (grads, out)
 }
 

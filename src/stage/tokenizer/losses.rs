@@ -100,6 +100,17 @@ impl<B: AutodiffBackend> StepDraws<B> {
 
     /// The draws of the batch's rows `rows`.
     pub fn block(&self, rows: Range<usize>) -> FromBatch<B> {
+        if rows == (0..self.rows) {
+            // The whole batch (one block): the draws as they are, no copy.
+            return FromBatch {
+                eps: self.eps.clone().map(Tensor::from_inner),
+                align: self
+                    .align
+                    .clone()
+                    .map(|(t, x0)| (Tensor::from_inner(t), Tensor::from_inner(x0))),
+                usage: None,
+            };
+        }
         let eps = self
             .eps
             .as_ref()

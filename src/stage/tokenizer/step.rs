@@ -152,7 +152,7 @@ pub fn train_step<B: AutodiffBackend>(
     let [n, _] = batch.x.dims();
     let aligned = frozen.prior.is_some() && cfg.lambda > 0.0;
     let draws = StepDraws::<B>::draw(cfg, n, aligned, &batch.x.device());
-    let ae = AeStep {
+    let ae = TokenizerGrads {
         cfg,
         frozen,
         disc: trainers.disc.model(),
@@ -176,7 +176,7 @@ pub fn train_step<B: AutodiffBackend>(
 }
 
 /// What the tokenizer's gradients of one step read.
-pub(super) struct AeStep<'a, B: AutodiffBackend> {
+pub(super) struct TokenizerGrads<'a, B: AutodiffBackend> {
     pub cfg: &'a TokenizerConfig,
     pub frozen: &'a Frozen<'a, B>,
     pub disc: &'a Discriminator<B>,
@@ -185,7 +185,7 @@ pub(super) struct AeStep<'a, B: AutodiffBackend> {
     pub step: usize,
 }
 
-impl<B: AutodiffBackend> AeStep<'_, B> {
+impl<B: AutodiffBackend> TokenizerGrads<'_, B> {
     /// The gradients of the step's total loss for `model` over `blocks` row blocks, the losses (when
     /// `values`; else zeros) and the reconstructions [B, 784].
     pub fn gradients(
@@ -242,7 +242,11 @@ impl<B: AutodiffBackend> AeStep<'_, B> {
             sum = sum.plus(v.unwrap_or_default());
             recon.push(r);
         }
-        (grads, sum, Tensor::cat(recon, 0))
+        let recon = match recon.len() {
+            1 => recon.swap_remove(0),
+            _ => Tensor::cat(recon, 0),
+        };
+        (grads, sum, recon)
     }
 
     /// SoftVQ's usage term linearised at the batch's mean assignment, from a pass over its rows

@@ -186,7 +186,7 @@ fn row_blocks_give_the_whole_batch_gradients_and_losses() {
 }
 
 fn row_blocks_match_one_graph(regulariser: Regulariser) {
-    use super::step::AeStep;
+    use super::step::TokenizerGrads;
     let device = Default::default();
     let cfg = TokenizerConfig {
         regulariser,
@@ -217,7 +217,7 @@ fn row_blocks_match_one_graph(regulariser: Regulariser) {
         prior: Some(&prior),
     };
     let draws = StepDraws::<B>::draw(&cfg, n, true, &device);
-    let step = AeStep {
+    let step = TokenizerGrads {
         cfg: &cfg,
         frozen: &frozen,
         disc: &disc,
