@@ -67,6 +67,26 @@ pub fn tile_rows<B: Backend, const D: usize>(x: Tensor<B, D>, k: usize) -> Tenso
     }
 }
 
+/// `x`, whose dimension `dim` has size 1, repeated `k` times along `dim` into one contiguous tensor;
+/// its gradient is the sum over the `k` copies.
+///
+/// Burn's `repeat_dim` is right for a dimension of size 1 (its backward sums over that dimension;
+/// the fault [`tile_rows`] avoids concerns longer ones) and stays one contiguous pass each way.
+/// Concatenating `k` copies instead would hand one node `k` strided gradient slices to add up one by
+/// one, which on flex walk an index iterator per element (a fifth of dit's training step).
+pub fn repeat_unit_dim<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    dim: usize,
+    k: usize,
+) -> Tensor<B, D> {
+    assert_eq!(
+        x.dims()[dim],
+        1,
+        "repeat_unit_dim repeats a dimension of size 1"
+    );
+    if k <= 1 { x } else { x.repeat_dim(dim, k) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,6 +113,38 @@ mod tests {
             for j in 0..d {
                 let want: f64 = (0..k).map(|r| wv[(r * n + i) * d + j]).sum();
                 assert_eq!(got[i * d + j], want, "row {i} column {j}");
+            }
+        }
+    }
+
+    /// A [b, 1, w] tensor spread over l tokens: the forward is each row copied, and d/dx of
+    /// sum(w * spread(x)) is, per row and column, the sum over the tokens of w (closed form on host
+    /// values).
+    #[test]
+    fn unit_dim_repeat_forward_and_gradient_match_the_closed_form() {
+        let device = Default::default();
+        let (b, l, w) = (3usize, 4usize, 2usize);
+        let xv: Vec<f64> = (0..b * w).map(|i| i as f64 * 0.25 - 0.5).collect();
+        let wv: Vec<f64> = (0..b * l * w).map(|i| ((i * 5) % 7) as f64 - 3.0).collect();
+        let x = from_host::<AB>(&xv, w, &device)
+            .reshape([b, 1, w])
+            .require_grad();
+        let weights = from_host::<AB>(&wv, w, &device).reshape([b, l, w]);
+        let spread = repeat_unit_dim(x.clone(), 1, l);
+        let got = to_host(spread.clone());
+        for i in 0..b {
+            for t in 0..l {
+                for j in 0..w {
+                    assert_eq!(got[(i * l + t) * w + j], xv[i * w + j]);
+                }
+            }
+        }
+        let grads = (spread * weights).sum().backward();
+        let got = to_host(x.grad(&grads).expect("x has a gradient"));
+        for i in 0..b {
+            for j in 0..w {
+                let want: f64 = (0..l).map(|t| wv[(i * l + t) * w + j]).sum();
+                assert_eq!(got[i * w + j], want, "row {i} column {j}");
             }
         }
     }

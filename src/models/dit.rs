@@ -19,6 +19,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Int, Tensor};
 
 use crate::flow::net::{FREQ_DIM, Init, LN_EPS, TimestepEmbedder, linear};
+use crate::tensors::repeat_unit_dim;
 use crate::train::blocks::{on_shard_threads, row_blocks, shards_for};
 
 /// Sizes of a DiT.
@@ -49,14 +50,9 @@ fn modulate<B: Backend>(x: Tensor<B, 3>, shift: Tensor<B, 2>, scale: Tensor<B, 2
 /// A per-sample [B, w] tensor laid out for each of `l` tokens, [B, l, w], contiguous: the elementwise
 /// products with [B, l, w] activations then take the backends' same-shape paths (on flex a broadcast
 /// over the middle dimension walks an index iterator per element, several times slower). Its
-/// gradient is the sum over the tokens (concatenation's backward), as the broadcast's would be.
+/// gradient is the sum over the tokens, as the broadcast's would be.
 fn per_token<B: Backend>(v: Tensor<B, 2>, l: usize) -> Tensor<B, 3> {
-    let v = v.unsqueeze_dim::<3>(1);
-    if l <= 1 {
-        v
-    } else {
-        Tensor::cat(vec![v; l], 1)
-    }
+    repeat_unit_dim(v.unsqueeze_dim::<3>(1), 1, l)
 }
 
 /// Zero-initialised projections `w -> w`, one per modulation tensor.

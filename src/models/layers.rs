@@ -11,6 +11,7 @@
 //!
 //! Also the frozen convolutional networks' BatchNorm folding ([`fold`], [`conv_bn`]).
 
+use super::heads::swap_middle;
 use burn::nn::activation::Activation;
 use burn::nn::attention::MultiHeadAttention;
 use burn::nn::conv::Conv2d;
@@ -28,15 +29,12 @@ pub fn linear3<B: Backend>(linear: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3> 
 }
 
 /// Multi-head self-attention of `mha` over `x` [B, L, d] (no mask): Burn's
-/// `mha.forward(MhaInput::self_attn(x)).context`.
+/// `mha.forward(MhaInput::self_attn(x)).context`, with the heads split and merged by contiguous
+/// copies ([`swap_middle`]).
 pub fn self_attention<B: Backend>(mha: &MultiHeadAttention<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
     let [b, l, d] = x.dims();
     let (h, dk) = (mha.n_heads, mha.d_k);
-    let heads = |lin: &Linear<B>| {
-        linear3(lin, x.clone())
-            .reshape([b, l, h, dk])
-            .swap_dims(1, 2)
-    };
+    let heads = |lin: &Linear<B>| swap_middle(linear3(lin, x.clone()).reshape([b, l, h, dk]));
     let (q, k, v) = (heads(&mha.query), heads(&mha.key), heads(&mha.value));
     let scores = q.matmul(k.transpose()).div_scalar((dk as f32).sqrt());
     let scores = mha.dropout.forward(scores);
@@ -46,7 +44,7 @@ pub fn self_attention<B: Backend>(mha: &MultiHeadAttention<B>, x: Tensor<B, 3>) 
         // Vectorised rows on the CPU backend (`activation::softmax`), Burn's softmax elsewhere.
         crate::activation::softmax::softmax(scores)
     };
-    let context = weights.matmul(v).swap_dims(1, 2).reshape([b, l, d]);
+    let context = swap_middle(weights.matmul(v)).reshape([b, l, d]);
     linear3(&mha.output, context)
 }
 

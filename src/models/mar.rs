@@ -45,7 +45,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 
 use crate::flow::net::{FlowNetConfig, Init, LN_EPS, SimpleMlpAdaLn, linear};
-use crate::tensors::tile_rows;
+use crate::tensors::{repeat_unit_dim, tile_rows};
 
 /// How the guidance scale grows over MAR's sampling steps (the generator setting `cfg_schedule`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -335,10 +335,11 @@ impl<B: Backend> Mar<B> {
         let m = mask.unsqueeze_dim::<3>(2);
         let known = self.z_proj.forward(x) * (m.clone().neg() + 1.0);
         let masked = self.mask_token.val().unsqueeze_dim::<3>(0) * m;
-        let class = self
-            .class_emb
-            .forward(y.unsqueeze_dim::<2>(1))
-            .repeat_dim(1, self.buffer);
+        let class = repeat_unit_dim(
+            self.class_emb.forward(y.unsqueeze_dim::<2>(1)),
+            1,
+            self.buffer,
+        );
         let seq = Tensor::cat(vec![class, known + masked], 1) + self.pos.val().unsqueeze_dim(0);
         let mut h = self.z_ln.forward(seq);
         for block in &self.blocks {

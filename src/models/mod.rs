@@ -5,6 +5,7 @@ pub mod classifier;
 pub mod cond;
 pub mod dit;
 pub mod efficientnet;
+pub mod heads;
 pub mod inception;
 pub mod latent_ae;
 pub mod layers;
