@@ -4,8 +4,8 @@
 //! Burn writes softmax as `exp(x - max) / sum`: on flex a scalar `expf` per element and four more
 //! passes, and in training the gradients of each of them (in the small tokenizer's step `expf` alone
 //! was 7% of the time). Here each row is one pass for its maximum, one for `e = exp(x - max)` (the
-//! exponential of [`activation`](super) on non-positive values, relative error about 1e-7) and its sum,
-//! and one to scale; the backward pass is one pass per row on the saved output,
+//! exponential of [`activation`](super) on non-positive values, relative error about 1e-7), one for
+//! their sum (in [`LANES`] partial sums, so that the exponentials vectorise), and one to scale; the backward pass is one pass per row on the saved output,
 //! `dx = y (g - sum(g y))`. Rows run in parallel chunks; the kernels are compiled for AVX-512,
 //! AVX2+FMA and the baseline and picked at run time. [`softmax`] is what the models call: on
 //! `Autodiff<Flex>` a custom autodiff operation (it keeps its output), on `Flex` the forward kernel,
@@ -27,18 +27,71 @@ pub fn softmax<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     burn::tensor::activation::softmax(x, D - 1)
 }
 
-/// Softmax of each row of `n` values of `x` into `y`.
+/// Accumulators of the row reductions: each lane sums (or takes the maximum of) every `LANES`-th
+/// value, and the lanes are combined in a fixed order at the end. A single running sum is a chain the
+/// compiler may not reorder, which left the whole exponential loop scalar; lanes vectorise, and as the
+/// order is written out, every instruction set computes the same bits.
+const LANES: usize = 16;
+
+/// The largest value of `x` (`-inf` for none).
+#[inline(always)]
+fn row_max(x: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a = a.max(v);
+        }
+    }
+    acc.iter()
+        .chain(rest)
+        .fold(f32::NEG_INFINITY, |a, &b| a.max(b))
+}
+
+/// `sum(a[i] * b[i])`, lane by lane (see [`LANES`]).
+#[inline(always)]
+fn row_dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let rest: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for ((s, &u), &v) in acc.iter_mut().zip(x).zip(y) {
+            *s += u * v;
+        }
+    }
+    acc.iter().sum::<f32>() + rest
+}
+
+/// `sum(x)`, lane by lane.
+#[inline(always)]
+fn row_sum(x: &[f32]) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let rest: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for (s, &v) in acc.iter_mut().zip(c) {
+            *s += v;
+        }
+    }
+    acc.iter().sum::<f32>() + rest
+}
+
+/// Softmax of each row of `n` values of `x` into `y`: the maximum, the exponentials, their sum, the
+/// scaling, each a loop of its own so that each vectorises.
 #[inline(always)]
 fn rows_forward(x: &[f32], y: &mut [f32], n: usize) {
     for (xr, yr) in x.chunks_exact(n).zip(y.chunks_exact_mut(n)) {
-        let m = xr.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-        let mut s = 0.0f32;
+        let m = row_max(xr);
         for (o, &v) in yr.iter_mut().zip(xr) {
-            let e = exp_nonpositive(v - m);
-            *o = e;
-            s += e;
+            *o = exp_nonpositive(v - m);
         }
-        let inv = 1.0 / s;
+        let inv = 1.0 / row_sum(yr);
         yr.iter_mut().for_each(|o| *o *= inv);
     }
 }
@@ -51,7 +104,7 @@ fn rows_backward(y: &[f32], g: &[f32], dx: &mut [f32], n: usize) {
         .zip(g.chunks_exact(n))
         .zip(dx.chunks_exact_mut(n))
     {
-        let dot: f32 = yr.iter().zip(gr).map(|(a, b)| a * b).sum();
+        let dot = row_dot(yr, gr);
         for ((d, &a), &b) in dr.iter_mut().zip(yr).zip(gr) {
             *d = a * (b - dot);
         }

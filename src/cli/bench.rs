@@ -104,6 +104,10 @@ pub enum BenchCommand {
         /// Threads (rayon) for the CPU backend.
         #[arg(long, default_value_t = 1)]
         threads: usize,
+        /// Only the rows whose tokenizer and prior, as printed, contain this text (e.g. `KL`,
+        /// `paper`, `width 256`); given twice, rows must contain both. Every row when absent.
+        #[arg(long, value_name = "TEXT")]
+        only: Vec<String>,
         /// Backend (default: flex).
         #[arg(long, value_enum, default_value = "flex")]
         backend: crate::backend::BackendKind,
@@ -229,12 +233,14 @@ pub fn run(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
             steps,
             warmup,
             threads,
+            only,
             backend,
             torch_python,
         } => super::bench_align::align_bench(
             *steps,
             *warmup,
             *threads,
+            only,
             *backend,
             &venv_python(torch_python.as_deref(), ".venv-torch"),
         ),

@@ -61,6 +61,7 @@ pub fn align_bench(
     steps: usize,
     warmup: usize,
     threads: usize,
+    only: &[String],
     backend: BackendKind,
     python: &std::path::Path,
 ) -> anyhow::Result<()> {
@@ -85,7 +86,16 @@ pub fn align_bench(
         ..small.clone()
     };
     let (small_kl, small_softvq) = (with(Regulariser::Kl), with(Regulariser::Softvq));
-    let cases = [
+    let names = |name: &str, tok: &TokenizerConfig, (width, depth): (usize, usize)| {
+        (
+            format!(
+                "{name}: {} x {} tokens, width {}, depth {}, batch {}",
+                tok.tokens, tok.channels, tok.width, tok.depth, tok.batch
+            ),
+            format!("d {}, width {width}, {depth} blocks", tok.channels),
+        )
+    };
+    let all = [
         ("small", &small, (256, 3)),
         ("small", &small, (1024, 6)),
         ("small, KL", &small_kl, (256, 3)),
@@ -93,6 +103,21 @@ pub fn align_bench(
         ("paper (batch 32)", &paper, (256, 3)),
         ("paper (batch 32)", &paper, (1024, 6)),
     ];
+    let label = |(name, tok, prior): &(&str, &TokenizerConfig, (usize, usize))| {
+        let (t, p) = names(name, tok, *prior);
+        format!("{t} | {p}")
+    };
+    let cases: Vec<_> = all
+        .iter()
+        .filter(|case| only.iter().all(|o| label(case).contains(o.as_str())))
+        .collect();
+    if cases.is_empty() {
+        let rows: Vec<String> = all.iter().map(label).collect();
+        anyhow::bail!(
+            "--only {only:?} matches no row; the rows (tokenizer | prior) are:\n{}",
+            rows.join("\n")
+        );
+    }
     let device = DeviceSpec::parse(backend, None)?;
     let torch_device = device.torch_name();
     let mut speed = tabled::builder::Builder::default();
@@ -115,7 +140,7 @@ pub fn align_bench(
         "<= 1.15",
     ]);
     let mut failures = Vec::new();
-    for (name, tok, (width, depth)) in cases {
+    for &&(name, tok, (width, depth)) in &cases {
         let measure = |lambda: f64| {
             run_job(
                 backend,
@@ -154,11 +179,7 @@ pub fn align_bench(
         let points = (tok.batch * tok.tokens * tok.flow_mul.max(1)) as f64;
         let floor = flops.align() * points / rate;
         let extra = 1.0 / aligned - 1.0 / plain;
-        let tok_name = format!(
-            "{name}: {} x {} tokens, width {}, depth {}, batch {}",
-            tok.tokens, tok.channels, tok.width, tok.depth, tok.batch
-        );
-        let prior_name = format!("d {}, width {width}, {depth} blocks", tok.channels);
+        let (tok_name, prior_name) = names(name, tok, (width, depth));
         let row = |l: &str| format!("{name} tokenizer, prior width {width}, {l}");
         let [plain_ours, plain_theirs, plain_ratio] = compare(
             ("align", &row("lambda = 0")),

@@ -76,7 +76,7 @@ pub(super) fn all(
         ),
         (
             "align",
-            Box::new(|| super::bench_align::align_bench(3, 1, threads, flex, &python)),
+            Box::new(|| super::bench_align::align_bench(3, 1, threads, &[], flex, &python)),
         ),
         (
             "generator",

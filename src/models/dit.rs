@@ -11,7 +11,7 @@
 use burn::module::{Module, Param};
 use burn::nn::attention::{MultiHeadAttention, MultiHeadAttentionConfig};
 
-use super::layers::{linear3, self_attention};
+use super::layers::{add_positions, linear3, self_attention};
 use crate::activation::gelu::gelu;
 use burn::nn::{Embedding, EmbeddingConfig, Linear};
 use burn::tensor::activation::silu;
@@ -140,7 +140,7 @@ impl<B: Backend> Dit<B> {
                 .forward(y.unsqueeze_dim::<2>(1))
                 .reshape([b, self.pos.val().dims()[1]]);
         let c_act = silu(c);
-        let mut h = linear3(&self.input, x) + self.pos.val().unsqueeze_dim(0);
+        let mut h = add_positions(linear3(&self.input, x), self.pos.val());
         for block in &self.blocks {
             h = block.forward(h, c_act.clone());
         }

@@ -24,35 +24,60 @@ pub fn swap_middle<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
 }
 
 /// Row-major [a, m, n, k] values as row-major [a, n, m, k].
-pub(crate) fn swap_copy(x: &[f32], [a, m, n, k]: [usize; 4]) -> Vec<f32> {
+#[cfg(test)]
+pub(crate) fn swap_copy(x: &[f32], dims: [usize; 4]) -> Vec<f32> {
+    let [_, m, n, k] = dims;
+    swap_gather(x, 0, [m * n * k, n * k, k, 1], dims)
+}
+
+/// The [a, m, n, k] tensor whose element [s, i, j, c] is `x[offset + s st0 + i st1 + j st2 + c st3]`,
+/// as row-major [a, n, m, k] values: runs of `k` copied whole where `st3` is 1 (a view of the heads
+/// as they were split), gathered value by value otherwise (the gradient of a transposed operand).
+pub(crate) fn swap_gather(
+    x: &[f32],
+    offset: usize,
+    strides: [usize; 4],
+    [a, m, n, k]: [usize; 4],
+) -> Vec<f32> {
     use rayon::prelude::*;
+    let [st0, st1, st2, st3] = strides;
     let per = m * n * k;
-    assert_eq!(
-        x.len(),
-        a * per,
-        "swap_copy: {} values for {a}x{per}",
-        x.len()
-    );
-    let mut y = vec![0.0f32; x.len()];
+    let mut y = vec![0.0f32; a * per];
     if per == 0 {
         return y;
     }
-    let one = |xs: &[f32], ys: &mut [f32]| {
+    let last = offset
+        + [(a, st0), (m, st1), (n, st2), (k, st3)]
+            .iter()
+            .map(|&(d, st)| (d - 1) * st)
+            .sum::<usize>();
+    assert!(
+        last < x.len(),
+        "swap_gather: a view reaching {last} in {} values",
+        x.len()
+    );
+    let one = |s: usize, ys: &mut [f32]| {
         for i in 0..m {
             for j in 0..n {
-                let (src, dst) = ((i * n + j) * k, (j * m + i) * k);
-                ys[dst..dst + k].copy_from_slice(&xs[src..src + k]);
+                let src = offset + s * st0 + i * st1 + j * st2;
+                let dst = (j * m + i) * k;
+                let out = &mut ys[dst..dst + k];
+                if st3 == 1 {
+                    out.copy_from_slice(&x[src..src + k]);
+                } else {
+                    for (c, o) in out.iter_mut().enumerate() {
+                        *o = x[src + c * st3];
+                    }
+                }
             }
         }
     };
-    if rayon::current_num_threads() > 1 && a > 1 && x.len() >= PARALLEL_MIN {
+    if rayon::current_num_threads() > 1 && a > 1 && y.len() >= PARALLEL_MIN {
         y.par_chunks_mut(per)
-            .zip(x.par_chunks(per))
-            .for_each(|(ys, xs)| one(xs, ys));
+            .enumerate()
+            .for_each(|(s, ys)| one(s, ys));
     } else {
-        y.chunks_mut(per)
-            .zip(x.chunks(per))
-            .for_each(|(ys, xs)| one(xs, ys));
+        y.chunks_mut(per).enumerate().for_each(|(s, ys)| one(s, ys));
     }
     y
 }
@@ -77,10 +102,19 @@ mod flex {
         crate::activation::flex::unary_on_flex(x, autodiff, swap)
     }
 
+    /// The swap, read through `x`'s strides (a view with a negative stride is made contiguous
+    /// first).
     fn swap(x: FlexTensor) -> FlexTensor {
-        let x = x.to_contiguous();
-        let [a, m, n, k] = x.shape().dims::<4>();
-        let y = super::swap_copy(&x.storage::<f32>()[..a * m * n * k], [a, m, n, k]);
+        let x = if x.layout().strides().iter().any(|&s| s < 0) {
+            x.to_contiguous()
+        } else {
+            x
+        };
+        let dims @ [a, m, n, k] = x.shape().dims::<4>();
+        let layout = x.layout();
+        let st = layout.strides();
+        let strides = [0, 1, 2, 3].map(|d| st[d].unsigned_abs());
+        let y = super::swap_gather(x.storage::<f32>(), layout.start_offset(), strides, dims);
         FlexTensor::from_data(TensorData::new(y, [a, n, m, k]))
     }
 
@@ -134,26 +168,40 @@ mod tests {
         }
     }
 
-    /// Values equal Burn's `swap_dims(1, 2)` (from a strided view too, as a reshaped projection is
-    /// not always), and d/dx sum(w * swap(x)) is w swapped back.
+    /// Values equal Burn's `swap_dims(1, 2)` (from strided views too), and d/dx sum(w * swap(x)) is
+    /// w swapped back, whether the gradient arrives contiguous or as a view.
     #[test]
     fn values_and_gradient_equal_the_swap() {
         let device = Default::default();
         let x0 =
             Tensor::<TestBackend, 4>::random([2, 5, 3, 4], Distribution::Normal(0.0, 1.0), &device);
-        let viewed = x0.clone().swap_dims(2, 3);
-        assert_eq!(
-            to_host(swap_middle(viewed.clone())),
-            to_host(viewed.swap_dims(1, 2))
-        );
+        // Strided views: the last dimension transposed (value by value), the heads already
+        // swapped (runs of k), a slice with an offset.
+        for viewed in [
+            x0.clone().swap_dims(2, 3),
+            x0.clone().swap_dims(1, 2),
+            x0.clone().narrow(1, 1, 3),
+        ] {
+            assert_eq!(
+                to_host(swap_middle(viewed.clone())),
+                to_host(viewed.swap_dims(1, 2))
+            );
+        }
         let w =
             Tensor::<TestBackend, 4>::random([2, 3, 5, 4], Distribution::Normal(0.0, 1.0), &device);
         let x = Tensor::<TestAutodiff, 4>::from_data(x0.to_data(), &device).require_grad();
         let wa = Tensor::<TestAutodiff, 4>::from_data(w.to_data(), &device);
         let g = (swap_middle(x.clone()) * wa).sum().backward();
         let got = x.grad(&g).expect("x has a gradient");
-        let want = w.swap_dims(1, 2);
+        let want = w.clone().swap_dims(1, 2);
         assert_eq!(got.dims(), [2, 5, 3, 4]);
         assert_eq!(to_host(got), to_host(want));
+        // The gradient reaching the swap as a strided view (a transposed operand's).
+        let wt = Tensor::<TestAutodiff, 4>::from_data(w.clone().swap_dims(2, 3).to_data(), &device);
+        let g = (swap_middle(x.clone()).swap_dims(2, 3) * wt)
+            .sum()
+            .backward();
+        let got = x.grad(&g).expect("x has a gradient");
+        assert_eq!(to_host(got), to_host(w.swap_dims(1, 2)));
     }
 }

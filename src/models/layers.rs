@@ -28,6 +28,14 @@ pub fn linear3<B: Backend>(linear: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3> 
     y.reshape([b, l, out])
 }
 
+/// `h` [B, L, w] plus a per-position `pos` [L, w] for every sample. Written as a [B, L w] tensor
+/// plus one shared row: flex adds that in one vectorised pass and sums the gradient of `pos` over
+/// the first dimension in one, where a [1, L, w] broadcast walks an index iterator per element.
+pub fn add_positions<B: Backend>(h: Tensor<B, 3>, pos: Tensor<B, 2>) -> Tensor<B, 3> {
+    let [b, l, w] = h.dims();
+    (h.reshape([b, l * w]) + pos.reshape([1, l * w])).reshape([b, l, w])
+}
+
 /// Multi-head self-attention of `mha` over `x` [B, L, d] (no mask): Burn's
 /// `mha.forward(MhaInput::self_attn(x)).context`, with the heads split and merged by contiguous
 /// copies ([`swap_middle`]).
@@ -185,6 +193,34 @@ mod tests {
         let w1 = host(lin.weight.grad(&g1).expect("grad"));
         let w2 = host(lin.weight.grad(&g2).expect("grad"));
         close(&w1, &w2, 1e-5, "weight gradient");
+    }
+
+    /// h + pos per position, and pos's gradient is the sum of the loss weights over the batch
+    /// (closed form on host values).
+    #[test]
+    fn positions_add_to_every_sample_and_their_gradient_sums_the_batch() {
+        let device = Default::default();
+        let (b, l, w) = (3usize, 4usize, 5usize);
+        let h = Tensor::<AB, 3>::random([b, l, w], Distribution::Normal(0.0, 1.0), &device);
+        let pos =
+            Tensor::<AB, 2>::random([l, w], Distribution::Normal(0.0, 1.0), &device).require_grad();
+        let weights = Tensor::<AB, 3>::random([b, l, w], Distribution::Normal(0.0, 1.0), &device);
+        let y = add_positions(h.clone(), pos.clone());
+        let (hv, pv, wv, yv) = (
+            host(h),
+            host(pos.clone()),
+            host(weights.clone()),
+            host(y.clone()),
+        );
+        for (i, &v) in yv.iter().enumerate() {
+            assert_eq!(v, hv[i] + pv[i % (l * w)], "value {i}");
+        }
+        let grads = (y * weights).sum().backward();
+        let got = host(pos.grad(&grads).expect("pos has a gradient"));
+        for (p, &g) in got.iter().enumerate() {
+            let want: f32 = (0..b).map(|s| wv[s * l * w + p]).sum();
+            assert!((g - want).abs() < 1e-5, "pos gradient {p}: {g} vs {want}");
+        }
     }
 
     #[test]

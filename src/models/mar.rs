@@ -35,7 +35,7 @@
 use burn::module::{Module, Param};
 use burn::nn::attention::{MultiHeadAttention, MultiHeadAttentionConfig};
 
-use super::layers::{linear3, self_attention};
+use super::layers::{add_positions, linear3, self_attention};
 use crate::activation::gelu::gelu;
 use burn::nn::{Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear};
 use burn::tensor::backend::Backend;
@@ -340,13 +340,13 @@ impl<B: Backend> Mar<B> {
             1,
             self.buffer,
         );
-        let seq = Tensor::cat(vec![class, known + masked], 1) + self.pos.val().unsqueeze_dim(0);
+        let seq = add_positions(Tensor::cat(vec![class, known + masked], 1), self.pos.val());
         let mut h = self.z_ln.forward(seq);
         for block in &self.blocks {
             h = block.forward(h);
         }
         let h = self.out_ln.forward(h).narrow(1, self.buffer, l);
-        h + self.head_pos.val().unsqueeze_dim(0)
+        add_positions(h, self.head_pos.val())
     }
 
     /// How much the conditions depend on the class: with every token unknown, the mean distance

@@ -17,7 +17,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Distribution, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::layers::encoder;
+use super::layers::{add_positions, encoder};
 use super::posterior::{sample_with_kl, sample_with_kl_given};
 use crate::conv::conv2d;
 
@@ -286,7 +286,7 @@ impl<B: Backend> Tokenizer<B> {
             .val()
             .unsqueeze_dim::<3>(0)
             .expand([b, self.tokens, width]);
-        let h = Tensor::cat(vec![patches, latent], 1) + self.enc_pos.val().unsqueeze_dim(0);
+        let h = add_positions(Tensor::cat(vec![patches, latent], 1), self.enc_pos.val());
         let h = encoder(&self.encoder, h);
         let h = self.enc_norm.forward(h.narrow(1, PATCHES, self.tokens));
         self.to_latent.forward(h)
@@ -339,8 +339,10 @@ impl<B: Backend> Tokenizer<B> {
             .val()
             .unsqueeze_dim::<3>(0)
             .expand([b, PATCHES, width]);
-        let h = Tensor::cat(vec![mask, self.from_latent.forward(z)], 1)
-            + self.dec_pos.val().unsqueeze_dim(0);
+        let h = add_positions(
+            Tensor::cat(vec![mask, self.from_latent.forward(z)], 1),
+            self.dec_pos.val(),
+        );
         let h = encoder(&self.decoder, h);
         let h = self.dec_norm.forward(h.narrow(1, 0, PATCHES));
         unpatchify(sigmoid(self.to_pixels.forward(h)))

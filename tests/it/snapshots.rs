@@ -118,3 +118,20 @@ fn runs_list_of_two_runs() {
         .collect();
     insta::assert_snapshot!("runs_list", blanked.join("\n"));
 }
+
+/// `bench align --only` with text no row contains: an error that lists the rows to choose from,
+/// before anything is measured.
+#[test]
+fn bench_align_only_names_the_rows_when_nothing_matches() {
+    let sb = Sandbox::new();
+    let (ok, _, err) = sb.run(&["bench", "align", "--only", "no such row"]);
+    assert!(!ok, "a filter matching nothing must fail");
+    assert!(
+        err.contains("--only [\"no such row\"] matches no row"),
+        "{err}"
+    );
+    assert!(
+        err.contains("small, KL: 16 x 16 tokens") && err.contains("| d 16, width 1024, 6 blocks"),
+        "the rows are listed: {err}"
+    );
+}
