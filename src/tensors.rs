@@ -25,6 +25,11 @@ pub fn to_host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f64> {
     t.into_data().iter::<f64>().collect()
 }
 
+/// All values of a tensor, row-major, as f32 (features kept as f32, no round trip through f64).
+pub fn to_host_f32<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data().iter::<f32>().collect()
+}
+
 /// A [len / d, d] f32 tensor from row-major host values.
 pub fn from_host<B: Backend>(v: &[f64], d: usize, device: &B::Device) -> Tensor<B, 2> {
     let data: Vec<f32> = v.iter().map(|&x| x as f32).collect();

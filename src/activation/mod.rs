@@ -1,4 +1,4 @@
-//! Element-wise activations with vectorised kernels on the CPU backend (GELU, SiLU): what they
+//! Element-wise activations with vectorised kernels on the CPU backend (GELU, ReLU, SiLU): what they
 //! share. A [`Pointwise`] function supplies its value and derivative per element; here they become
 //! one loop per instruction set, mapped over a tensor in parallel chunks, and on `Autodiff<Flex>`
 //! wrapped as one custom autodiff operation (the input is kept, the backward pass is one kernel call).
@@ -11,6 +11,7 @@ use burn::tensor::backend::Backend;
 use crate::simd::Isa;
 
 pub mod gelu;
+pub mod relu;
 pub mod silu;
 pub mod softmax;
 

@@ -15,9 +15,11 @@
 //! models call: on `Flex` and `Autodiff<Flex>` (one custom autodiff operation, which keeps the input and
 //! the weight) for f32 layers with a bias, dilation 1, one group, symmetric padding and no output
 //! padding; otherwise Burn's own layer (every other backend, or another configuration).
+//! [`pool`] holds the inference max and average pools beside them.
 
 pub mod geometry;
 pub(crate) mod kernels;
+pub mod pool;
 
 #[cfg(feature = "flex")]
 mod flex;

@@ -2,10 +2,10 @@
 //! 28x28 datasets (trained once per dataset and cached), and the end-to-end job that exercises a
 //! backend, the data readers and the run store.
 
+use crate::activation::relu::relu;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::Tensor;
-use burn::tensor::activation::relu;
 use burn::tensor::backend::Backend;
 
 /// Input -> hidden -> hidden -> classes, ReLU between layers.

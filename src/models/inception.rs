@@ -9,13 +9,13 @@
 
 use std::path::Path;
 
+use crate::activation::relu::relu;
+use crate::conv::pool::{avg_pool2d, max_pool2d};
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::Tensor;
-use burn::tensor::activation::relu;
 use burn::tensor::backend::Backend;
-use burn::tensor::module::{avg_pool2d, max_pool2d};
 
 use super::layers::{conv_bn, fold};
 
@@ -74,11 +74,11 @@ fn c1<B: Backend>(cin: usize, cout: usize, device: &B::Device) -> BasicConv<B> {
 
 /// 3x3 average pool, stride 1, padding 1, padding not counted (the FID variant).
 fn avg3<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
-    avg_pool2d(x, [3, 3], [1, 1], [1, 1], false, false)
+    avg_pool2d(x, 3, 1, 1)
 }
 
 fn max3s2<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
-    max_pool2d(x, [3, 3], [2, 2], [0, 0], [1, 1], false)
+    max_pool2d(x, 3, 2, 0)
 }
 
 #[derive(Module, Debug)]
@@ -310,7 +310,7 @@ impl<B: Backend> InceptionE<B> {
             1,
         );
         let pooled = if self.max_pool {
-            max_pool2d(x, [3, 3], [1, 1], [1, 1], [1, 1], false)
+            max_pool2d(x, 3, 1, 1)
         } else {
             avg3(x)
         };

@@ -94,7 +94,7 @@ pub fn conv_bn<B: Backend>(
     bn: &Option<BatchNorm<B>>,
     x: Tensor<B, 4>,
 ) -> Tensor<B, 4> {
-    let h = c.forward(x);
+    let h = crate::conv::conv2d(c, x);
     match bn {
         Some(bn) => bn.forward(h),
         None => h,

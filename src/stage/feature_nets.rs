@@ -13,7 +13,8 @@ use crate::error::{Error, Result};
 use crate::models::classifier::MlpClassifier;
 use crate::models::efficientnet::EfficientNetLite0;
 use crate::models::inception::{self, InceptionV3};
-use crate::tensors::to_host;
+use crate::tensors::{to_host, to_host_f32};
+use crate::train::blocks::{blocks_of, on_shard_threads, row_blocks};
 
 /// The key under which a run's identity records the content of its feature networks' weights.
 pub const WEIGHTS_KEY: &str = "feature_weights";
@@ -155,38 +156,63 @@ impl<'a, B: Backend> LoadedNet<'a, B> {
         (out.features, out.dim)
     }
 
-    /// Features and class logits (for the Inception Score) of grey 28x28 images `x`.
+    /// Features and class logits (for the Inception Score) of grey 28x28 images `x`. The classifier's
+    /// chunks run in blocks side by side on flex (one per thread: a chunk's products are too small to
+    /// share out); the convolutional networks' chunks one after another, their convolutions spreading
+    /// the images over the threads.
     pub fn features_and_logits(&self, x: &[f32], device: &B::Device) -> NetOutput {
         let chunk = match self {
             LoadedNet::Classifier(_) => 500,
             LoadedNet::Efficientnet(_) | LoadedNet::Inception(_) => 16,
         };
-        let mut out = NetOutput {
-            features: Vec::new(),
-            dim: 0,
-            logits: Vec::new(),
-            classes: 0,
+        let parts: Vec<&[f32]> = x.chunks(chunk * 784).collect();
+        let blocks = match self {
+            LoadedNet::Classifier(_) => blocks_of::<B>(parts.len(), 1),
+            _ => 1,
         };
-        for part in x.chunks(chunk * 784) {
-            let t = crate::tensors::from_host_f32::<B>(part.to_vec(), 784, device);
-            let (f, l) = match self {
-                LoadedNet::Classifier(c) => {
-                    let f = c.features(t);
-                    (f.clone(), c.head(f))
-                }
-                LoadedNet::Efficientnet(e) => {
-                    let (_, pooled, logits) = e.forward(super::dino::to_rgb224(t));
-                    (pooled, logits)
-                }
-                LoadedNet::Inception(n) => n.forward(inception::grey_to_input(t, inception::INPUT)),
+        let run = |range: std::ops::Range<usize>| {
+            let mut out = NetOutput {
+                features: Vec::new(),
+                dim: 0,
+                logits: Vec::new(),
+                classes: 0,
             };
-            out.dim = f.dims()[1];
-            out.classes = l.dims()[1];
-            out.features
-                .extend(to_host(f).into_iter().map(|v| v as f32));
-            out.logits.extend(to_host(l));
+            for part in &parts[range] {
+                self.chunk_into(part, device, &mut out);
+            }
+            out
+        };
+        let mut outs = if blocks > 1 {
+            on_shard_threads(row_blocks(parts.len(), blocks), run)
+        } else {
+            vec![run(0..parts.len())]
+        };
+        let mut out = outs.remove(0);
+        for o in outs {
+            out.features.extend(o.features);
+            out.logits.extend(o.logits);
         }
         out
+    }
+
+    /// One chunk of images through the network, its features and logits appended to `out`.
+    fn chunk_into(&self, part: &[f32], device: &B::Device, out: &mut NetOutput) {
+        let t = crate::tensors::from_host_f32::<B>(part.to_vec(), 784, device);
+        let (f, l) = match self {
+            LoadedNet::Classifier(c) => {
+                let f = c.features(t);
+                (f.clone(), c.head(f))
+            }
+            LoadedNet::Efficientnet(e) => {
+                let (_, pooled, logits) = e.forward(super::dino::to_rgb224(t));
+                (pooled, logits)
+            }
+            LoadedNet::Inception(n) => n.forward(inception::grey_to_input(t, inception::INPUT)),
+        };
+        out.dim = f.dims()[1];
+        out.classes = l.dims()[1];
+        out.features.extend(to_host_f32(f));
+        out.logits.extend(to_host(l));
     }
 }
 
