@@ -17,6 +17,11 @@ use burn::tensor::{Distribution, Int, Tensor};
 use crate::activation::silu::silu;
 use crate::conv::{conv_transpose2d, conv2d};
 
+/// The side of the latent grid: two stride-2 convolutions take 28x28 images to 7x7.
+pub const GRID: usize = 7;
+/// Latent tokens per image, one per grid cell.
+pub const TOKENS: usize = GRID * GRID;
+
 /// Which autoencoder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AeKind {
@@ -147,7 +152,7 @@ impl<B: Backend> LatentAe<B> {
     pub fn latents(&self, x: Tensor<B, 2>) -> Tensor<B, 3> {
         let z = self.latent_grid(x);
         let [b, c, _, _] = z.dims();
-        z.reshape([b, c, 49]).swap_dims(1, 2)
+        z.reshape([b, c, TOKENS]).swap_dims(1, 2)
     }
 
     /// Deterministic reconstruction [B, 784] through `latent_grid`.

@@ -40,7 +40,7 @@ use crate::stage::classifier::ClassifierConfig;
 use crate::stage::feature_nets::{FeatureNet, LoadedNet, load_classifier, weights_identity};
 use crate::stage::tokenizer::{LABELS, LATENTS, TokenizerConfig};
 use crate::store::{ActiveRun, Store};
-use crate::tensors::to_host;
+use crate::tensors::to_host_f32;
 use crate::train::finite;
 
 mod config;
@@ -332,7 +332,7 @@ fn train<B: AutodiffBackend>(
                 &mut rng,
                 device,
             ) / scale;
-            images.extend(to_host(tokenizer.decode(z)).into_iter().map(|v| v as f32));
+            images.extend(to_host_f32(tokenizer.decode(z)));
         }
         images
     };

@@ -21,10 +21,10 @@ use crate::data::DatasetId;
 use crate::error::{Error, Result};
 use crate::features::write_npy;
 use crate::jobs::{Claim, JobRun};
-use crate::models::latent_ae::{AeKind, LatentAe};
+use crate::models::latent_ae::{AeKind, LatentAe, TOKENS};
 use crate::optim::Adam;
 use crate::store::{ActiveRun, RunSpec, Store};
-use crate::tensors::{from_host_f32, to_host};
+use crate::tensors::{from_host_f32, to_host, to_host_f32};
 use crate::train::{LrSchedule, Trained, Trainer, finite};
 
 /// Stage names.
@@ -246,10 +246,7 @@ fn train<B: AutodiffBackend>(
     };
     match job.kind {
         AeKind::Vq => {
-            let cb: Vec<f32> = to_host(model.codebook.val())
-                .into_iter()
-                .map(|v| v as f32)
-                .collect();
+            let cb = to_host_f32(model.codebook.val());
             write(cb, &[cfg.codebook_size, cfg.channels])?;
         }
         AeKind::Vae => {
@@ -258,17 +255,15 @@ fn train<B: AutodiffBackend>(
             } else {
                 cfg.feature_images.min(train.len())
             };
-            let mut data = Vec::with_capacity(n * 49 * cfg.channels);
+            let mut data = Vec::with_capacity(n * TOKENS * cfg.channels);
             let idx: Vec<usize> = (0..n).collect();
             for chunk in idx.chunks(500) {
                 let (x, _) = train.gather(chunk);
-                data.extend(
-                    to_host(model.latents(from_host_f32::<B::InnerBackend>(x, 784, device)))
-                        .into_iter()
-                        .map(|v| v as f32),
-                );
+                data.extend(to_host_f32(
+                    model.latents(from_host_f32::<B::InnerBackend>(x, 784, device)),
+                ));
             }
-            write(data, &[n, 49, cfg.channels])?;
+            write(data, &[n, TOKENS, cfg.channels])?;
         }
     }
     run.artifact(FEATURES, &features)?;

@@ -8,7 +8,7 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Distribution, Int, Tensor};
 
 use super::LatentAeConfig;
-use crate::models::latent_ae::LatentAe;
+use crate::models::latent_ae::{GRID, LatentAe};
 use crate::tensors::scalar;
 use crate::train::Trainer;
 use crate::train::blocks::{block_parts, blocks_of};
@@ -53,7 +53,7 @@ pub fn train_step<B: AutodiffBackend>(
     let [n, _] = x.dims();
     let eps = (!trainer.model().is_vq()).then(|| {
         Tensor::random(
-            [n, cfg.channels, 7, 7],
+            [n, cfg.channels, GRID, GRID],
             Distribution::Normal(0.0, 1.0),
             &x.device(),
         )

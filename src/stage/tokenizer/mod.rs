@@ -38,7 +38,7 @@ pub use crate::stage::feature_nets::FeatureNet;
 use crate::stage::feature_nets::{LoadedNet, load_classifier, weights_identity};
 use crate::stage::prior::PriorConfig;
 use crate::store::{ActiveRun, RunSpec, Store};
-use crate::tensors::{from_host_f32, scalar, to_host};
+use crate::tensors::{from_host_f32, scalar, to_host_f32};
 use crate::train::{LrSchedule, Trained, Trainer, finite};
 
 mod config;
@@ -187,10 +187,7 @@ fn log_curves<B: AutodiffBackend>(
 ) -> Result<()> {
     let x = from_host_f32::<B::InnerBackend>(curves.x.clone(), 784, device);
     let z = model.latents(x.clone());
-    let rec: Vec<f32> = to_host(model.decode(z.clone()))
-        .into_iter()
-        .map(|v| v as f32)
-        .collect();
+    let rec = to_host_f32(model.decode(z.clone()));
     run.log("eval/psnr", step as i64, psnr(&curves.x, &rec, 784))?;
     let Some(prior) = curves.prior else {
         return Ok(());
@@ -198,10 +195,7 @@ fn log_curves<B: AutodiffBackend>(
     let [b, l, c] = z.dims();
     let flat = z.reshape([b * l, c]);
     let la = scalar(align_loss(&prior.inner, flat.clone(), 4));
-    let tokens: Vec<f32> = to_host(flat.clone())
-        .into_iter()
-        .map(|v| v as f32)
-        .collect();
+    let tokens = to_host_f32(flat.clone());
     let nll = knn_nll(&tokens, &prior.targets, c, cfg.knn_k);
     run.log("align/l_align", step as i64, la)?;
     run.log("align/knn_nll", step as i64, nll)?;
@@ -352,7 +346,7 @@ fn train<B: AutodiffBackend>(
     let mut rec = Vec::with_capacity(orig.len());
     for part in orig.chunks(500 * 784) {
         let r = model_v.reconstruct(from_host_f32::<B::InnerBackend>(part.to_vec(), 784, device));
-        rec.extend(to_host(r).into_iter().map(|v| v as f32));
+        rec.extend(to_host_f32(r));
     }
     run.log("test/psnr", last, psnr(&orig, &rec, 784))?;
     run.log("test/ssim", last, ssim(&orig, &rec, 28, 28))?;
@@ -401,11 +395,9 @@ fn save_latents<B: Backend>(
     let mut labels = Vec::with_capacity(n);
     for chunk in idx.chunks(500) {
         let (x, y) = train.gather(chunk);
-        data.extend(
-            to_host(model.latents(from_host_f32::<B>(x, 784, device)))
-                .into_iter()
-                .map(|v| v as f32),
-        );
+        data.extend(to_host_f32(
+            model.latents(from_host_f32::<B>(x, 784, device)),
+        ));
         labels.extend(y.into_iter().map(|v| v as f32));
     }
     let latents = dir.join("latents.npy");
