@@ -10,9 +10,9 @@ images in [0, 1], in chunks of 16 (500 for the classifier), as flowprior runs th
   features and logits.
 - `classifier`: the project's MLP classifier (784-256-256 ReLU features, then 10 logits; WEIGHTS is
   ignored, untrained weights cost the same).
-One untimed chunk first. Prints one JSON line, per_s in images/s; f32 precision as in bench_prior.py's
-`setup`.
-Usage: python bench_features.py NET WEIGHTS IMAGES THREADS DEVICE
+One untimed chunk first, then REPEATS timed passes (default 1), the median taken. Prints one JSON
+line, per_s in images/s; f32 precision as in bench_prior.py's `setup`.
+Usage: python bench_features.py NET WEIGHTS IMAGES THREADS DEVICE [REPEATS]
 """
 import json
 import os
@@ -30,6 +30,7 @@ def main():
     net, weights = sys.argv[1], sys.argv[2]
     images, threads = int(sys.argv[3]), int(sys.argv[4])
     device, sync, info = setup(sys.argv[5], threads)
+    repeats = int(sys.argv[6]) if len(sys.argv) > 6 else 1
     if net == "efficientnet":
         import efficientnet_reference as eff
 
@@ -73,10 +74,13 @@ def main():
 
     passes(x[:chunk])
     sync()
-    start = time.perf_counter()
-    passes(x)
-    sync()
-    secs = time.perf_counter() - start
+    times = []
+    for _ in range(max(repeats, 1)):
+        start = time.perf_counter()
+        passes(x)
+        sync()
+        times.append(time.perf_counter() - start)
+    secs = sorted(times)[len(times) // 2]
     print(json.dumps({"per_s": images / secs, "unit": "images/s", "net": net, **info}))
 
 

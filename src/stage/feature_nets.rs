@@ -161,11 +161,7 @@ impl<'a, B: Backend> LoadedNet<'a, B> {
     /// share out); the convolutional networks' chunks one after another, their convolutions spreading
     /// the images over the threads.
     pub fn features_and_logits(&self, x: &[f32], device: &B::Device) -> NetOutput {
-        let chunk = match self {
-            LoadedNet::Classifier(_) => 500,
-            LoadedNet::Efficientnet(_) | LoadedNet::Inception(_) => 16,
-        };
-        let parts: Vec<&[f32]> = x.chunks(chunk * 784).collect();
+        let parts: Vec<&[f32]> = x.chunks(self.chunk() * 784).collect();
         let blocks = match self {
             LoadedNet::Classifier(_) => blocks_of::<B>(parts.len(), 1),
             _ => 1,
@@ -193,6 +189,14 @@ impl<'a, B: Backend> LoadedNet<'a, B> {
             out.logits.extend(o.logits);
         }
         out
+    }
+
+    /// Images a chunk holds: what one pass of the network takes at once.
+    pub fn chunk(&self) -> usize {
+        match self {
+            LoadedNet::Classifier(_) => 500,
+            LoadedNet::Efficientnet(_) | LoadedNet::Inception(_) => 16,
+        }
     }
 
     /// One chunk of images through the network, its features and logits appended to `out`.
