@@ -56,13 +56,7 @@ pub fn max_pool2d<B: Backend>(
     stride: usize,
     pad: usize,
 ) -> Tensor<B, 4> {
-    let w = Window { k, stride, pad };
-    #[cfg(feature = "flex")]
-    let x = match flex::apply(x, Pool::Max, w) {
-        Ok(y) => return y,
-        Err(x) => x,
-    };
-    burn::tensor::module::max_pool2d(x, [k, k], [stride, stride], [pad, pad], [1, 1], false)
+    pool2d(x, Pool::Max, Window { k, stride, pad })
 }
 
 /// `avg_pool2d(x, [k, k], [stride, stride], [pad, pad], false, false)` (padding not counted), fast
@@ -73,13 +67,22 @@ pub fn avg_pool2d<B: Backend>(
     stride: usize,
     pad: usize,
 ) -> Tensor<B, 4> {
-    let w = Window { k, stride, pad };
+    pool2d(x, Pool::Mean, Window { k, stride, pad })
+}
+
+/// `pool` over windows `win`: the kernels on flex, Burn's pool elsewhere.
+fn pool2d<B: Backend>(x: Tensor<B, 4>, pool: Pool, win: Window) -> Tensor<B, 4> {
     #[cfg(feature = "flex")]
-    let x = match flex::apply(x, Pool::Mean, w) {
+    let x = match flex::apply(x, pool, win) {
         Ok(y) => return y,
         Err(x) => x,
     };
-    burn::tensor::module::avg_pool2d(x, [k, k], [stride, stride], [pad, pad], false, false)
+    let Window { k, stride, pad } = win;
+    let (k, s, p) = ([k, k], [stride, stride], [pad, pad]);
+    match pool {
+        Pool::Max => burn::tensor::module::max_pool2d(x, k, s, p, [1, 1], false),
+        Pool::Mean => burn::tensor::module::avg_pool2d(x, k, s, p, false, false),
+    }
 }
 
 /// Pools every `[h, w]` plane of `x` (row-major planes, one after another): the output planes,
