@@ -21,6 +21,7 @@ pub mod cli;
 pub mod config;
 pub mod conv;
 pub mod data;
+pub mod dense;
 pub mod error;
 pub mod features;
 pub mod flow;

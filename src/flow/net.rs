@@ -12,6 +12,7 @@
 //! the final Linear, so a fresh network outputs exactly 0.
 
 use crate::activation::silu::silu;
+use crate::dense::linear;
 use burn::module::{Module, Param};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear};
 use burn::tensor::backend::Backend;
@@ -50,7 +51,7 @@ pub(crate) enum Init {
 }
 
 /// A Linear layer (weights stored [d_in, d_out] as Burn does) with the given weight init and zero bias.
-pub(crate) fn linear<B: Backend>(
+pub(crate) fn init_linear<B: Backend>(
     d_in: usize,
     d_out: usize,
     init: Init,
@@ -116,7 +117,7 @@ pub struct TimestepEmbedder<B: Backend> {
 impl<B: Backend> TimestepEmbedder<B> {
     pub fn forward(&self, t: Tensor<B, 1>) -> Tensor<B, 2> {
         let f = timestep_embedding(t, FREQ_DIM, MAX_PERIOD);
-        self.fc2.forward(silu(self.fc1.forward(f)))
+        linear(&self.fc2, silu(linear(&self.fc1, f)))
     }
 }
 
@@ -132,13 +133,15 @@ pub struct SplitLinear<B: Backend> {
 impl<B: Backend> SplitLinear<B> {
     fn zeros(w: usize, k: usize, device: &B::Device) -> Self {
         SplitLinear {
-            parts: (0..k).map(|_| linear(w, w, Init::Zeros, device)).collect(),
+            parts: (0..k)
+                .map(|_| init_linear(w, w, Init::Zeros, device))
+                .collect(),
         }
     }
 
     /// The k outputs, in the order of the wide Linear's chunks.
     pub fn forward(&self, x: Tensor<B, 2>) -> Vec<Tensor<B, 2>> {
-        self.parts.iter().map(|p| p.forward(x.clone())).collect()
+        self.parts.iter().map(|p| linear(p, x.clone())).collect()
     }
 }
 
@@ -159,7 +162,7 @@ impl<B: Backend> ResBlock<B> {
             _ => unreachable!("the block's adaLN has three parts"),
         };
         let h = modulate(self.in_ln.forward(x.clone()), shift, scale);
-        let h = self.fc2.forward(silu(self.fc1.forward(h)));
+        let h = linear(&self.fc2, silu(linear(&self.fc1, h)));
         x + gate * h
     }
 }
@@ -178,8 +181,10 @@ impl<B: Backend> FinalLayer<B> {
             (Some(a), Some(b)) => (a, b),
             _ => unreachable!("the final layer's adaLN has two parts"),
         };
-        self.linear
-            .forward(modulate(layer_norm_plain(x, LN_EPS), shift, scale))
+        linear(
+            &self.linear,
+            modulate(layer_norm_plain(x, LN_EPS), shift, scale),
+        )
     }
 }
 
@@ -197,21 +202,21 @@ impl<B: Backend> SimpleMlpAdaLn<B> {
         let w = cfg.width;
         SimpleMlpAdaLn {
             time_embed: TimestepEmbedder {
-                fc1: linear(FREQ_DIM, w, Init::Normal(0.02), device),
-                fc2: linear(w, w, Init::Normal(0.02), device),
+                fc1: init_linear(FREQ_DIM, w, Init::Normal(0.02), device),
+                fc2: init_linear(w, w, Init::Normal(0.02), device),
             },
-            input_proj: linear(cfg.dim, w, Init::Xavier, device),
+            input_proj: init_linear(cfg.dim, w, Init::Xavier, device),
             blocks: (0..cfg.depth)
                 .map(|_| ResBlock {
                     in_ln: LayerNormConfig::new(w).with_epsilon(LN_EPS).init(device),
-                    fc1: linear(w, w, Init::Xavier, device),
-                    fc2: linear(w, w, Init::Xavier, device),
+                    fc1: init_linear(w, w, Init::Xavier, device),
+                    fc2: init_linear(w, w, Init::Xavier, device),
                     ada: SplitLinear::zeros(w, 3, device),
                 })
                 .collect(),
             final_layer: FinalLayer {
                 ada: SplitLinear::zeros(w, 2, device),
-                linear: linear(w, cfg.dim, Init::Zeros, device),
+                linear: init_linear(w, cfg.dim, Init::Zeros, device),
             },
         }
     }
@@ -225,7 +230,7 @@ impl<B: Backend> SimpleMlpAdaLn<B> {
     /// (MAR's flow head passes `time_embedding(t) + Linear(z)`).
     pub fn forward_cond(&self, x: Tensor<B, 2>, c: Tensor<B, 2>) -> Tensor<B, 2> {
         let c_act = silu(c);
-        let mut h = self.input_proj.forward(x);
+        let mut h = linear(&self.input_proj, x);
         for block in &self.blocks {
             h = block.forward(h, c_act.clone());
         }

@@ -3,6 +3,7 @@
 //! backend, the data readers and the run store.
 
 use crate::activation::relu::relu;
+use crate::dense::linear;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::Tensor;
@@ -27,7 +28,7 @@ impl<B: Backend> MlpClassifier<B> {
 
     /// Penultimate activations: the features FID-like metrics use.
     pub fn features(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        relu(self.fc2.forward(relu(self.fc1.forward(x))))
+        relu(linear(&self.fc2, relu(linear(&self.fc1, x))))
     }
 
     /// Class logits.
@@ -37,6 +38,6 @@ impl<B: Backend> MlpClassifier<B> {
 
     /// Class logits of penultimate features.
     pub fn head(&self, features: Tensor<B, 2>) -> Tensor<B, 2> {
-        self.head.forward(features)
+        linear(&self.head, features)
     }
 }

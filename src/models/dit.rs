@@ -11,14 +11,15 @@
 use burn::module::{Module, Param};
 use burn::nn::attention::{MultiHeadAttention, MultiHeadAttentionConfig};
 
-use super::layers::{add_positions, linear3, self_attention};
+use super::layers::{add_positions, self_attention};
 use crate::activation::gelu::gelu;
+use crate::dense::linear;
 use burn::nn::{Embedding, EmbeddingConfig, Linear};
 use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Int, Tensor};
 
-use crate::flow::net::{FREQ_DIM, Init, LN_EPS, TimestepEmbedder, linear};
+use crate::flow::net::{FREQ_DIM, Init, LN_EPS, TimestepEmbedder, init_linear};
 use crate::tensors::repeat_unit_dim;
 use crate::train::blocks::{on_shard_threads, row_blocks, shards_for};
 
@@ -57,7 +58,9 @@ fn per_token<B: Backend>(v: Tensor<B, 2>, l: usize) -> Tensor<B, 3> {
 
 /// Zero-initialised projections `w -> w`, one per modulation tensor.
 fn ada<B: Backend>(w: usize, k: usize, device: &B::Device) -> Vec<Linear<B>> {
-    (0..k).map(|_| linear(w, w, Init::Zeros, device)).collect()
+    (0..k)
+        .map(|_| init_linear(w, w, Init::Zeros, device))
+        .collect()
 }
 
 #[derive(Module, Debug)]
@@ -71,14 +74,14 @@ pub struct DitBlock<B: Backend> {
 
 impl<B: Backend> DitBlock<B> {
     fn forward(&self, x: Tensor<B, 3>, c_act: Tensor<B, 2>) -> Tensor<B, 3> {
-        let m: Vec<Tensor<B, 2>> = self.ada.iter().map(|l| l.forward(c_act.clone())).collect();
+        let m: Vec<Tensor<B, 2>> = self.ada.iter().map(|l| linear(l, c_act.clone())).collect();
         let l = x.dims()[1];
         let gate = |g: &Tensor<B, 2>| per_token(g.clone(), l);
         let h = modulate(norm(x.clone()), m[0].clone(), m[1].clone());
         let h = self_attention(&self.attn, h);
         let x = x + gate(&m[2]) * h;
         let h = modulate(norm(x.clone()), m[3].clone(), m[4].clone());
-        let h = linear3(&self.fc2, gelu(linear3(&self.fc1, h)));
+        let h = linear(&self.fc2, gelu(linear(&self.fc1, h)));
         x + gate(&m[5]) * h
     }
 }
@@ -99,15 +102,15 @@ impl<B: Backend> Dit<B> {
     pub fn new(s: DitShape, device: &B::Device) -> Self {
         let w = s.width;
         Dit {
-            input: linear(s.channels, w, Init::Xavier, device),
+            input: init_linear(s.channels, w, Init::Xavier, device),
             pos: Param::from_tensor(Tensor::random(
                 [s.tokens, w],
                 Distribution::Normal(0.0, 0.02),
                 device,
             )),
             time: TimestepEmbedder {
-                fc1: linear(FREQ_DIM, w, Init::Normal(0.02), device),
-                fc2: linear(w, w, Init::Normal(0.02), device),
+                fc1: init_linear(FREQ_DIM, w, Init::Normal(0.02), device),
+                fc2: init_linear(w, w, Init::Normal(0.02), device),
             },
             label: EmbeddingConfig::new(s.classes + 1, w).init(device),
             blocks: (0..s.depth)
@@ -115,13 +118,13 @@ impl<B: Backend> Dit<B> {
                     attn: MultiHeadAttentionConfig::new(w, s.heads)
                         .with_dropout(0.0)
                         .init(device),
-                    fc1: linear(w, 4 * w, Init::Xavier, device),
-                    fc2: linear(4 * w, w, Init::Xavier, device),
+                    fc1: init_linear(w, 4 * w, Init::Xavier, device),
+                    fc2: init_linear(4 * w, w, Init::Xavier, device),
                     ada: ada(w, 6, device),
                 })
                 .collect(),
             final_ada: ada(w, 2, device),
-            output: linear(w, s.channels, Init::Zeros, device),
+            output: init_linear(w, s.channels, Init::Zeros, device),
             classes: s.classes,
         }
     }
@@ -140,13 +143,13 @@ impl<B: Backend> Dit<B> {
                 .forward(y.unsqueeze_dim::<2>(1))
                 .reshape([b, self.pos.val().dims()[1]]);
         let c_act = silu(c);
-        let mut h = add_positions(linear3(&self.input, x), self.pos.val());
+        let mut h = add_positions(linear(&self.input, x), self.pos.val());
         for block in &self.blocks {
             h = block.forward(h, c_act.clone());
         }
-        let shift = self.final_ada[0].forward(c_act.clone());
-        let scale = self.final_ada[1].forward(c_act);
-        linear3(&self.output, modulate(norm(h), shift, scale))
+        let shift = linear(&self.final_ada[0], c_act.clone());
+        let scale = linear(&self.final_ada[1], c_act);
+        linear(&self.output, modulate(norm(h), shift, scale))
     }
 
     /// The guided velocity `v_u + s (v_c - v_u)` (one batched pass over both branches); `s = 1` is

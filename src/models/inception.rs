@@ -7,6 +7,7 @@
 //! Field names follow the checkpoint's keys (lower-cased: `Conv2d_1a_3x3` -> `conv2d_1a_3x3`,
 //! `Mixed_5b` -> `mixed_5b`), so the PyTorch file loads by name.
 
+use crate::dense::linear;
 use std::path::Path;
 
 use crate::activation::relu::relu;
@@ -430,7 +431,7 @@ impl<B: Backend> InceptionV3<B> {
         h = self.mixed_7c.forward(h);
         let [b, c, _, _] = h.dims();
         let pool = h.mean_dim(3).mean_dim(2).reshape([b, c]);
-        let logits = self.fc.forward(pool.clone());
+        let logits = linear(&self.fc, pool.clone());
         (pool, logits)
     }
 }

@@ -3,15 +3,16 @@
 //! them, gradients included). The modules themselves are Burn's (same parameters, initialisation and
 //! records); only the order of operations differs:
 //!
-//! - every Linear sees its input as rows [B L, d]. Burn's Linear on a 3-D input multiplies per batch
-//!   element, and its weight gradient is then B products [d_in, d_out] summed afterwards: a B-fold
-//!   larger buffer (tens of MiB for an MLP at batch 128, beyond the heap's reuse threshold) and a
-//!   reduction, where one [d_in, B L] x [B L, d_out] product does;
+//! - every Linear sees its input as rows [B L, d] ([`crate::dense::linear`]). Burn's Linear on a 3-D
+//!   input multiplies per batch element, and its weight gradient is then B products [d_in, d_out]
+//!   summed afterwards: a B-fold larger buffer (tens of MiB for an MLP at batch 128, beyond the heap's
+//!   reuse threshold) and a reduction, where one [d_in, B L] x [B L, d_out] product does;
 //! - attention's query, key and value projections and the MLP's layers run on those rows as well.
 //!
 //! Also the frozen convolutional networks' BatchNorm folding ([`fold`], [`conv_bn`]).
 
 use super::heads::swap_middle;
+use crate::dense::linear;
 use burn::nn::activation::Activation;
 use burn::nn::attention::MultiHeadAttention;
 use burn::nn::conv::Conv2d;
@@ -19,14 +20,6 @@ use burn::nn::transformer::TransformerEncoder;
 use burn::nn::{BatchNorm, Linear};
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
-
-/// `linear` applied to each token of `x` [B, L, d_in]: [B, L, d_out].
-pub fn linear3<B: Backend>(linear: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
-    let [b, l, d] = x.dims();
-    let y = linear.forward(x.reshape([b * l, d]));
-    let out = y.dims()[1];
-    y.reshape([b, l, out])
-}
 
 /// `h` [B, L, w] plus a per-position `pos` [L, w] for every sample. Written as a [B, L w] tensor
 /// plus one shared row: flex adds that in one vectorised pass and sums the gradient of `pos` over
@@ -42,7 +35,7 @@ pub fn add_positions<B: Backend>(h: Tensor<B, 3>, pos: Tensor<B, 2>) -> Tensor<B
 pub fn self_attention<B: Backend>(mha: &MultiHeadAttention<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
     let [b, l, d] = x.dims();
     let (h, dk) = (mha.n_heads, mha.d_k);
-    let heads = |lin: &Linear<B>| swap_middle(linear3(lin, x.clone()).reshape([b, l, h, dk]));
+    let heads = |lin: &Linear<B>| swap_middle(linear(lin, x.clone()).reshape([b, l, h, dk]));
     let (q, k, v) = (heads(&mha.query), heads(&mha.key), heads(&mha.value));
     let scores = q.matmul(k.transpose()).div_scalar((dk as f32).sqrt());
     let scores = mha.dropout.forward(scores);
@@ -53,7 +46,7 @@ pub fn self_attention<B: Backend>(mha: &MultiHeadAttention<B>, x: Tensor<B, 3>) 
         crate::activation::softmax::softmax(scores)
     };
     let context = swap_middle(weights.matmul(v)).reshape([b, l, d]);
-    linear3(&mha.output, context)
+    linear(&mha.output, context)
 }
 
 /// Burn's `encoder.forward(TransformerEncoderInput::new(x))` without masks. Pre-norm layers apply
@@ -74,13 +67,13 @@ pub fn encoder<B: Backend>(encoder: &TransformerEncoder<B>, x: Tensor<B, 3>) -> 
             x.clone()
         };
         let ff = &layer.pwff;
-        let hidden = linear3(&ff.linear_inner, pre);
+        let hidden = linear(&ff.linear_inner, pre);
         let hidden = ff.dropout.forward(match &ff.activation {
             // The exact GELU through the vectorised kernel (`activation::gelu`), the same function.
             Activation::Gelu(g) if !g.approximate => crate::activation::gelu::gelu(hidden),
             other => other.forward(hidden),
         });
-        x = x + layer.dropout.forward(linear3(&ff.linear_outer, hidden));
+        x = x + layer.dropout.forward(linear(&ff.linear_outer, hidden));
         if !layer.norm_first {
             x = layer.norm_2.forward(x);
         }
@@ -127,7 +120,6 @@ pub fn fold<B: Backend>(c: &mut Conv2d<B>, bn: &mut Option<BatchNorm<B>>) {
 mod tests {
     use super::*;
     use crate::backend::TestAutodiff as AB;
-    use burn::nn::LinearConfig;
     use burn::nn::attention::{MhaInput, MultiHeadAttentionConfig};
     use burn::nn::transformer::{TransformerEncoderConfig, TransformerEncoderInput};
     use burn::tensor::Distribution;
@@ -174,25 +166,6 @@ mod tests {
         close(&y1, &y2, 1e-5, &format!("{what} output"));
         close(&g1, &g2, 1e-5, &format!("{what} input gradient"));
         (y1, g1)
-    }
-
-    #[test]
-    fn token_linear_equals_burns_linear() {
-        let device = Default::default();
-        let lin = LinearConfig::new(6, 5).init::<AB>(&device);
-        compare(
-            |x| linear3(&lin, x),
-            |x| lin.forward(x),
-            [3, 4, 6],
-            "linear",
-        );
-        // The weight gradient too (Burn's path sums per-batch products).
-        let x = Tensor::<AB, 3>::random([3, 4, 6], Distribution::Normal(0.0, 1.0), &device);
-        let g1 = linear3(&lin, x.clone()).powi_scalar(2).sum().backward();
-        let g2 = lin.forward(x).powi_scalar(2).sum().backward();
-        let w1 = host(lin.weight.grad(&g1).expect("grad"));
-        let w2 = host(lin.weight.grad(&g2).expect("grad"));
-        close(&w1, &w2, 1e-5, "weight gradient");
     }
 
     /// h + pos per position, and pos's gradient is the sum of the loss weights over the batch

@@ -35,8 +35,9 @@
 use burn::module::{Module, Param};
 use burn::nn::attention::{MultiHeadAttention, MultiHeadAttentionConfig};
 
-use super::layers::{add_positions, linear3, self_attention};
+use super::layers::{add_positions, self_attention};
 use crate::activation::gelu::gelu;
+use crate::dense::linear;
 use burn::nn::{Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
@@ -44,7 +45,7 @@ use rand::Rng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 
-use crate::flow::net::{FlowNetConfig, Init, LN_EPS, SimpleMlpAdaLn, linear};
+use crate::flow::net::{FlowNetConfig, Init, LN_EPS, SimpleMlpAdaLn, init_linear};
 use crate::tensors::{repeat_unit_dim, tile_rows};
 
 /// How the guidance scale grows over MAR's sampling steps (the generator setting `cfg_schedule`).
@@ -165,15 +166,15 @@ impl<B: Backend> MarBlock<B> {
                 .with_initializer(Initializer::XavierUniform { gain: 1.0 })
                 .init(device),
             ln2: norm(w, device),
-            fc1: linear(w, 4 * w, Init::Xavier, device),
-            fc2: linear(4 * w, w, Init::Xavier, device),
+            fc1: init_linear(w, 4 * w, Init::Xavier, device),
+            fc2: init_linear(4 * w, w, Init::Xavier, device),
         }
     }
 
     fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let x = x.clone() + self_attention(&self.attn, self.ln1.forward(x));
-        let h = gelu(linear3(&self.fc1, self.ln2.forward(x.clone())));
-        x + linear3(&self.fc2, h)
+        let h = gelu(linear(&self.fc1, self.ln2.forward(x.clone())));
+        x + linear(&self.fc2, h)
     }
 }
 
@@ -263,7 +264,7 @@ impl<B: Backend> FlowHead<B> {
 
     /// Velocity of token values `x` [N, C] at times `t` [N] given conditions `z` [N, w].
     pub fn forward(&self, x: Tensor<B, 2>, t: Tensor<B, 1>, z: Tensor<B, 2>) -> Tensor<B, 2> {
-        let c = self.net.time_embed.forward(t) + self.cond.forward(z);
+        let c = self.net.time_embed.forward(t) + linear(&self.cond, z);
         self.net.forward_cond(x, c)
     }
 }
@@ -288,7 +289,7 @@ impl<B: Backend> Mar<B> {
     pub fn new(s: MarShape, device: &B::Device) -> Self {
         let w = s.width;
         Mar {
-            z_proj: linear(s.channels, w, Init::Xavier, device),
+            z_proj: init_linear(s.channels, w, Init::Xavier, device),
             class_emb: EmbeddingConfig::new(s.classes + 1, w)
                 .with_initializer(Initializer::Normal {
                     mean: 0.0,
@@ -304,7 +305,7 @@ impl<B: Backend> Mar<B> {
             out_ln: norm(w, device),
             head_pos: embedding_param([s.tokens, w], s.pos_std, device),
             head: FlowHead {
-                cond: linear(w, s.head_width, Init::Xavier, device),
+                cond: init_linear(w, s.head_width, Init::Xavier, device),
                 net: FlowNetConfig {
                     dim: s.channels,
                     width: s.head_width,
@@ -333,7 +334,7 @@ impl<B: Backend> Mar<B> {
     ) -> Tensor<B, 3> {
         let [_, l, _] = x.dims();
         let m = mask.unsqueeze_dim::<3>(2);
-        let known = self.z_proj.forward(x) * (m.clone().neg() + 1.0);
+        let known = linear(&self.z_proj, x) * (m.clone().neg() + 1.0);
         let masked = self.mask_token.val().unsqueeze_dim::<3>(0) * m;
         let class = repeat_unit_dim(
             self.class_emb.forward(y.unsqueeze_dim::<2>(1)),

@@ -120,7 +120,7 @@ fn the_flow_heads_condition_gradient_sums_each_tokens_own_copies() {
     let device = Default::default();
     let (n, w, c, k) = (5usize, 6usize, 2usize, 3usize);
     let head = FlowHead::<A> {
-        cond: linear(w, 8, Init::Xavier, &device),
+        cond: init_linear(w, 8, Init::Xavier, &device),
         net: FlowNetConfig {
             dim: c,
             width: 8,
@@ -241,7 +241,7 @@ fn the_flow_head_reproduces_gaussians_given_its_condition() {
         .map(|_| rng.sample::<f32, _>(rand_distr::StandardNormal))
         .collect();
     let mut head = FlowHead::<A> {
-        cond: linear(w, 32, Init::Xavier, &device),
+        cond: init_linear(w, 32, Init::Xavier, &device),
         net: FlowNetConfig {
             dim: 2,
             width: 32,
@@ -323,7 +323,7 @@ fn the_transformer_carries_known_tokens_to_the_masked_positions() {
     let shape = small(l, w, 2, 2);
     let mut net = Probe::<A> {
         mar: Mar::new(shape, &device),
-        out: linear(w, 2, Init::Xavier, &device),
+        out: init_linear(w, 2, Init::Xavier, &device),
     };
     let mut optim = AdamConfig::new().init::<A, Probe<A>>();
     let mut rng = StdRng::seed_from_u64(0);

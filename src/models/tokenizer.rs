@@ -8,6 +8,7 @@
 //! element (KL), and a soft assignment to a learnable codebook (SoftVQ). Also the small patch
 //! discriminator of the adversarial loss. Every loss is a mean over elements.
 
+use crate::dense::linear;
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::transformer::{TransformerEncoder, TransformerEncoderConfig};
@@ -267,7 +268,7 @@ impl<B: Backend> Tokenizer<B> {
         };
         let [n, _, c] = z.dims();
         let pooled = z.mean_dim(1).reshape([n, c]);
-        let h = b.forward(burn::tensor::activation::silu(a.forward(pooled)));
+        let h = linear(b, burn::tensor::activation::silu(linear(a, pooled)));
         let cos = (l2_normalise(h) * l2_normalise(f)).sum_dim(1);
         Some(cos.mean().neg())
     }
@@ -280,7 +281,7 @@ impl<B: Backend> Tokenizer<B> {
     fn encode_raw(&self, x: Tensor<B, 2>) -> Tensor<B, 3> {
         let [b, _] = x.dims();
         let width = self.enc_pos.val().dims()[1];
-        let patches = self.patch_in.forward(patchify(x));
+        let patches = linear(&self.patch_in, patchify(x));
         let latent = self
             .latent_tokens
             .val()
@@ -289,7 +290,7 @@ impl<B: Backend> Tokenizer<B> {
         let h = add_positions(Tensor::cat(vec![patches, latent], 1), self.enc_pos.val());
         let h = encoder(&self.encoder, h);
         let h = self.enc_norm.forward(h.narrow(1, PATCHES, self.tokens));
-        self.to_latent.forward(h)
+        linear(&self.to_latent, h)
     }
 
     /// SoftVQ of tokens [B, L, C]: (quantised tokens, entropy loss), the usage term from these
@@ -340,12 +341,12 @@ impl<B: Backend> Tokenizer<B> {
             .unsqueeze_dim::<3>(0)
             .expand([b, PATCHES, width]);
         let h = add_positions(
-            Tensor::cat(vec![mask, self.from_latent.forward(z)], 1),
+            Tensor::cat(vec![mask, linear(&self.from_latent, z)], 1),
             self.dec_pos.val(),
         );
         let h = encoder(&self.decoder, h);
         let h = self.dec_norm.forward(h.narrow(1, 0, PATCHES));
-        unpatchify(sigmoid(self.to_pixels.forward(h)))
+        unpatchify(sigmoid(linear(&self.to_pixels, h)))
     }
 
     /// Deterministic reconstruction through [`Tokenizer::latents`].
