@@ -120,6 +120,10 @@ bench threads="1":
     CARGO_TARGET_DIR=target/release-build cargo run --locked --release -- bench all --threads {{threads}}
     CARGO_TARGET_DIR=target/release-build cargo run --locked --release -- --db target/bench.db bench store --processes 4 --points 5000 --batch 50
 
+# `just bench` as on a CPU without AVX-512: both sides capped at AVX2 (scripts/bench-avx2.sh).
+bench-avx2 threads="1":
+    bash scripts/bench-avx2.sh {{threads}}
+
 # faiss-cpu in .venv-bench: the reference of the k-NN benchmark.
 faiss:
     bash scripts/setup-bench.sh

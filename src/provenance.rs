@@ -68,6 +68,20 @@ pub fn cpu() -> Option<String> {
     })
 }
 
+/// The vector kernels this process runs on the CPU: the matrix products' (gemm's AVX-512 kernels are
+/// compiled in by the default `avx512` feature) and the project's own (within `FLOWPRIOR_MAX_ISA`).
+pub fn kernels() -> String {
+    format!(
+        "matrix products {}, own kernels {}",
+        if cfg!(feature = "avx512") {
+            "up to avx512"
+        } else {
+            "up to avx2 (built without avx512)"
+        },
+        crate::simd::Isa::current().name()
+    )
+}
+
 /// Threads the CPU backend computes with (rayon's pool).
 pub fn threads() -> i64 {
     rayon::current_num_threads() as i64

@@ -101,9 +101,10 @@ pub(super) fn all(
         }
     }
     println!(
-        "\n== every ratio to its reference, {threads} thread(s), {}, CPU: {}",
+        "\n== every ratio to its reference, {threads} thread(s), {}, CPU: {}; {}",
         super::bench::profile_name(),
-        crate::provenance::cpu().unwrap_or_else(|| "unknown".into())
+        crate::provenance::cpu().unwrap_or_else(|| "unknown".into()),
+        crate::provenance::kernels()
     );
     println!("{}", summary());
     Ok(())
