@@ -34,7 +34,8 @@ pub enum BenchCommand {
         /// batch 256) or `both`.
         #[arg(long, default_value = "both")]
         size: String,
-        /// Timed training steps per side.
+        /// Timed training steps per side at the paper size (the small size, a sixteenth of the work a
+        /// step, runs 10 times as many).
         #[arg(long, default_value_t = 10)]
         steps: usize,
         /// Untimed steps first (allocation, kernel selection).

@@ -178,17 +178,19 @@ impl<'a, B: Backend> LoadedNet<'a, B> {
             }
             out
         };
-        let mut outs = if blocks > 1 {
+        let outs = if blocks > 1 {
             on_shard_threads(row_blocks(parts.len(), blocks), run)
         } else {
             vec![run(0..parts.len())]
         };
-        let mut out = outs.remove(0);
-        for o in outs {
-            out.features.extend(o.features);
-            out.logits.extend(o.logits);
-        }
-        out
+        // The blocks' rows in order, after the first block's.
+        outs.into_iter()
+            .reduce(|mut out, o| {
+                out.features.extend(o.features);
+                out.logits.extend(o.logits);
+                out
+            })
+            .unwrap_or_else(|| run(0..0))
     }
 
     /// Images a chunk holds: what one pass of the network takes at once.
