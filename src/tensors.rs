@@ -1,7 +1,7 @@
 //! Moving values between host vectors (f64) and Burn tensors, for metrics, logging and figures.
 
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{DType, Tensor, TensorData};
 
 /// `Ok(value)` when `T` is `U`, the value back otherwise: how the CPU kernels (activations,
 /// convolutions) find out that a generic backend is flex.
@@ -22,12 +22,27 @@ pub fn scalar<B: Backend, const D: usize>(t: Tensor<B, D>) -> f64 {
 
 /// All values of a tensor, row-major, as f64.
 pub fn to_host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f64> {
-    t.into_data().iter::<f64>().collect()
+    let data = t.into_data();
+    if data.dtype == DType::F32 {
+        return f32_values(data).into_iter().map(f64::from).collect();
+    }
+    data.iter::<f64>().collect()
 }
 
 /// All values of a tensor, row-major, as f32 (features kept as f32, no round trip through f64).
 pub fn to_host_f32<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
-    t.into_data().iter::<f32>().collect()
+    let data = t.into_data();
+    if data.dtype == DType::F32 {
+        return f32_values(data);
+    }
+    data.iter::<f32>().collect()
+}
+
+/// The values of f32 data: its own buffer where it can be taken, else one copy (`TensorData::iter`
+/// yields through a boxed iterator, one dynamic call per value).
+fn f32_values(data: TensorData) -> Vec<f32> {
+    data.into_vec::<f32>()
+        .unwrap_or_else(|e| unreachable!("f32 data holds f32 values: {e:?}"))
 }
 
 /// A [len / d, d] f32 tensor from row-major host values.
@@ -96,6 +111,30 @@ pub fn repeat_unit_dim<B: Backend, const D: usize>(
 mod tests {
     use super::*;
     use crate::backend::TestAutodiff as AB;
+
+    /// Row-major values of a contiguous tensor and of a transposed view, as f32 and f64, and of an f64
+    /// tensor (the other path).
+    #[test]
+    fn host_values_are_row_major_in_either_precision() {
+        let device = Default::default();
+        let t = Tensor::<crate::backend::TestBackend, 2>::from_floats(
+            [[1.0, 2.0, 3.0], [4.0, 5.0, 6.5]],
+            &device,
+        );
+        assert_eq!(to_host_f32(t.clone()), vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.5]);
+        assert_eq!(to_host(t.clone()), vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.5]);
+        assert_eq!(
+            to_host_f32(t.clone().transpose()),
+            vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.5]
+        );
+        assert_eq!(
+            to_host(t.clone().transpose()),
+            vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.5]
+        );
+        let wide = t.cast(DType::F64);
+        assert_eq!(to_host(wide.clone()), vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.5]);
+        assert_eq!(to_host_f32(wide), vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.5]);
+    }
 
     /// d/dx of sum(w * tile(x)) is, for row i, the sum over r of w's rows r n + i (closed form, on
     /// host values), and the forward equals `repeat_dim(0, k)`.
