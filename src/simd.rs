@@ -10,8 +10,8 @@
 /// The environment variable that caps the instruction set.
 pub const MAX_ISA_VAR: &str = "FLOWPRIOR_MAX_ISA";
 
-/// An instruction set a kernel can be compiled for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// An instruction set a kernel can be compiled for, ordered narrowest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Isa {
     /// What every x86-64 (or other) CPU this binary runs on has.
     Baseline,
@@ -44,7 +44,6 @@ impl Isa {
     /// `baseline`, any case; None: no cap). An unknown cap is an error carrying the widest set.
     fn capped(available: &[Isa], cap: Option<&str>) -> Result<Isa, Isa> {
         let widest = *available.last().unwrap_or(&Isa::Baseline);
-        let rank = |isa: &Isa| available.iter().position(|a| a == isa);
         let limit = match cap.map(str::to_ascii_lowercase).as_deref() {
             None | Some("avx512") => return Ok(widest),
             Some("baseline") => Isa::Baseline,
@@ -54,10 +53,12 @@ impl Isa {
             Some("avx2") => Isa::Baseline,
             Some(_) => return Err(widest),
         };
-        Ok(match (rank(&limit), rank(&widest)) {
-            (Some(l), Some(w)) if l < w => limit,
-            _ => widest,
-        })
+        // Only sets the CPU has: the kernels may run nothing else.
+        Ok(available
+            .iter()
+            .copied()
+            .rfind(|a| *a <= limit)
+            .unwrap_or(Isa::Baseline))
     }
 
     /// Every instruction set this CPU can run, the baseline first and the widest last (tests run

@@ -11,6 +11,7 @@
 
 #[cfg(feature = "flex")]
 mod flex;
+#[cfg(feature = "flex")]
 mod transpose;
 
 use burn::nn::Linear;

@@ -167,12 +167,7 @@ impl<'a, B: Backend> LoadedNet<'a, B> {
             _ => 1,
         };
         let run = |range: std::ops::Range<usize>| {
-            let mut out = NetOutput {
-                features: Vec::new(),
-                dim: 0,
-                logits: Vec::new(),
-                classes: 0,
-            };
+            let mut out = NetOutput::default();
             for part in &parts[range] {
                 self.chunk_into(part, device, &mut out);
             }
@@ -190,7 +185,7 @@ impl<'a, B: Backend> LoadedNet<'a, B> {
                 out.logits.extend(o.logits);
                 out
             })
-            .unwrap_or_else(|| run(0..0))
+            .unwrap_or_default()
     }
 
     /// Images a chunk holds: what one pass of the network takes at once.
@@ -223,6 +218,7 @@ impl<'a, B: Backend> LoadedNet<'a, B> {
 }
 
 /// Features (n x dim) and logits (n x classes) of a batch of images.
+#[derive(Default)]
 pub struct NetOutput {
     pub features: Vec<f32>,
     pub dim: usize,
